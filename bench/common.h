@@ -1,0 +1,80 @@
+/* Shared bits of the raw libcurl baselines (raw_easy.c, raw_multi.c).
+ * Header-only on purpose: each program is built from one .c file with
+ *   cc -O2 -Wall -Wextra raw_easy.c $(pkg-config --cflags --libs libcurl)
+ */
+#ifndef BENCH_COMMON_H
+#define BENCH_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <curl/curl.h>
+
+/* A growable response buffer: the baselines keep the whole body, as any real
+ * client must, but do nothing else with it. */
+struct body {
+    char *data;
+    size_t len, cap;
+};
+
+static size_t body_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct body *b = userdata;
+    size_t n = size * nmemb;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p)
+            return 0; /* makes libcurl fail the transfer */
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The headers every call of the contract (API.md section 1) carries. */
+static struct curl_slist *api_headers(const char *token, int with_body)
+{
+    char auth[1024];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, auth);
+    h = curl_slist_append(h, "Version: 2021-04-15");
+    h = curl_slist_append(h, "Accept: application/json");
+    if (with_body)
+        h = curl_slist_append(h, "Content-Type: application/json");
+    return h;
+}
+
+static long parse_count(const char *s, const char *what)
+{
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || n <= 0) {
+        fprintf(stderr, "bad %s: %s\n", what, s);
+        exit(2);
+    }
+    return n;
+}
+
+/* The one line bench/bench.lua reads from every client. */
+static void report(long requests, long errors, double seconds)
+{
+    printf("BENCH requests=%ld errors=%ld seconds=%.6f\n", requests, errors, seconds);
+    fflush(stdout);
+}
+
+#endif

@@ -1,0 +1,88 @@
+/* Baseline 1: raw libcurl, one easy handle reused for every request, sequential.
+ *
+ *   raw_easy BASE_URL TOKEN CALL ID COUNT
+ *
+ * CALL is one of get_message, send_message, update_message_status,
+ * get_conversation: the same HTTP request the library makes for that method.
+ * ID is the message id (or conversation id for get_conversation; ignored for
+ * send_message). The handle keeps its connection alive across requests.
+ * Prints one "BENCH requests=N errors=E seconds=S" line.
+ */
+#include "common.h"
+
+#define USER_AGENT "leadconnector-bench-raw/1 libcurl"
+
+int main(int argc, char **argv)
+{
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s BASE_URL TOKEN CALL ID COUNT\n", argv[0]);
+        return 2;
+    }
+    const char *base = argv[1], *token = argv[2], *call = argv[3], *id = argv[4];
+    long count = parse_count(argv[5], "COUNT");
+
+    char url[2048];
+    const char *method = "GET", *payload = NULL;
+    if (strcmp(call, "get_message") == 0) {
+        snprintf(url, sizeof url, "%s/conversations/messages/%s", base, id);
+    } else if (strcmp(call, "send_message") == 0) {
+        snprintf(url, sizeof url, "%s/conversations/messages", base);
+        method = "POST";
+        payload = "{\"type\":\"SMS\",\"contactId\":\"contact_demo_1\",\"message\":\"hi\"}";
+    } else if (strcmp(call, "update_message_status") == 0) {
+        snprintf(url, sizeof url, "%s/conversations/messages/%s/status", base, id);
+        method = "PUT";
+        payload = "{\"status\":\"read\"}";
+    } else if (strcmp(call, "get_conversation") == 0) {
+        snprintf(url, sizeof url, "%s/conversations/%s", base, id);
+    } else {
+        fprintf(stderr, "unknown CALL: %s\n", call);
+        return 2;
+    }
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "curl_global_init failed\n");
+        return 1;
+    }
+    CURL *h = curl_easy_init();
+    if (!h) {
+        fprintf(stderr, "curl_easy_init failed\n");
+        return 1;
+    }
+    struct body body = { 0 };
+    struct curl_slist *headers = api_headers(token, payload != NULL);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, USER_AGENT);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+    if (payload) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    }
+
+    long errors = 0;
+    double t0 = now_seconds();
+    for (long i = 0; i < count; i++) {
+        body.len = 0;
+        CURLcode rc = curl_easy_perform(h);
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (rc != CURLE_OK || status < 200 || status > 299 || body.len == 0) {
+            if (errors++ == 0)
+                fprintf(stderr, "raw_easy %s: first error: %s, HTTP %ld\n", call,
+                        rc != CURLE_OK ? curl_easy_strerror(rc) : "ok", status);
+        }
+    }
+    double elapsed = now_seconds() - t0;
+    report(count, errors, elapsed);
+
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(h);
+    free(body.data);
+    curl_global_cleanup();
+    return 0;
+}
