@@ -1,0 +1,641 @@
+-- The benchmark driver behind `bench/run` (and so `make bench`). Run from the
+-- repository root. It builds the raw libcurl baselines and the measuring
+-- wrapper into bench/out/, starts its own sandbox on loopback, runs every row
+-- REPEATS times (each run a separate client process, rows interleaved), stops
+-- the server and prints one table of medians, then the targets of issue 5 as
+-- PASS/FAIL lines. See bench/README.md for the method.
+--
+-- Exit status: 0 when every row that could run ran (targets missed or rows
+-- n/a included); 1 when something broke (a build, the server, a client that
+-- crashed or got no answer right).
+local socket = require "socket"
+
+local function env(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+local QUICK = env("BENCH_QUICK", "0") ~= "0"
+local N = tonumber(env("BENCH_REQUESTS", QUICK and "2000" or "20000"))
+local REPEATS = tonumber(env("BENCH_REPEATS", QUICK and "3" or "5"))
+local NODE_N = tonumber(env("BENCH_NODE_REQUESTS", QUICK and "1000" or tostring(N)))
+local RSS_N = tonumber(env("BENCH_RSS_REQUESTS", QUICK and "10000" or "100000"))
+local STARTUP_SAMPLES = tonumber(env("BENCH_STARTUP_SAMPLES", QUICK and "10" or "30"))
+local CONCURRENCY = 16
+local BATCH_SIZE = 1000
+local OUT = "bench/out"
+local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit")
+local CC = env("CC", "cc")
+-- CPU pinning (see README): "split" puts the server on CPU 0 and the client on
+-- CPU 1; "same" puts both on CPU 0; "off" leaves it to the scheduler.
+local PIN = env("BENCH_PIN", "split")
+local LUA = env("BENCH_LUA", "lua5.4")
+
+local broken = {} -- what went wrong, for the exit status
+
+local function log(...)
+  io.stderr:write(string.format(...), "\n")
+  io.stderr:flush()
+end
+
+local function quote(s)
+  s = tostring(s)
+  if s:match("^[%w%./:_=-]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function argv_string(argv)
+  local parts = {}
+  for i, a in ipairs(argv) do parts[i] = quote(a) end
+  return table.concat(parts, " ")
+end
+
+local function exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function sh(cmd) -- true when the command exited 0
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local s = p:read("a")
+  local ok = p:close()
+  return s, ok
+end
+
+local function median(list)
+  if #list == 0 then return nil end
+  local t = {}
+  for i, v in ipairs(list) do t[i] = v end
+  table.sort(t)
+  local m = (#t + 1) // 2
+  if #t % 2 == 1 then return t[m] end
+  return (t[m] + t[m + 1]) / 2
+end
+
+---------------------------------------------------------------------------
+-- Build what the bench needs itself.
+---------------------------------------------------------------------------
+local function build()
+  sh("mkdir -p " .. OUT)
+  local curl_flags = capture("pkg-config --cflags --libs libcurl 2>/dev/null"):gsub("%s+$", "")
+  if curl_flags == "" then
+    broken[#broken + 1] = "pkg-config libcurl found nothing (install libcurl4-openssl-dev)"
+    return false
+  end
+  local builds = {
+    { "measure", CC .. " -O2 -Wall -Wextra -o " .. OUT .. "/measure bench/measure.c" },
+    { "raw_easy", CC .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_easy bench/raw_easy.c " .. curl_flags },
+    { "raw_multi", CC .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_multi bench/raw_multi.c " .. curl_flags },
+  }
+  for _, b in ipairs(builds) do
+    if not sh(b[2] .. " 2>" .. OUT .. "/build-" .. b[1] .. ".log") then
+      broken[#broken + 1] = "building " .. b[1] .. " failed: see " .. OUT .. "/build-" .. b[1] .. ".log"
+      io.stderr:write(read_file(OUT .. "/build-" .. b[1] .. ".log") or "")
+      return false
+    end
+    local warnings = read_file(OUT .. "/build-" .. b[1] .. ".log") or ""
+    if warnings ~= "" then io.stderr:write(warnings) end
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- The server: bin/leadconnector-sandbox on an ephemeral loopback port.
+---------------------------------------------------------------------------
+local server = {}
+
+local function alive(pid)
+  return sh("kill -0 " .. pid .. " 2>/dev/null")
+end
+
+local pin_server, pin_client = "", ""
+
+local function setup_pinning()
+  if PIN == "off" or PIN == "0" then return "off (BENCH_PIN=off)" end
+  if not sh("command -v taskset >/dev/null 2>&1") then return "off (no taskset)" end
+  if PIN == "same" then
+    pin_server, pin_client = "taskset -c 0 ", "taskset -c 0 "
+    return "server and client both on CPU 0"
+  end
+  local ncpu = tonumber((capture("nproc 2>/dev/null"))) or 1
+  if ncpu < 2 then return "off (one CPU)" end
+  pin_server, pin_client = "taskset -c 0 ", "taskset -c 1 "
+  return "server on CPU 0, client on CPU 1"
+end
+
+local function start_server()
+  os.remove(OUT .. "/server.out")
+  local cmd = string.format("%s%s >%s/server.out 2>%s/server.log </dev/null & echo $! >%s/server.pid",
+    pin_server, SANDBOX, OUT, OUT, OUT)
+  if not sh(cmd) then return nil, "could not start: " .. SANDBOX end
+  server.pid = (read_file(OUT .. "/server.pid") or ""):match("%d+")
+  if not server.pid then return nil, "no pid for the server" end
+  local deadline = socket.gettime() + 30
+  while socket.gettime() < deadline do
+    local out = read_file(OUT .. "/server.out") or ""
+    local url = out:match("LEADCONNECTOR_SANDBOX_URL=(%S+)")
+    local token = out:match("LEADCONNECTOR_SANDBOX_TOKEN=(%S+)")
+    if url and token then
+      server.url, server.token = url, token
+      return true
+    end
+    if not alive(server.pid) then
+      return nil, "the server exited before printing its URL and token: see " .. OUT .. "/server.log"
+    end
+    socket.sleep(0.05)
+  end
+  return nil, "the server printed no URL and token within 30 s: see " .. OUT .. "/server.log"
+end
+
+local function stop_server()
+  if not server.pid then return end
+  local pid = server.pid
+  server.pid = nil
+  os.remove(OUT .. "/server.pid")
+  sh("kill -TERM " .. pid .. " 2>/dev/null")
+  for _ = 1, 100 do
+    if not alive(pid) then return end
+    socket.sleep(0.05)
+  end
+  log("bench: the server did not stop on SIGTERM within 5 s; sending SIGKILL")
+  sh("kill -KILL " .. pid .. " 2>/dev/null")
+end
+
+---------------------------------------------------------------------------
+-- Running one client under bench/out/measure.
+---------------------------------------------------------------------------
+local function run_client(argv)
+  local cmd = pin_client .. OUT .. "/measure " .. argv_string(argv) .. " 2>>" .. OUT .. "/clients.log"
+  local out = capture(cmd)
+  local r = { out = out }
+  local b = out:match("BENCH ([^\n]*)")
+  if b then
+    r.requests = tonumber(b:match("requests=(%d+)"))
+    r.errors = tonumber(b:match("errors=(%d+)"))
+    r.seconds = tonumber(b:match("seconds=([%d.]+)"))
+    r.missing = b:match("missing=(%S+)")
+  end
+  r.startup_ms = tonumber(out:match("STARTUP ms=([%d.]+)"))
+  local m = out:match("MEASURE ([^\n]*)")
+  if m then
+    r.exit = tonumber(m:match("exit=(%d+)"))
+    r.cpu = tonumber(m:match("user=([%d.]+)")) + tonumber(m:match("sys=([%d.]+)"))
+    r.rss_kb = tonumber(m:match("maxrss_kb=(%d+)"))
+    r.wall = tonumber(m:match("wall=([%d.]+)"))
+  end
+  return r
+end
+
+---------------------------------------------------------------------------
+-- The rows. To add one, append a table: id, label, base (the id of the raw
+-- row its ratios are taken against), needs (a check returning true or
+-- false plus a reason), argv(ctx, n) giving the client's command line, and
+-- optionally n (its request count). The client prints
+-- "BENCH requests=N errors=E seconds=S".
+---------------------------------------------------------------------------
+local ctx = {}
+local rows = {}
+local function row(t)
+  t.runs = {}
+  rows[#rows + 1] = t
+  return t
+end
+
+local CALLS = { "get_message", "send_message", "update_message_status", "get_conversation" }
+local function id_for(call)
+  return call == "get_conversation" and ctx.conv or ctx.msg
+end
+
+local function need_library()
+  return ctx.library, ctx.library_reason
+end
+local function need_node()
+  return ctx.node, ctx.node_reason
+end
+
+for _, call in ipairs(CALLS) do
+  row {
+    id = "raw_" .. call, label = "raw libcurl easy: " .. call, base = "raw_" .. call,
+    argv = function(c, n) return { OUT .. "/raw_easy", c.url, c.token, call, id_for(call), n } end,
+  }
+end
+row {
+  id = "raw_multi", label = "raw libcurl multi x" .. CONCURRENCY .. ": get_message", base = "raw_multi",
+  argv = function(c, n) return { OUT .. "/raw_multi", c.url, c.token, c.msg, n, CONCURRENCY } end,
+}
+for _, call in ipairs(CALLS) do
+  row {
+    id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call, base = "raw_" .. call,
+    needs = need_library, lc_seq = call,
+    argv = function(c, n) return { LUA, "bench/lc_seq.lua", c.url, c.token, call, id_for(call), n } end,
+  }
+end
+row {
+  id = "lc_batch", label = "leadconnector batch x" .. CONCURRENCY .. ": get_message", base = "raw_multi",
+  needs = need_library,
+  argv = function(c, n)
+    return { LUA, "bench/lc_batch.lua", c.url, c.token, c.msg, n, CONCURRENCY, BATCH_SIZE }
+  end,
+}
+for _, call in ipairs(CALLS) do
+  row {
+    id = "naive_" .. call, label = "naive luasocket+cjson: " .. call, base = "raw_" .. call,
+    argv = function(c, n) return { LUA, "bench/naive.lua", c.url, c.token, call, id_for(call), n } end,
+  }
+end
+row {
+  id = "node", label = "node SDK: get_message", base = "raw_get_message", needs = need_node, n = NODE_N,
+  argv = function(c, n)
+    local argv = { "node", "bench/node/sdk.js", c.url, c.token, c.msg, n }
+    if c.node_version then argv[#argv + 1] = c.node_version end
+    return argv
+  end,
+}
+
+local by_id = {}
+for _, r in ipairs(rows) do by_id[r.id] = r end
+
+---------------------------------------------------------------------------
+-- What can run: the library (built by `make`), the Node SDK (npm ci).
+---------------------------------------------------------------------------
+local function check_library()
+  if not (exists("lua/leadconnector/init.lua") and exists("build/lua5.4/leadconnector/core.so")) then
+    return false, "library not built"
+  end
+  local out, ok = capture(LUA .. " -e 'local lc = require \"leadconnector\"; " ..
+    "assert(lc.new { token = \"probe\", base_url = \"http://127.0.0.1:9\" })' 2>&1")
+  if not ok then
+    broken[#broken + 1] = "the library is built but does not load: " .. out:gsub("\n.*", "")
+    return false, "library fails to load"
+  end
+  return true
+end
+
+local function node_sdk_version()
+  local lock = read_file("bench/node/package-lock.json") or ""
+  return lock:match('"node_modules/@gohighlevel/api%-client":%s*{%s*"version":%s*"([^"]+)"')
+end
+
+local function check_node()
+  if not sh("command -v node >/dev/null 2>&1") then return false, "node not installed" end
+  if not exists("bench/node/node_modules/@gohighlevel/api-client/package.json") then
+    if not sh("command -v npm >/dev/null 2>&1") then return false, "npm not installed" end
+    log("bench: installing the Node SDK (npm ci in bench/node)")
+    if not sh("cd bench/node && npm ci --no-audit --no-fund --loglevel=error >../out/npm.log 2>&1") then
+      return false, "npm ci failed: see bench/out/npm.log"
+    end
+  end
+  return true
+end
+
+-- The SDK sends `Version: 2023-02-21`. If the server refuses it, the SDK's
+-- per-call options carry the contract's version instead (noted in the table).
+local function probe_node()
+  local r = run_client { "node", "bench/node/sdk.js", ctx.url, ctx.token, ctx.msg, 1 }
+  if r.exit == 0 and r.errors == 0 then return true end
+  r = run_client { "node", "bench/node/sdk.js", ctx.url, ctx.token, ctx.msg, 1, "2021-04-15" }
+  if r.exit == 0 and r.errors == 0 then
+    ctx.node_version = "2021-04-15"
+    ctx.node_note = "server refused the SDK's Version 2023-02-21; sent 2021-04-15 per call"
+    return true
+  end
+  return false, "the SDK got no answer right: see " .. OUT .. "/clients.log"
+end
+
+---------------------------------------------------------------------------
+-- Measuring.
+---------------------------------------------------------------------------
+local function run_row(r, rep)
+  local n = r.n or N
+  local res = run_client(r.argv(ctx, n))
+  if res.missing then
+    r.na = "n/a (" .. res.missing .. " missing)"
+    log("  %-42s %s", r.label, r.na)
+    return
+  end
+  if res.exit ~= 0 or not res.seconds then
+    r.failed = string.format("client failed (exit %s): see %s/clients.log", tostring(res.exit), OUT)
+    broken[#broken + 1] = r.label .. ": " .. r.failed
+    log("  %-42s %s", r.label, r.failed)
+    return
+  end
+  if res.errors >= res.requests then
+    r.failed = "every request failed: see " .. OUT .. "/clients.log"
+    broken[#broken + 1] = r.label .. ": " .. r.failed
+    log("  %-42s %s", r.label, r.failed)
+    return
+  end
+  res.rps = res.requests / res.seconds
+  res.cpu_per_1000 = res.cpu / res.requests * 1e6 -- ms per 1000 requests
+  r.runs[#r.runs + 1] = res
+  local f = io.open(OUT .. "/runs.tsv", "a")
+  if f then
+    f:write(table.concat({ rep, r.id, res.requests, res.errors, res.seconds, res.cpu, res.rss_kb, res.wall }, "\t"), "\n")
+    f:close()
+  end
+  log("  %-42s %9.0f req/s %8.1f CPU ms/1000 %6.1f MB%s", r.label, res.rps, res.cpu_per_1000,
+    res.rss_kb / 1024, res.errors > 0 and ("  " .. res.errors .. " errors") or "")
+end
+
+local function summarize(r)
+  if #r.runs == 0 then return end
+  local rps, cpu, rss, errors = {}, {}, {}, 0
+  for i, x in ipairs(r.runs) do
+    rps[i], cpu[i], rss[i] = x.rps, x.cpu_per_1000, x.rss_kb / 1024
+    errors = errors + x.errors
+  end
+  r.rps, r.cpu, r.rss, r.errors = median(rps), median(cpu), median(rss), errors
+end
+
+local function runnable(r)
+  if r.na or r.failed then return false end
+  if r.needs then
+    local ok, why = r.needs()
+    if not ok then
+      r.na = "n/a (" .. why .. ")"
+      return false
+    end
+  end
+  return true
+end
+
+local function measure_startup()
+  local st = { samples = {}, rss = {} }
+  for _ = 1, STARTUP_SAMPLES do
+    local res = run_client { LUA, "bench/startup.lua", ctx.url, ctx.token }
+    if res.exit ~= 0 or not res.startup_ms then
+      st.failed = "start-up run failed: see " .. OUT .. "/clients.log"
+      broken[#broken + 1] = st.failed
+      return st
+    end
+    st.samples[#st.samples + 1] = res.startup_ms
+    st.rss[#st.rss + 1] = res.rss_kb / 1024
+  end
+  st.ms, st.rss_mb = median(st.samples), median(st.rss)
+  -- The whole process as well (interpreter start, require, new, exit), for context.
+  if sh("command -v hyperfine >/dev/null 2>&1") then
+    local cmd = string.format(
+      pin_client .. "hyperfine -N --style none --warmup 3 --runs %d --export-json %s/hyperfine.json %s >/dev/null 2>>%s/clients.log",
+      STARTUP_SAMPLES, OUT, quote(argv_string { LUA, "bench/startup.lua", ctx.url, ctx.token }), OUT)
+    if sh(cmd) then
+      local j = read_file(OUT .. "/hyperfine.json") or ""
+      local m = tonumber(j:match('"median":%s*([%d.eE+-]+)'))
+      if m then st.process_ms = m * 1000 end
+    end
+  end
+  return st
+end
+
+---------------------------------------------------------------------------
+-- Output.
+---------------------------------------------------------------------------
+local function fmt(v, pattern)
+  if v == nil then return "-" end
+  return string.format(pattern, v)
+end
+
+local function print_table(startup, rss_run)
+  local head = { "row", "requests/s", "CPU ms / 1000 req", "peak RSS MB",
+    "ratio to raw libcurl (req/s)", "ratio CPU", "notes" }
+  local lines = {}
+  for _, r in ipairs(rows) do
+    local base = by_id[r.base]
+    local notes = {}
+    local line
+    if r.na or r.failed or not r.rps then
+      line = { r.label, r.na or "FAILED", "", "", "", "", r.failed or "" }
+    else
+      local ratio, cpu_ratio
+      if base and base.rps then
+        ratio, cpu_ratio = r.rps / base.rps, r.cpu / base.cpu
+      end
+      if r.base == r.id then
+        notes[#notes + 1] = r.id == "raw_get_message" and "the baseline"
+          or r.id == "raw_multi" and "baseline for the concurrent rows" or "baseline for its call"
+      elseif r.base == "raw_multi" then
+        notes[#notes + 1] = "ratios vs raw multi"
+      elseif r.base ~= "raw_get_message" then
+        notes[#notes + 1] = "ratios vs raw easy " .. r.base:gsub("^raw_", "")
+      end
+      if r.errors > 0 then notes[#notes + 1] = r.errors .. " errors over all runs" end
+      if r.n and r.n ~= N then notes[#notes + 1] = r.n .. " requests per run" end
+      if r.id == "node" then
+        notes[#notes + 1] = "@gohighlevel/api-client " .. (node_sdk_version() or "?")
+        if ctx.node_note then notes[#notes + 1] = ctx.node_note end
+      end
+      line = { r.label, fmt(r.rps, "%.0f"), fmt(r.cpu, "%.1f"), fmt(r.rss, "%.1f"),
+        fmt(ratio, "%.2f"), fmt(cpu_ratio, "%.2f"), table.concat(notes, "; ") }
+    end
+    lines[#lines + 1] = line
+  end
+  -- require + new
+  if startup.ms then
+    local note = string.format("start-up %.2f ms: require + new, median of %d processes",
+      startup.ms, #startup.samples)
+    if startup.process_ms then
+      note = note .. string.format("; whole process %.1f ms (hyperfine)", startup.process_ms)
+    end
+    lines[#lines + 1] = { "leadconnector require + new", "", "", fmt(startup.rss_mb, "%.1f"), "", "", note }
+  else
+    lines[#lines + 1] = { "leadconnector require + new", startup.na or "FAILED", "", "", "", "",
+      startup.failed or "" }
+  end
+
+  local widths = {}
+  for i, h in ipairs(head) do widths[i] = #h end
+  for _, l in ipairs(lines) do
+    for i, c in ipairs(l) do widths[i] = math.max(widths[i], utf8.len(c) or #c) end
+  end
+  local function render(cells, numeric)
+    local out = {}
+    for i, c in ipairs(cells) do
+      local pad = string.rep(" ", widths[i] - (utf8.len(c) or #c))
+      if numeric and i > 1 and i < #cells and c:match("^[%d.]+$") then
+        out[i] = pad .. c
+      else
+        out[i] = c .. pad
+      end
+    end
+    return "| " .. table.concat(out, " | ") .. " |"
+  end
+  local text = {}
+  text[#text + 1] = render(head)
+  local sep = {}
+  for i = 1, #head do
+    sep[i] = string.rep("-", widths[i] - 1) .. ((i > 1 and i < #head) and ":" or "-")
+  end
+  text[#text + 1] = "| " .. table.concat(sep, " | ") .. " |"
+  for _, l in ipairs(lines) do text[#text + 1] = render(l, true) end
+  return table.concat(text, "\n")
+end
+
+local function targets(startup, rss_run)
+  local out = {}
+  local function check(ok, text)
+    if ok == nil then
+      out[#out + 1] = "n/a   " .. text
+    else
+      out[#out + 1] = (ok and "PASS  " or "FAIL  ") .. text
+    end
+  end
+  local function ready(r) return r and r.rps and not r.na and not r.failed end
+
+  for _, call in ipairs(CALLS) do
+    local r, b = by_id["lc_" .. call], by_id["raw_" .. call]
+    if ready(r) and ready(b) then
+      local x = r.rps / b.rps
+      check(x >= 0.85, string.format("sequential %s >= 0.85x raw easy req/s: %.2fx (%.0f vs %.0f)",
+        call, x, r.rps, b.rps))
+    else
+      check(nil, "sequential " .. call .. " >= 0.85x raw easy req/s: " .. (r.na or r.failed or "no data"))
+    end
+  end
+  do
+    local r, b = by_id.lc_batch, by_id.raw_multi
+    if ready(r) and ready(b) then
+      local x = r.rps / b.rps
+      check(x >= 0.85, string.format("concurrent batch x%d >= 0.85x raw multi req/s: %.2fx (%.0f vs %.0f)",
+        CONCURRENCY, x, r.rps, b.rps))
+    else
+      check(nil, "concurrent batch >= 0.85x raw multi req/s: " .. (r.na or r.failed or "no data"))
+    end
+  end
+  do
+    local r, b = by_id.lc_get_message, by_id.node
+    if ready(r) and ready(b) then
+      local x = r.rps / b.rps
+      check(x >= 8, string.format("sequential get_message >= 8x the Node SDK's req/s: %.1fx (%.0f vs %.0f)",
+        x, r.rps, b.rps))
+    else
+      check(nil, "sequential get_message >= 8x the Node SDK: " ..
+        ((r.na or r.failed) or (b.na or b.failed) or "no data"))
+    end
+  end
+  for _, call in ipairs(CALLS) do
+    local r, b = by_id["lc_" .. call], by_id["raw_" .. call]
+    if ready(r) and ready(b) then
+      local x = r.cpu / b.cpu
+      check(x <= 1.2, string.format("CPU per request, %s <= 1.2x raw easy: %.2fx (%.1f vs %.1f ms/1000)",
+        call, x, r.cpu, b.cpu))
+    else
+      check(nil, "CPU per request, " .. call .. " <= 1.2x raw easy: " .. (r.na or r.failed or "no data"))
+    end
+  end
+  if rss_run and rss_run.rss_kb then
+    local mb = rss_run.rss_kb / 1024
+    check(mb <= 16, string.format("peak RSS <= 16 MB over %d get_message requests: %.1f MB%s", rss_run.requests, mb,
+      rss_run.requests < 100000 and " (quick run: fewer than 100k requests)" or ""))
+  else
+    check(nil, "peak RSS <= 16 MB over 100k requests: " .. ((rss_run and rss_run.reason) or "no data"))
+  end
+  if startup.ms then
+    check(startup.ms < 20, string.format("require + new < 20 ms: %.2f ms (median of %d processes)",
+      startup.ms, #startup.samples))
+  else
+    check(nil, "require + new < 20 ms: " .. (startup.na or startup.failed or "no data"))
+  end
+  return table.concat(out, "\n")
+end
+
+---------------------------------------------------------------------------
+-- Main.
+---------------------------------------------------------------------------
+local function main()
+  if not build() then return end
+  os.remove(OUT .. "/clients.log")
+  os.remove(OUT .. "/runs.tsv")
+
+  ctx.library, ctx.library_reason = check_library()
+  ctx.node, ctx.node_reason = check_node()
+  ctx.pinning = setup_pinning()
+  log("bench: CPU pinning: %s", ctx.pinning)
+
+  local ok, err = start_server()
+  if not ok then
+    broken[#broken + 1] = "server: " .. err
+    return
+  end
+  ctx.url, ctx.token = server.url, server.token
+  log("bench: server %s (pid %s)", ctx.url, server.pid)
+
+  -- One message to read, update and whose conversation to get.
+  local ids, idok = capture(argv_string { LUA, "bench/naive.lua", ctx.url, ctx.token, "setup" } ..
+    " 2>>" .. OUT .. "/clients.log")
+  ctx.msg, ctx.conv = ids:match("^(%S+) (%S+)")
+  if not (idok and ctx.msg) then
+    broken[#broken + 1] = "setup: could not send the first message: see " .. OUT .. "/clients.log"
+    return
+  end
+  if ctx.node then ctx.node, ctx.node_reason = probe_node() end
+
+  log("bench: %d requests per run (Node SDK %d), %d runs per row, rows interleaved", N, NODE_N, REPEATS)
+  -- Warm-up, not recorded: the server's first connections and caches.
+  run_client { OUT .. "/raw_easy", ctx.url, ctx.token, "get_message", ctx.msg, math.min(N, 2000) }
+
+  local t0 = socket.gettime()
+  for rep = 1, REPEATS do
+    log("bench: run %d of %d", rep, REPEATS)
+    for _, r in ipairs(rows) do
+      if runnable(r) then run_row(r, rep) end
+    end
+  end
+  for _, r in ipairs(rows) do summarize(r) end
+
+  -- Peak RSS over a long run: one process, get_message RSS_N times.
+  local rss_run
+  if runnable(by_id.lc_get_message) then
+    log("bench: peak RSS run, %d get_message requests in one process", RSS_N)
+    rss_run = run_client { LUA, "bench/lc_seq.lua", ctx.url, ctx.token, "get_message", ctx.msg, RSS_N }
+    if rss_run.exit ~= 0 or not rss_run.requests then
+      broken[#broken + 1] = "peak RSS run failed: see " .. OUT .. "/clients.log"
+      rss_run = { reason = "run failed" }
+    end
+  else
+    rss_run = { reason = by_id.lc_get_message.na or by_id.lc_get_message.failed }
+  end
+
+  local startup
+  if ctx.library then
+    log("bench: require + new, %d fresh processes", STARTUP_SAMPLES)
+    startup = measure_startup()
+  else
+    startup = { na = "n/a (" .. ctx.library_reason .. ")" }
+  end
+  stop_server()
+  log("bench: measured in %.0f s", socket.gettime() - t0)
+
+  local header = string.format(
+    "leadconnector bench, %s, %s, %s CPUs; %d requests per run, median of %d runs per row; pinning: %s",
+    os.date("!%Y-%m-%d %H:%M UTC"), (capture("uname -srm"):gsub("%s+$", "")),
+    (capture("nproc"):gsub("%s+$", "")), N, REPEATS, ctx.pinning)
+  local text = header .. "\n\n" .. print_table(startup, rss_run) .. "\n\nTargets (issue 5):\n" ..
+    targets(startup, rss_run) .. "\n"
+  io.write("\n", text)
+  local f = io.open(OUT .. "/results.md", "w")
+  if f then f:write(text) f:close() end
+end
+
+local ok, err = xpcall(main, debug.traceback)
+stop_server()
+if not ok then broken[#broken + 1] = "bench crashed: " .. tostring(err) end
+if #broken > 0 then
+  io.stderr:write("\nbench: something broke:\n")
+  for _, b in ipairs(broken) do io.stderr:write("  ", b, "\n") end
+  os.exit(1)
+end
+os.exit(0)
