@@ -1,0 +1,93 @@
+# leadconnector - build, test, install.
+#
+#   make                 C core for Lua 5.4 into build/lua5.4/
+#   make luajit          C core for LuaJIT 2.1 (OpenResty) into build/luajit/
+#   make check           install Debian packages if missing, build both, run every test (the README's test command)
+#   make demo            install packages if missing, build, start the sandbox, run examples/quickstart.lua
+#   make install         into $(DESTDIR)$(INST_LIBDIR) and $(DESTDIR)$(INST_LUADIR) (LuaRocks passes these)
+#   make valgrind / asan / bench / fuzz
+#
+# Honours LUA_INCDIR, CFLAGS, LIBFLAG, DESTDIR, INST_LIBDIR, INST_LUADIR. Never links -llua: the host provides Lua.
+
+LUA_VERSION  ?= 5.4
+LUA          ?= lua$(LUA_VERSION)
+LUA_INCDIR   ?= /usr/include/lua$(LUA_VERSION)
+LUAJIT       ?= luajit
+LUAJIT_INCDIR ?= /usr/include/luajit-2.1
+CC           ?= cc
+CFLAGS       ?= -O2 -g
+LIBFLAG      ?= -shared
+PKG_CONFIG   ?= pkg-config
+CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
+CURL_LIBS    ?= $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+WERROR       ?= -Werror
+PREFIX       ?= /usr/local
+INST_LIBDIR  ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+INST_LUADIR  ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+INST_BINDIR  ?= $(PREFIX)/bin
+
+# Always on, whatever CFLAGS the caller brings.
+LC_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -Wall -Wextra $(WERROR)
+
+SRC  = csrc/core.c csrc/json.c csrc/validate.c csrc/object.c csrc/error.c csrc/http.c
+HDRS = csrc/lc.h csrc/compat.h
+LUA_SRC = $(wildcard lua/leadconnector/*.lua lua/leadconnector/*/*.lua)
+
+BUILD ?= build
+SO54  = $(BUILD)/lua$(LUA_VERSION)/leadconnector/core.so
+SOJIT = $(BUILD)/luajit/leadconnector/core.so
+
+.PHONY: all luajit deps check test test-lua54 test-luajit demo install uninstall clean valgrind asan bench fuzz symbols
+
+all: $(SO54)
+
+luajit: $(SOJIT)
+
+$(SO54): $(SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LC_CFLAGS) -I$(LUA_INCDIR) $(CURL_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(CURL_LIBS)
+
+$(SOJIT): $(SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LC_CFLAGS) -I$(LUAJIT_INCDIR) $(CURL_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(CURL_LIBS)
+
+# What the shared objects export: exactly luaopen_leadconnector_core.
+symbols: $(SO54) $(SOJIT)
+	@for so in $^; do \
+	  syms=$$(nm -D --defined-only $$so | awk '$$2 ~ /^[TDBRW]$$/ {print $$3}' | grep -v '^_' | sort | tr '\n' ' '); \
+	  echo "$$so exports: $$syms"; \
+	  [ "$$syms" = "luaopen_leadconnector_core " ] || { echo "unexpected exports in $$so"; exit 1; }; \
+	done
+
+deps:
+	@scripts/deps.sh
+
+check: deps
+	@scripts/test.sh
+
+test:
+	@scripts/test.sh
+
+demo: deps all
+	@scripts/demo.sh
+
+install: $(SO54)
+	install -d $(DESTDIR)$(INST_LIBDIR)/leadconnector $(DESTDIR)$(INST_LUADIR)/leadconnector
+	install -m 0755 $(SO54) $(DESTDIR)$(INST_LIBDIR)/leadconnector/core.so
+	cd lua && for f in $$(find leadconnector -name '*.lua'); do \
+	  install -d $(DESTDIR)$(INST_LUADIR)/$$(dirname $$f); install -m 0644 $$f $(DESTDIR)$(INST_LUADIR)/$$f; done
+
+uninstall:
+	rm -rf $(DESTDIR)$(INST_LIBDIR)/leadconnector $(DESTDIR)$(INST_LUADIR)/leadconnector
+
+valgrind: all
+	@scripts/test.sh --valgrind
+
+asan:
+	@scripts/test.sh --asan
+
+bench: deps all luajit
+	@bench/run
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,323 @@
+/* error.c - error objects and the mapping from an HTTP answer to a result.
+ *
+ * An error is a plain table with the metatable leadconnector.Error, so the Lua layer can add `method`, `path` and
+ * `attempts` after the fact; tostring(err) gives one line. Fields: kind, status, message, body, retry_after,
+ * trace_id, method, path, attempts, request_sent, curl_code. No field ever holds the token: the token only lives
+ * in the session's header list (http.c). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lc.h"
+
+#define RAW_BODY_KEEP 4096
+
+void lc_push_error(lua_State *L, const char *kind, const char *fmt, ...) {
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  if (fmt != NULL) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+  }
+  luaL_getmetatable(L, LC_ERROR_MT);
+  lua_setmetatable(L, -2);
+}
+
+void lc_seterrfield_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+void lc_seterrfield_num(lua_State *L, const char *k, double v) {
+  if (v == (double)(long long)v)
+    lua_pushinteger(L, (lua_Integer)v);
+  else
+    lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+void lc_seterrfield_bool(lua_State *L, const char *k, int v) {
+  lua_pushboolean(L, v);
+  lua_setfield(L, -2, k);
+}
+
+const char *lc_kind_for_status(long status) {
+  if (status == 401 || status == 403) return "auth";
+  if (status == 404) return "not_found";
+  if (status == 429) return "rate_limited";
+  if (status >= 500 && status <= 599) return "server";
+  return "http";
+}
+
+/* err.message from the API's own words: a string, or an array of strings (class-validator's 422). */
+static void take_api_message(lua_State *L, int body, int err) {
+  lua_getfield(L, body, "message");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lua_setfield(L, err, "message");
+    return;
+  }
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    int arr = lua_gettop(L), pieces = 0;
+    size_t i, n = lc_rawlen(L, arr);
+    if (n > 20) n = 20;
+    luaL_checkstack(L, 2 * (int)n + 2, NULL);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, arr, (int)i);
+      if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        continue;
+      }
+      if (pieces > 0) {
+        lua_pushliteral(L, "; ");
+        lua_insert(L, -2);
+        pieces++;
+      }
+      pieces++;
+    }
+    if (pieces > 0) {
+      lua_concat(L, pieces);
+      lua_setfield(L, err, "message");
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static void set_common(lua_State *L, const lc_answer *a) {
+  lc_seterrfield_num(L, "status", (double)a->status);
+  if (a->retry_after >= 0) lc_seterrfield_num(L, "retry_after", a->retry_after);
+  if (a->trace_id != NULL && a->trace_id[0]) lc_seterrfield_str(L, "trace_id", a->trace_id);
+  lc_seterrfield_bool(L, "request_sent", 1);
+}
+
+static void keep_raw_body(lua_State *L, const lc_answer *a) {
+  if (a->body_len == 0) return;
+  lua_pushlstring(L, a->body, a->body_len > RAW_BODY_KEEP ? RAW_BODY_KEEP : a->body_len);
+  lua_setfield(L, -2, "body");
+}
+
+static int decode_error(lua_State *L, const lc_answer *a, const char *why) {
+  lua_pushnil(L);
+  lc_push_error(L, "decode", "%s", why);
+  set_common(L, a);
+  return 2;
+}
+
+/* Unwraps {"message": {...}} / {"conversation": {...}} answers that carry the object one level down. */
+static void unwrap(lua_State *L, int t, const char *key) {
+  lua_getfield(L, t, "id");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_getfield(L, t, key);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_getfield(L, -1, "id");
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_replace(L, t);
+        return;
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
+  int top = lua_gettop(L);
+  if (a->status >= 200 && a->status <= 299) {
+    int t;
+    if (a->body_len == 0) {
+      if (op == LC_OP_SEND || op == LC_OP_STATUS)
+        return decode_error(L, a, "empty answer without a messageId: the API did not confirm the message");
+      return decode_error(L, a, "empty answer where a JSON object was expected");
+    }
+    if (!lc_json_decode(L, a->body, a->body_len)) {
+      char why[300];
+      snprintf(why, sizeof why, "answer is not valid JSON: %s", lua_tostring(L, -1));
+      lua_pop(L, 1);
+      decode_error(L, a, why);
+      keep_raw_body(L, a);
+      return 2;
+    }
+    t = lua_gettop(L);
+    if (lua_type(L, t) != LUA_TTABLE) {
+      lua_settop(L, top);
+      decode_error(L, a, "answer is not a JSON object");
+      keep_raw_body(L, a);
+      return 2;
+    }
+    lc_json_normalize(L, t);
+    switch (op) {
+    case LC_OP_SEND:
+    case LC_OP_STATUS:
+      lua_getfield(L, t, "messageId");
+      if (lua_type(L, -1) != LUA_TSTRING || lc_rawlen(L, -1) == 0) {
+        lua_pop(L, 1);
+        decode_error(L, a, "answer has no messageId: the API did not confirm the message");
+        lua_pushvalue(L, t);
+        lua_setfield(L, -2, "body");
+        lua_remove(L, t);
+        return 2;
+      }
+      lua_pop(L, 1);
+      return 1;
+    case LC_OP_MESSAGE:
+    case LC_OP_CONVERSATION:
+      unwrap(L, t, op == LC_OP_MESSAGE ? "message" : "conversation");
+      lua_getfield(L, t, "id");
+      if (lua_type(L, -1) != LUA_TSTRING || lc_rawlen(L, -1) == 0) {
+        lua_pop(L, 1);
+        decode_error(L, a, op == LC_OP_MESSAGE ? "answer is not a message: it has no id"
+                                               : "answer is not a conversation: it has no id");
+        lua_pushvalue(L, t);
+        lua_setfield(L, -2, "body");
+        lua_remove(L, t);
+        return 2;
+      }
+      lua_pop(L, 1);
+      lc_push_object(L, op == LC_OP_MESSAGE ? LC_MESSAGE_MT : LC_CONVERSATION_MT, t);
+      lua_remove(L, t);
+      return 1;
+    default:
+      return 1;
+    }
+  }
+
+  /* Not a success: classify by status, keep the API's words when it gave some. */
+  lua_pushnil(L);
+  lc_push_error(L, lc_kind_for_status(a->status), NULL);
+  set_common(L, a);
+  if (a->body_len > 0) {
+    int err = lua_gettop(L);
+    const char *p = a->body, *end = a->body + a->body_len;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
+    if (p < end && *p == '{' && lc_json_decode(L, a->body, a->body_len) && lua_type(L, -1) == LUA_TTABLE) {
+      int body = lua_gettop(L);
+      lc_json_normalize(L, body);
+      take_api_message(L, body, err);
+      if (a->trace_id == NULL || !a->trace_id[0]) {
+        lua_getfield(L, body, "traceId");
+        if (lua_type(L, -1) == LUA_TSTRING) lua_setfield(L, err, "trace_id");
+        else lua_pop(L, 1);
+      }
+      lua_setfield(L, err, "body");
+    } else {
+      lua_settop(L, err);
+      keep_raw_body(L, a);
+    }
+  }
+  return 2;
+}
+
+/* tostring(err): one readable line, never more than a few hundred bytes, control characters shown as spaces. */
+static void add_clean(lc_line *b, const char *s, size_t n, size_t max) {
+  size_t i;
+  for (i = 0; i < n && i < max; i++) {
+    char c = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? ' ' : s[i];
+    lc_line_add(b, &c, 1);
+  }
+  if (n > max) lc_line_adds(b, "...");
+}
+
+static int err_tostring(lua_State *L) {
+  lc_line b;
+  const char *s;
+  size_t n;
+  lua_settop(L, 1);
+  b.n = 0;
+  lc_line_adds(&b, "leadconnector: ");
+  lua_getfield(L, 1, "kind");
+  s = lua_tolstring(L, -1, &n);
+  add_clean(&b, s ? s : "error", s ? n : 5, 40);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "method");
+  lua_getfield(L, 1, "path");
+  if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+    lc_line_adds(&b, ": ");
+    s = lua_tolstring(L, -2, &n);
+    add_clean(&b, s, n, 10);
+    lc_line_adds(&b, " ");
+    s = lua_tolstring(L, -1, &n);
+    add_clean(&b, s, n, 200);
+  }
+  lua_pop(L, 2);
+  lua_getfield(L, 1, "status");
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    char tmp[32];
+    snprintf(tmp, sizeof tmp, ": HTTP %ld", (long)lua_tonumber(L, -1));
+    lc_line_adds(&b, tmp);
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "message");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lc_line_adds(&b, ": ");
+    s = lua_tolstring(L, -1, &n);
+    add_clean(&b, s, n, 300);
+  }
+  lua_pop(L, 1);
+  {
+    int attempts;
+    lua_getfield(L, 1, "attempts");
+    attempts = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "trace_id");
+    if (lua_type(L, -1) == LUA_TSTRING || attempts > 1) {
+      lc_line_adds(&b, " (");
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        lc_line_adds(&b, "trace ");
+        s = lua_tolstring(L, -1, &n);
+        add_clean(&b, s, n, 80);
+        if (attempts > 1) lc_line_adds(&b, ", ");
+      }
+      if (attempts > 1) {
+        char tmp[32];
+        snprintf(tmp, sizeof tmp, "%d attempts", attempts);
+        lc_line_adds(&b, tmp);
+      }
+      lc_line_adds(&b, ")");
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushlstring(L, b.s, b.n);
+  return 1;
+}
+
+/* core.error(kind, message) - lets the Lua layer make errors of the same type (deadline, transport). */
+static int l_error(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *msg = luaL_optstring(L, 2, NULL);
+  lc_push_error(L, kind, msg ? "%s" : NULL, msg);
+  return 1;
+}
+
+/* core.finish(op, status, body, retry_after, trace_id) - the answer-to-result step, for transports written in Lua
+ * (nginx cosockets): same decoding, objects and error kinds as the libcurl path. */
+static int l_finish(lua_State *L) {
+  static const char *const ops[] = {"send", "status", "message", "conversation", "raw", NULL};
+  lc_answer a;
+  enum lc_op op = (enum lc_op)luaL_checkoption(L, 1, NULL, ops);
+  a.status = (long)luaL_checkinteger(L, 2);
+  a.body = luaL_optlstring(L, 3, "", &a.body_len);
+  a.retry_after = luaL_optnumber(L, 4, -1);
+  a.trace_id = luaL_optstring(L, 5, NULL);
+  return lc_finish(L, op, &a);
+}
+
+static int l_is_error(lua_State *L) {
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1) &&
+                         (luaL_getmetatable(L, LC_ERROR_MT), lua_rawequal(L, -1, -2)));
+  return 1;
+}
+
+const luaL_Reg lc_error_funcs[] = {
+    {"error", l_error}, {"finish", l_finish}, {"is_error", l_is_error}, {NULL, NULL}};
+
+void lc_error_init(lua_State *L) {
+  lc_newmetatable(L, LC_ERROR_MT);
+  lua_pushcfunction(L, err_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+}

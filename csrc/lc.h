@@ -1,0 +1,96 @@
+/* lc.h - internal interface shared by the C core's files. Nothing here is exported:
+ * the library is built with -fvisibility=hidden and only luaopen_leadconnector_core is public. */
+#ifndef LC_H
+#define LC_H
+
+#include <stddef.h>
+#include <string.h>
+#include "compat.h"
+
+#define LC_VERSION "0.1.0"
+
+#define LC_MESSAGE_MT "leadconnector.Message"
+#define LC_CONVERSATION_MT "leadconnector.Conversation"
+#define LC_ERROR_MT "leadconnector.Error"
+#define LC_SESSION_MT "leadconnector.Session"
+
+/* What a call expects back; chooses how a 2xx answer is decoded. */
+enum lc_op { LC_OP_SEND = 0, LC_OP_STATUS, LC_OP_MESSAGE, LC_OP_CONVERSATION, LC_OP_RAW, LC_OP__COUNT };
+
+/* Values taken from one answer's headers. */
+typedef struct lc_ratelimit {
+  double max, remaining, interval_ms, daily_limit, daily_remaining;
+  unsigned seen; /* bit per field above, in that order */
+} lc_ratelimit;
+
+typedef struct lc_answer {
+  long status;
+  const char *body;
+  size_t body_len;
+  double retry_after; /* seconds; < 0 when absent */
+  const char *trace_id; /* from a header, may be NULL */
+} lc_answer;
+
+/* A growable byte buffer owned by a userdata on the Lua stack: a Lua error while it is in use cannot leak it. */
+typedef struct lc_buf {
+  char *p;
+  size_t n, cap;
+} lc_buf;
+lc_buf *lc_buf_new(lua_State *L); /* pushes the owning userdata */
+void lc_buf_add(lua_State *L, lc_buf *b, const char *s, size_t n);
+#define lc_buf_adds(L, b, s) lc_buf_add((L), (b), (s), strlen(s))
+void lc_buf_addc(lua_State *L, lc_buf *b, char c);
+void lc_buf_release(lc_buf *b);
+
+/* A bounded one-line text (tostring output): appends past the end are cut, never overflow. */
+typedef struct lc_line {
+  char s[1024];
+  size_t n;
+} lc_line;
+static inline void lc_line_add(lc_line *l, const char *s, size_t n) {
+  size_t room = sizeof l->s - 1 - l->n;
+  if (n > room) n = room;
+  memcpy(l->s + l->n, s, n);
+  l->n += n;
+  l->s[l->n] = '\0';
+}
+#define lc_line_adds(l, s) lc_line_add((l), (s), strlen(s))
+
+/* json.c */
+void lc_json_init(lua_State *L);                 /* loads cjson, keeps a private instance */
+int lc_json_decode(lua_State *L, const char *s, size_t len); /* pushes value, or returns 0 and pushes message */
+void lc_json_normalize(lua_State *L, int idx);   /* drops nulls from maps, integral floats become integers */
+void lc_json_add_string(lua_State *L, lc_buf *b, int idx); /* appends a JSON string literal */
+int lc_json_add_number(lua_State *L, lc_buf *b, int idx);  /* 0 when not finite */
+int lc_json_add_value(lua_State *L, lc_buf *b, int idx);  /* any value, through cjson.encode */
+int lc_is_null(lua_State *L, int idx);
+void lc_deepcopy(lua_State *L, int idx, int depth); /* pushes a copy of the table at idx */
+
+/* error.c */
+void lc_error_init(lua_State *L);
+/* Pushes a new error object {kind=..., message=...}; other fields are set by the caller. */
+void lc_push_error(lua_State *L, const char *kind, const char *fmt, ...);
+void lc_seterrfield_str(lua_State *L, const char *k, const char *v);
+void lc_seterrfield_num(lua_State *L, const char *k, double v);
+void lc_seterrfield_bool(lua_State *L, const char *k, int v);
+const char *lc_kind_for_status(long status);
+/* Turns an answer into the call's result: pushes the value and returns 1, or pushes nil + error and returns 2. */
+int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a);
+
+/* object.c */
+void lc_object_init(lua_State *L);
+void lc_push_object(lua_State *L, const char *mt, int tidx); /* wraps the table at tidx */
+
+/* validate.c */
+int lc_check_token(const char *s, size_t len, char *why, size_t whylen);
+
+/* http.c */
+void lc_http_init(lua_State *L);
+
+/* Module functions registered by each file (NULL-terminated lists, merged in core.c). */
+extern const luaL_Reg lc_validate_funcs[];
+extern const luaL_Reg lc_http_funcs[];
+extern const luaL_Reg lc_error_funcs[];
+extern const luaL_Reg lc_object_funcs[];
+
+#endif
