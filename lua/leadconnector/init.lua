@@ -1,0 +1,419 @@
+--- leadconnector: a client for the LeadConnector (HighLevel) Conversations API.
+--
+-- The C core (`leadconnector.core`) validates, writes and decodes JSON, makes the Message and Conversation
+-- userdata and the error objects, and talks HTTP with libcurl. This layer picks the transport, and owns what
+-- spans several attempts: retries with backoff, the per-call deadline, and the rate limiter shared by every
+-- client of one token.
+--
+--     local leadconnector = require "leadconnector"
+--     local client = assert(leadconnector.new { token = os.getenv "LEADCONNECTOR_TOKEN" })
+--     local sent, err = client:send_message { type = "SMS", contactId = "c1", message = "Hello" }
+--
+-- Every call returns its result, or `nil, err` (an error object, see README "Errors"). Only a misuse of the
+-- library itself (a method called with `.` instead of `:`, a non-table where a table is required) raises.
+-- @module leadconnector
+
+local core = require "leadconnector.core"
+
+local type, pairs, tostring, setmetatable, getmetatable, error, select = type, pairs, tostring, setmetatable,
+  getmetatable, error, select
+local floor, min, max, random = math.floor, math.min, math.max, math.random
+local now = core.now
+
+local M = {
+  _VERSION = core.version,
+  DEFAULT_BASE_URL = "https://services.leadconnectorhq.com",
+  DEFAULT_VERSION = "2021-04-15",
+}
+
+local DEFAULTS = {
+  timeout = 30,              -- seconds, one attempt
+  connect_timeout = 10,      -- seconds
+  deadline = 60,             -- seconds, one call across all its attempts and waits
+  max_retries = 2,
+  retry_base = 0.25,         -- seconds: first backoff window (full jitter)
+  retry_cap = 8,             -- seconds: largest backoff window
+  max_response_size = 4 * 1024 * 1024,
+  rate_limit = true,         -- wait for the next window instead of sending into a 429
+}
+
+-- Option name -> Lua type. Anything else is refused, so a typo never silently does nothing.
+local OPTIONS = {
+  token = "string", base_url = "string", version = "string", timeout = "number", connect_timeout = "number",
+  deadline = "number", max_retries = "number", retry_base = "number", retry_cap = "number", user_agent = "string",
+  ca_file = "string", verify = "boolean", proxy = "string", max_response_size = "number", rate_limit = "boolean",
+  transport = "string",
+}
+
+local CALL_OPTIONS = {
+  version = "string", allow_unknown = "boolean", timeout = "number", deadline = "number", max_retries = "number",
+}
+
+local function invalid(field, msg)
+  local err = core.error("invalid", msg)
+  err.field = field
+  err.request_sent = false
+  return err
+end
+
+local function check_options(opts, allowed, what)
+  for k, v in pairs(opts) do
+    local want = allowed[k]
+    if type(k) ~= "string" or not want then
+      return nil, invalid(tostring(k), ("unknown %s '%s'"):format(what, tostring(k)))
+    end
+    if type(v) ~= want then
+      return nil, invalid(k, ("%s '%s' must be a %s, got %s"):format(what, k, want, type(v)))
+    end
+    if want == "number" and (v ~= v or v < 0 or v == math.huge) then
+      return nil, invalid(k, ("%s '%s' must be a finite number >= 0"):format(what, k))
+    end
+  end
+  return true
+end
+
+local function check_version(v, field)
+  if not v:match("^%d%d%d%d%-%d%d%-%d%d$") then
+    return nil, invalid(field, ("%s must look like 2021-04-15"):format(field))
+  end
+  return true
+end
+
+--------------------------------------------------------------------------------------------------------------------
+-- Rate limiter: one per token, shared by every client of that token in this Lua state (weak, so it goes away with
+-- the last client). It follows X-RateLimit-Remaining / -Interval-Milliseconds and Retry-After.
+
+local limiters = setmetatable({}, { __mode = "v" })
+
+local Limiter = {}
+Limiter.__index = Limiter
+
+local function limiter_for(token)
+  local lim = limiters[token]
+  if not lim then
+    lim = setmetatable({ remaining = nil, reset_at = nil, blocked_until = nil }, Limiter)
+    limiters[token] = lim
+  end
+  return lim
+end
+
+--- Seconds to wait before the next request may go out (0 when it may go now).
+function Limiter:wait(t)
+  local w = 0
+  if self.blocked_until and self.blocked_until > t then w = self.blocked_until - t end
+  if self.remaining and self.remaining <= 0 and self.reset_at and self.reset_at > t then
+    w = max(w, self.reset_at - t)
+  end
+  return w
+end
+
+function Limiter:spend(t, interval_s)
+  if self.remaining then
+    if self.reset_at and self.reset_at <= t then self.remaining, self.reset_at = nil, nil return end
+    self.remaining = self.remaining - 1
+    if self.remaining <= 0 and not self.reset_at and interval_s then self.reset_at = t + interval_s end
+  end
+end
+
+function Limiter:observe(t, remaining, interval_ms, retry_after, status)
+  if interval_ms then self.interval = interval_ms / 1000 end
+  if remaining then
+    self.remaining = remaining
+    if remaining <= 0 then
+      self.reset_at = t + (self.interval or 10)
+    else
+      self.reset_at = nil
+    end
+  end
+  if status == 429 then
+    local until_t = t + (retry_after or (remaining == 0 and self.interval) or 1)
+    if not self.blocked_until or until_t > self.blocked_until then self.blocked_until = until_t end
+  end
+end
+
+--------------------------------------------------------------------------------------------------------------------
+-- Transports. Each has call(op, method, path, body, version, timeout) -> value | nil, err; last();
+-- rate_limit(); close(). "curl" is the C core's libcurl session; "ngx" uses nginx cosockets (leadconnector.ngx).
+
+local function in_nginx()
+  return type(ngx) == "table" and type(ngx.get_phase) == "function" -- luacheck: ignore 113
+end
+
+local function user_agent(extra)
+  local lua_v = (type(jit) == "table" and jit.version) or _VERSION -- luacheck: ignore 113
+  local ua = ("leadconnector-lua/%s (%s; libcurl/%s)"):format(core.version, lua_v, (core.curl_version()))
+  if extra then ua = extra .. " " .. ua end
+  return ua
+end
+
+--------------------------------------------------------------------------------------------------------------------
+-- The client.
+
+local Client = {}
+Client.__index = Client
+Client.__name = "leadconnector.Client"
+
+local function check_client(self, method)
+  if getmetatable(self) ~= Client then
+    error(("leadconnector: call it as client:%s(...), on a client made by leadconnector.new"):format(method), 3)
+  end
+end
+
+--- Creates a client.
+-- @tparam table opts `token` (required), `base_url`, `version`, `timeout`, `connect_timeout`, `deadline`,
+-- `max_retries`, `retry_base`, `retry_cap`, `user_agent`, `ca_file`, `verify`, `proxy`, `max_response_size`,
+-- `rate_limit`, `transport` ("curl" or "ngx").
+-- @return client, or nil and an error of kind "invalid"
+function M.new(opts)
+  if type(opts) ~= "table" then
+    error("leadconnector.new expects a table of options, got " .. type(opts), 2)
+  end
+  local ok, err = check_options(opts, OPTIONS, "option")
+  if not ok then return nil, err end
+  if opts.token == nil then return nil, invalid("token", "option 'token' is required") end
+  ok, err = core.check_token(opts.token)
+  if not ok then return nil, err end
+
+  local base_url = opts.base_url or M.DEFAULT_BASE_URL
+  if not base_url:match("^https?://[%w%.%-%[%]:]+/?$") and not base_url:match("^https?://[%w%.%-%[%]:]+/[%w%-%._~/]*$") then
+    return nil, invalid("base_url", "option 'base_url' must be an http(s) URL such as https://services.leadconnectorhq.com")
+  end
+  base_url = base_url:gsub("/+$", "")
+  local version = opts.version or M.DEFAULT_VERSION
+  ok, err = check_version(version, "version")
+  if not ok then return nil, err end
+  if opts.user_agent then
+    ok, err = core.check_header(opts.user_agent, "user_agent")
+    if not ok then return nil, err end
+  end
+  for _, k in ipairs { "ca_file", "proxy" } do
+    if opts[k] then
+      ok, err = core.check_header(opts[k], k)
+      if not ok then return nil, err end
+    end
+  end
+
+  local transport = opts.transport
+  if transport == nil then
+    transport = "curl"
+    if in_nginx() then
+      local lngx = require "leadconnector.ngx"
+      if lngx.cosockets_allowed() then transport = "ngx" end
+    end
+  end
+  if transport ~= "curl" and transport ~= "ngx" then
+    return nil, invalid("transport", "option 'transport' must be \"curl\" or \"ngx\"")
+  end
+
+  local settings = {
+    base_url = base_url, version = version, user_agent = user_agent(opts.user_agent),
+    timeout = opts.timeout or DEFAULTS.timeout, connect_timeout = opts.connect_timeout or DEFAULTS.connect_timeout,
+    verify = opts.verify ~= false, ca_file = opts.ca_file, proxy = opts.proxy,
+    max_response_size = opts.max_response_size or DEFAULTS.max_response_size,
+    token = opts.token,
+  }
+  local session
+  if transport == "ngx" then
+    session, err = require("leadconnector.ngx").session(settings)
+  else
+    session, err = core.session(settings)
+  end
+  settings.token = nil
+  if not session then return nil, err end
+
+  local self = setmetatable({
+    base_url = base_url,
+    version = version,
+    transport = transport,
+    timeout = settings.timeout,
+    deadline = opts.deadline or DEFAULTS.deadline,
+    max_retries = floor(opts.max_retries or DEFAULTS.max_retries),
+    retry_base = opts.retry_base or DEFAULTS.retry_base,
+    retry_cap = opts.retry_cap or DEFAULTS.retry_cap,
+    rate_limiting = opts.rate_limit ~= false,
+    _session = session,
+    _limiter = limiter_for(opts.token),
+    _sleep = transport == "ngx" and ngx.sleep or core.sleep, -- luacheck: ignore 113
+  }, Client)
+  return self
+end
+
+-- Which failures are worth another attempt. A send (not idempotent) is retried only when the API said 429 or
+-- when the request provably never left this machine: after a timeout or a 5xx the message may already be queued.
+local function retryable(op, err)
+  local kind = err.kind
+  if kind == "rate_limited" then return true end
+  if kind == "network" or kind == "timeout" then
+    if op == "send" then return err.request_sent == false end
+    return true
+  end
+  if kind == "server" and op ~= "send" then
+    local s = err.status
+    return s == 502 or s == 503 or s == 504
+  end
+  return false
+end
+
+local function finish_error(err, method, path, attempts)
+  err.method, err.path, err.attempts = method, path, attempts
+  return nil, err
+end
+
+function Client:_call(op, method, path, body, copts)
+  local session, lim = self._session, self._limiter
+  local version, timeout, deadline, max_retries = self.version, self.timeout, self.deadline, self.max_retries
+  if copts then
+    version = copts.version or version
+    timeout = copts.timeout or timeout
+    deadline = copts.deadline or deadline
+    max_retries = copts.max_retries and floor(copts.max_retries) or max_retries
+  end
+  local start = now()
+  local stop_at = start + deadline
+  local attempts = 0
+  while true do
+    local t = now()
+    if self.rate_limiting then
+      local w = lim:wait(t)
+      if w > 0 then
+        if t + w > stop_at then
+          local err = core.error("rate_limited",
+            ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
+          err.retry_after = w
+          err.request_sent = false
+          return finish_error(err, method, path, attempts)
+        end
+        self._sleep(w)
+        t = now()
+      end
+      lim:spend(t, lim.interval)
+    end
+    local left = stop_at - t
+    if left <= 0 then
+      local err = core.error("timeout", ("deadline of %g s passed"):format(deadline))
+      err.request_sent = attempts > 0
+      return finish_error(err, method, path, attempts)
+    end
+    attempts = attempts + 1
+    local value, err = session:call(op, method, path, body, version, min(timeout, left))
+    local remaining, interval_ms, retry_after = session:last()
+    t = now()
+    lim:observe(t, remaining, interval_ms, retry_after, err and err.status)
+    if value ~= nil then return value end
+    if attempts > max_retries or not retryable(op, err) then
+      return finish_error(err, method, path, attempts)
+    end
+    local delay
+    if err.retry_after then
+      delay = err.retry_after
+    elseif err.kind == "rate_limited" and remaining == 0 and interval_ms then
+      delay = interval_ms / 1000
+    else
+      local window = min(self.retry_cap, self.retry_base * 2 ^ (attempts - 1))
+      delay = random() * window
+    end
+    if t + delay >= stop_at then return finish_error(err, method, path, attempts) end
+    if delay > 0 then self._sleep(delay) end
+  end
+end
+
+local function call_options(copts)
+  if copts == nil then return nil end
+  if type(copts) ~= "table" then error("leadconnector: call options must be a table, got " .. type(copts), 3) end
+  local ok, err = check_options(copts, CALL_OPTIONS, "call option")
+  if not ok then return nil, err end
+  if copts.version then
+    ok, err = check_version(copts.version, "version")
+    if not ok then return nil, err end
+  end
+  return copts
+end
+
+local SEND_PATH = "/conversations/messages"
+
+--- Sends a message: POST /conversations/messages.
+-- @tparam table fields the API's fields (`type` and `contactId` required)
+-- @tparam[opt] table opts `allow_unknown`, `version`, `timeout`, `deadline`, `max_retries`
+-- @return table {conversationId, messageId, ...} or nil, err
+function Client:send_message(fields, opts)
+  check_client(self, "send_message")
+  if type(fields) ~= "table" then error("leadconnector: send_message expects a table of fields, got " .. type(fields), 2) end
+  local copts, err = call_options(opts)
+  if err then return finish_error(err, "POST", SEND_PATH, 0) end
+  local body
+  body, err = core.build_send(fields, copts and copts.allow_unknown)
+  if not body then return finish_error(err, "POST", SEND_PATH, 0) end
+  return self:_call("send", "POST", SEND_PATH, body, copts)
+end
+
+--- Reads one message: GET /conversations/messages/{id}.
+-- @return leadconnector.Message or nil, err
+function Client:get_message(id, opts)
+  check_client(self, "get_message")
+  local copts, err = call_options(opts)
+  if err then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
+  local seg
+  seg, err = core.path_id(id, "id")
+  if not seg then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
+  return self:_call("message", "GET", "/conversations/messages/" .. seg, nil, copts)
+end
+
+--- Reports a message's delivery status: PUT /conversations/messages/{messageId}/status.
+-- @tparam string id message id
+-- @tparam table fields `status` (required), `error`, `emailMessageId`, `recipients`
+-- @return table {conversationId, messageId, ...} or nil, err
+function Client:update_message_status(id, fields, opts)
+  check_client(self, "update_message_status")
+  local template = "/conversations/messages/{messageId}/status"
+  if type(fields) ~= "table" then
+    error("leadconnector: update_message_status expects a table of fields, got " .. type(fields), 2)
+  end
+  local copts, err = call_options(opts)
+  if err then return finish_error(err, "PUT", template, 0) end
+  local seg, body
+  seg, err = core.path_id(id, "messageId")
+  if not seg then return finish_error(err, "PUT", template, 0) end
+  body, err = core.build_status(fields, copts and copts.allow_unknown)
+  if not body then return finish_error(err, "PUT", template, 0) end
+  return self:_call("status", "PUT", "/conversations/messages/" .. seg .. "/status", body, copts)
+end
+
+--- Reads one conversation: GET /conversations/{conversationId}.
+-- @return leadconnector.Conversation or nil, err
+function Client:get_conversation(id, opts)
+  check_client(self, "get_conversation")
+  local copts, err = call_options(opts)
+  if err then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
+  local seg
+  seg, err = core.path_id(id, "conversationId")
+  if not seg then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
+  return self:_call("conversation", "GET", "/conversations/" .. seg, nil, copts)
+end
+
+--- What the client knows of its rate limits: the last X-RateLimit-* values seen, and `wait`, the seconds the
+-- limiter would hold the next request back (0 when it may go now).
+function Client:rate_limit()
+  check_client(self, "rate_limit")
+  local rl = self._session:rate_limit()
+  rl.wait = self._limiter:wait(now())
+  return rl
+end
+
+--- Closes the client's connection. Idempotent; a closed client raises on use.
+function Client:close()
+  check_client(self, "close")
+  self._session:close()
+end
+
+Client.__close = function(self) self._session:close() end
+
+function Client:__tostring()
+  return ("leadconnector.Client (%s, %s)"):format(self.base_url, self.transport)
+end
+
+--- True when v is an error object made by this library.
+M.is_error = core.is_error
+--- "Message", "Conversation" or nil.
+M.typeof = core.typeof
+
+return M
