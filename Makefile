@@ -81,12 +81,13 @@ uninstall:
 	rm -rf $(DESTDIR)$(INST_LIBDIR)/leadconnector $(DESTDIR)$(INST_LUADIR)/leadconnector
 
 valgrind: all
-	@scripts/test.sh --valgrind
+	@scripts/test.sh valgrind
 
 asan:
-	@scripts/test.sh --asan
+	@scripts/test.sh asan
 
-bench: deps all luajit
+bench: all luajit
+	@scripts/deps.sh bench
 	@bench/run
 
 clean:

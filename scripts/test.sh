@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: every spec on Lua 5.4 and on LuaJIT (OpenResty's), each against its own build of the
+# C core, over real HTTP on 127.0.0.1 (the specs start the sandbox and nginx themselves).
+#   scripts/test.sh [lua54] [luajit] [asan] [valgrind]     (default: lua54 luajit asan)
+#   lua54/luajit: the suite on that interpreter; asan: Lua 5.4 against an ASan+UBSan build of the core (any report
+#   fails); valgrind: Lua 5.4 under memcheck (any error or definite leak fails).
+# Ends with one line "N passed, N failed, N skipped" summed over every run; exits non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0 failed=0 skipped=0 broken=0
+LPATH="./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./sandbox/lua/?.lua"
+
+run_busted() { # label, then the command that runs busted (its output is parsed for the summary)
+  local label="$1"; shift
+  local out; out=$(mktemp)
+  echo "== $label"
+  "$@" 2>&1 | tee "$out"
+  local rc=${PIPESTATUS[0]}
+  local line; line=$(sed 's/\x1b\[[0-9;]*m//g' "$out" | grep -E '^[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' | tail -1)
+  if [ -z "$line" ]; then
+    echo "!! $label: busted printed no summary (exit $rc)"; broken=$((broken + 1))
+  else
+    set -- $line
+    passed=$((passed + $1)); failed=$((failed + $4 + $7)); skipped=$((skipped + ${10}))
+    [ "$rc" -eq 0 ] || [ $(($4 + $7)) -gt 0 ] || { echo "!! $label: busted exited $rc"; broken=$((broken + 1)); }
+  fi
+  rm -f "$out"
+}
+
+make -s all luajit || { echo "0 passed, 1 failed"; exit 1; }
+make -s symbols || { echo "0 passed, 1 failed"; exit 1; }
+
+run_lua54() {
+  run_busted "Lua 5.4" lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" spec
+}
+run_luajit() {
+  run_busted "LuaJIT" luajit /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/luajit/?.so" \
+    --exclude-tags=lua54only spec
+}
+run_valgrind() {
+  LEADCONNECTOR_UNDER_VALGRIND=1 run_busted "Lua 5.4 under valgrind" valgrind -q --leak-check=full \
+    --show-leak-kinds=definite --errors-for-leak-kinds=definite --error-exitcode=99 \
+    --suppressions=scripts/valgrind.supp \
+    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" --exclude-tags=slow spec
+}
+run_asan() {
+  mkdir -p build/asan/leadconnector
+  cc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror -I/usr/include/lua5.4 \
+    $(pkg-config --cflags libcurl) -shared -o build/asan/leadconnector/core.so csrc/*.c $(pkg-config --libs libcurl) \
+    || { echo "!! ASan build failed"; broken=$((broken + 1)); return; }
+  LEADCONNECTOR_UNDER_ASAN=1 ASAN_OPTIONS="detect_leaks=1:exitcode=98" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+    LSAN_OPTIONS="suppressions=$(pwd)/scripts/lsan.supp:print_suppressions=0" \
+    run_busted "Lua 5.4 with ASan+UBSan" env LD_PRELOAD="$(cc -print-file-name=libasan.so):$(cc -print-file-name=libubsan.so)" \
+    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/asan/?.so" --exclude-tags=slow spec
+}
+
+modes=("$@")
+[ ${#modes[@]} -gt 0 ] || modes=(lua54 luajit asan)
+for m in "${modes[@]}"; do
+  case "$m" in
+    lua54|luajit|asan|valgrind) "run_$m" ;;
+    *) echo "usage: $0 [lua54] [luajit] [asan] [valgrind]   (default: lua54 luajit asan)"; exit 2 ;;
+  esac
+done
+
+# Leftover servers from a crashed spec would hold ports and skew later runs.
+[ "${CI:-}" = "true" ] && pkill -f 'leadconnector-sandbox' 2>/dev/null
+
+[ "$broken" -gt 0 ] && failed=$((failed + broken))
+echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+[ "$failed" -eq 0 ]
