@@ -34,7 +34,8 @@ void lc_seterrfield_str(lua_State *L, const char *k, const char *v) {
   lua_setfield(L, -2, k);
 }
 void lc_seterrfield_num(lua_State *L, const char *k, double v) {
-  if (v == (double)(long long)v)
+  /* Range first: casting NaN, inf or a value past 2^63 to long long is undefined behaviour. */
+  if (v > -9.2e18 && v < 9.2e18 && v == (double)(long long)v)
     lua_pushinteger(L, (lua_Integer)v);
   else
     lua_pushnumber(L, v);
