@@ -19,30 +19,43 @@
 
 #include "lc.h"
 
-typedef struct lc_session {
+typedef struct lc_session lc_session;
+
+/* One transfer: an easy handle and everything its callbacks write. The session's main handle is one; a batch
+ * uses a pool of them. */
+typedef struct lc_xfer {
   CURL *easy;
-  struct curl_slist *hdr_get, *hdr_body; /* default Version */
-  struct curl_slist *hdr_tmp;            /* a call's own Version; freed after each call */
-  char *auth;                            /* "Authorization: Bearer ..." (wiped on free) */
-  char *version;                         /* default Version value */
-  char *base;
-  size_t base_len;
-  char *url; /* scratch for base + path */
-  size_t url_cap;
-  /* answer */
+  lc_session *s;
   char *body;
-  size_t body_len, body_cap, max_size;
-  int too_big;
-  lc_ratelimit rl_now, rl_last;
+  size_t body_len, body_cap;
+  int too_big, added, index;
+  enum lc_op op;
+  lc_ratelimit rl_now;
   double retry_after;
   char trace_id[96];
-  /* upload */
-  const char *up;
+  const char *up; /* upload (sends): points into a Lua string kept alive on the stack */
   size_t up_len, up_pos;
-  long timeout_ms;
-  int busy;
+  struct curl_slist *hdr_tmp; /* a call's own Version; freed after each call */
+  char *url;
+  size_t url_cap;
   char errbuf[CURL_ERROR_SIZE];
-} lc_session;
+} lc_xfer;
+
+struct lc_session {
+  lc_xfer main;
+  lc_xfer *pool; /* batch transfers */
+  int pool_n;
+  CURLSH *share; /* one connection cache, DNS cache and TLS session cache for every handle of the session */
+  CURLM *multi;
+  struct curl_slist *hdr_get, *hdr_body; /* default Version */
+  char *auth;                            /* "Authorization: Bearer ..." (wiped on free) */
+  char *version;                         /* default Version value */
+  char *base, *ua, *ca, *proxy;
+  size_t base_len, max_size;
+  long timeout_ms, connect_timeout_ms;
+  int verify, busy, closed;
+  lc_ratelimit rl_last;
+};
 
 /* --- small helpers ------------------------------------------------------------------------------------------- */
 
@@ -56,6 +69,16 @@ static void free_slist_wiped(struct curl_slist *l) {
   for (i = l; i != NULL; i = i->next)
     if (i->data) wipe(i->data, strlen(i->data));
   curl_slist_free_all(l);
+}
+
+static char *dupstr(const char *s) {
+  size_t n;
+  char *p;
+  if (s == NULL) return NULL;
+  n = strlen(s) + 1;
+  p = (char *)malloc(n);
+  if (p) memcpy(p, s, n);
+  return p;
 }
 
 static int build_headers(lc_session *s, const char *version, struct curl_slist **get, struct curl_slist **body) {
@@ -86,13 +109,36 @@ oom:
   return 0;
 }
 
+static void xfer_cleanup(lc_session *s, lc_xfer *x) {
+  if (x->easy) {
+    if (x->added && s->multi) curl_multi_remove_handle(s->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+  }
+  x->easy = NULL;
+  x->added = 0;
+  free_slist_wiped(x->hdr_tmp);
+  x->hdr_tmp = NULL;
+  free(x->body);
+  free(x->url);
+  x->body = x->url = NULL;
+  x->body_len = x->body_cap = x->url_cap = 0;
+}
+
+/* The one cleanup behind close() and __gc: idempotent. */
 static void session_cleanup(lc_session *s) {
-  if (s->easy) curl_easy_cleanup(s->easy);
-  s->easy = NULL;
+  int i;
+  xfer_cleanup(s, &s->main);
+  for (i = 0; i < s->pool_n; i++) xfer_cleanup(s, &s->pool[i]);
+  free(s->pool);
+  s->pool = NULL;
+  s->pool_n = 0;
+  if (s->multi) curl_multi_cleanup(s->multi);
+  s->multi = NULL;
+  if (s->share) curl_share_cleanup(s->share); /* after every handle using it is gone */
+  s->share = NULL;
   free_slist_wiped(s->hdr_get);
   free_slist_wiped(s->hdr_body);
-  free_slist_wiped(s->hdr_tmp);
-  s->hdr_get = s->hdr_body = s->hdr_tmp = NULL;
+  s->hdr_get = s->hdr_body = NULL;
   if (s->auth) {
     wipe(s->auth, strlen(s->auth));
     free(s->auth);
@@ -100,42 +146,43 @@ static void session_cleanup(lc_session *s) {
   }
   free(s->version);
   free(s->base);
-  free(s->url);
-  free(s->body);
-  s->version = s->base = s->url = s->body = NULL;
-  s->body_len = s->body_cap = s->url_cap = 0;
+  free(s->ua);
+  free(s->ca);
+  free(s->proxy);
+  s->version = s->base = s->ua = s->ca = s->proxy = NULL;
+  s->closed = 1;
 }
 
 /* --- libcurl callbacks (pure C) --------------------------------------------------------------------------------- */
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
-  lc_session *s = (lc_session *)ud;
-  size_t n = size * nmemb;
-  if (n > s->max_size - s->body_len || s->body_len > s->max_size) {
-    s->too_big = 1;
+  lc_xfer *x = (lc_xfer *)ud;
+  size_t n = size * nmemb, max = x->s->max_size;
+  if (x->body_len > max || n > max - x->body_len) {
+    x->too_big = 1;
     return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
   }
-  if (s->body_cap - s->body_len < n) {
-    size_t cap = s->body_cap ? s->body_cap : 4096;
+  if (x->body_cap - x->body_len < n) {
+    size_t cap = x->body_cap ? x->body_cap : 4096;
     char *p;
-    while (cap - s->body_len < n) cap *= 2;
-    if (cap > s->max_size) cap = s->max_size;
-    p = (char *)realloc(s->body, cap);
+    while (cap - x->body_len < n) cap *= 2;
+    if (cap > max) cap = max;
+    p = (char *)realloc(x->body, cap);
     if (p == NULL) return 0;
-    s->body = p;
-    s->body_cap = cap;
+    x->body = p;
+    x->body_cap = cap;
   }
-  memcpy(s->body + s->body_len, data, n);
-  s->body_len += n;
+  memcpy(x->body + x->body_len, data, n);
+  x->body_len += n;
   return n;
 }
 
 static size_t on_read(char *dest, size_t size, size_t nmemb, void *ud) {
-  lc_session *s = (lc_session *)ud;
-  size_t n = size * nmemb, left = s->up_len - s->up_pos;
+  lc_xfer *x = (lc_xfer *)ud;
+  size_t n = size * nmemb, left = x->up_len - x->up_pos;
   if (n > left) n = left;
-  memcpy(dest, s->up + s->up_pos, n);
-  s->up_pos += n;
+  if (n) memcpy(dest, x->up + x->up_pos, n);
+  x->up_pos += n;
   return n;
 }
 
@@ -165,14 +212,14 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   static const char *const rl_names[] = {"X-RateLimit-Max", "X-RateLimit-Remaining",
                                          "X-RateLimit-Interval-Milliseconds", "X-RateLimit-Limit-Daily",
                                          "X-RateLimit-Daily-Remaining"};
-  lc_session *s = (lc_session *)ud;
+  lc_xfer *x = (lc_xfer *)ud;
   size_t len = size * nmemb, vlen;
   const char *v;
   int i;
   if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new answer (after a 1xx, say): start over */
-    s->rl_now.seen = 0;
-    s->retry_after = -1;
-    s->trace_id[0] = '\0';
+    x->rl_now.seen = 0;
+    x->retry_after = -1;
+    x->trace_id[0] = '\0';
     return len;
   }
   if (len < 12 || (line[0] != 'x' && line[0] != 'X' && line[0] != 'r' && line[0] != 'R')) return len;
@@ -180,8 +227,8 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     double d;
     if (name_is(line, len, rl_names[i], &v, &vlen)) {
       if (parse_number(v, vlen, &d)) {
-        (&s->rl_now.max)[i] = d;
-        s->rl_now.seen |= 1u << i;
+        (&x->rl_now.max)[i] = d;
+        x->rl_now.seen |= 1u << i;
       }
       return len;
     }
@@ -189,7 +236,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   if (name_is(line, len, "Retry-After", &v, &vlen)) {
     double d;
     if (parse_number(v, vlen, &d) && d >= 0) {
-      s->retry_after = d;
+      x->retry_after = d;
     } else if (vlen > 0 && vlen < 64) { /* an HTTP date */
       char tmp[64];
       time_t when;
@@ -198,112 +245,46 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
       when = curl_getdate(tmp, NULL);
       if (when != (time_t)-1) {
         double left = difftime(when, time(NULL));
-        s->retry_after = left > 0 ? left : 0;
+        x->retry_after = left > 0 ? left : 0;
       }
     }
     return len;
   }
   if (name_is(line, len, "X-Trace-Id", &v, &vlen) || name_is(line, len, "X-Request-Id", &v, &vlen)) {
-    size_t i2;
-    if (vlen >= sizeof s->trace_id) vlen = sizeof s->trace_id - 1;
-    for (i2 = 0; i2 < vlen; i2++) s->trace_id[i2] = (v[i2] < 0x20 || v[i2] == 0x7f) ? '?' : v[i2];
-    s->trace_id[vlen] = '\0';
+    size_t k;
+    if (vlen >= sizeof x->trace_id) vlen = sizeof x->trace_id - 1;
+    for (k = 0; k < vlen; k++) x->trace_id[k] = (v[k] < 0x20 || v[k] == 0x7f) ? '?' : v[k];
+    x->trace_id[vlen] = '\0';
   }
   return len;
 }
 
-/* --- Lua side --------------------------------------------------------------------------------------------------- */
-
-static lc_session *check_session(lua_State *L) {
-  lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
-  if (s->easy == NULL) luaL_error(L, "leadconnector: the client is closed");
-  return s;
-}
-
-static double opt_seconds(lua_State *L, int t, const char *k, double dflt) {
-  double v;
-  lua_getfield(L, t, k);
-  v = lua_isnil(L, -1) ? dflt : (double)lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-static const char *opt_string(lua_State *L, int t, const char *k) {
-  const char *v;
-  lua_getfield(L, t, k);
-  v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lua_pop(L, 1); /* the string stays referenced by the options table */
-  return v;
-}
-
-static char *dupstr(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = (char *)malloc(n);
-  if (p) memcpy(p, s, n);
-  return p;
-}
+/* --- setting up handles ------------------------------------------------------------------------------------------ */
 
 #define SETOPT(opt, val)                                                                                               \
   do {                                                                                                                 \
-    if (curl_easy_setopt(s->easy, opt, val) != CURLE_OK) goto setopt_failed;                                           \
+    if (curl_easy_setopt(e, opt, val) != CURLE_OK) goto failed;                                                        \
   } while (0)
 
-/** core.session(opts) -> Session | nil, err
- * opts: base_url, token, version, user_agent, timeout, connect_timeout (seconds), verify, ca_file, proxy,
- * max_response_size (bytes). The Lua layer has checked their types; what reaches a header is checked again here. */
-static int l_session(lua_State *L) {
-  lc_session *s;
-  const char *token, *base, *version, *ua, *ca, *proxy;
-  char why[160];
-  size_t toklen;
-  double max_size;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  s = (lc_session *)lc_newuserdata(L, sizeof *s);
-  memset(s, 0, sizeof *s);
-  luaL_getmetatable(L, LC_SESSION_MT);
-  lua_setmetatable(L, -2);
-
-  lua_getfield(L, 1, "token");
-  token = lua_tolstring(L, -1, &toklen);
-  if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
-    lua_pushnil(L);
-    lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
-    lc_seterrfield_str(L, "field", "token");
-    return 2;
-  }
-  base = opt_string(L, 1, "base_url");
-  version = opt_string(L, 1, "version");
-  ua = opt_string(L, 1, "user_agent");
-  ca = opt_string(L, 1, "ca_file");
-  proxy = opt_string(L, 1, "proxy");
-  if (base == NULL || version == NULL || ua == NULL) return luaL_error(L, "leadconnector: session needs base_url, version, user_agent");
-  max_size = opt_seconds(L, 1, "max_response_size", 4.0 * 1024 * 1024);
-  s->max_size = max_size < 1 ? 1 : (size_t)max_size;
-  s->retry_after = -1;
-
-  s->auth = (char *)malloc(toklen + 32);
-  s->version = dupstr(version);
-  s->base = dupstr(base);
-  if (s->auth == NULL || s->version == NULL || s->base == NULL) goto oom;
-  snprintf(s->auth, toklen + 32, "Authorization: Bearer %s", token);
-  lua_pop(L, 1); /* token */
-  s->base_len = strlen(s->base);
-  if (!build_headers(s, s->version, &s->hdr_get, &s->hdr_body)) goto oom;
-
-  s->easy = curl_easy_init();
-  if (s->easy == NULL) goto oom;
-  s->timeout_ms = (long)(opt_seconds(L, 1, "timeout", 30) * 1000);
+/* Makes x's easy handle with the session's settings; 0 when libcurl refuses something (x->errbuf says what). */
+static int xfer_init(lc_session *s, lc_xfer *x) {
+  CURL *e;
+  x->s = s;
+  x->retry_after = -1;
+  x->easy = e = curl_easy_init();
+  if (e == NULL) return 0;
+  SETOPT(CURLOPT_SHARE, s->share);
   SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_ERRORBUFFER, s->errbuf);
+  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
+  SETOPT(CURLOPT_PRIVATE, (void *)x);
   SETOPT(CURLOPT_WRITEFUNCTION, on_write);
-  SETOPT(CURLOPT_WRITEDATA, s);
+  SETOPT(CURLOPT_WRITEDATA, (void *)x);
   SETOPT(CURLOPT_HEADERFUNCTION, on_header);
-  SETOPT(CURLOPT_HEADERDATA, s);
+  SETOPT(CURLOPT_HEADERDATA, (void *)x);
   SETOPT(CURLOPT_READFUNCTION, on_read);
-  SETOPT(CURLOPT_READDATA, s);
-  SETOPT(CURLOPT_USERAGENT, ua);
-  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)(opt_seconds(L, 1, "connect_timeout", 10) * 1000));
+  SETOPT(CURLOPT_READDATA, (void *)x);
+  SETOPT(CURLOPT_USERAGENT, s->ua);
+  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
   SETOPT(CURLOPT_TIMEOUT_MS, s->timeout_ms);
   SETOPT(CURLOPT_FOLLOWLOCATION, 0L); /* a redirect never carries the token anywhere */
   SETOPT(CURLOPT_PATH_AS_IS, 1L);
@@ -315,28 +296,68 @@ static int l_session(lua_State *L) {
 #else
   SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-  lua_getfield(L, 1, "verify");
-  if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-    SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
-    SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
-  } else {
-    SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
-    SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
-  }
-  lua_pop(L, 1);
-  if (ca) SETOPT(CURLOPT_CAINFO, ca);
+  SETOPT(CURLOPT_SSL_VERIFYPEER, s->verify ? 1L : 0L);
+  SETOPT(CURLOPT_SSL_VERIFYHOST, s->verify ? 2L : 0L);
+  if (s->ca) SETOPT(CURLOPT_CAINFO, s->ca);
   /* No proxy unless one is given: environment variables do not silently reroute the token. */
-  SETOPT(CURLOPT_PROXY, proxy ? proxy : "");
+  SETOPT(CURLOPT_PROXY, s->proxy ? s->proxy : "");
   return 1;
+failed:
+  return 0;
+}
 
-setopt_failed:
-  session_cleanup(s);
-  lua_pushnil(L);
-  lc_push_error(L, "invalid", "this libcurl refused an option: %s", s->errbuf[0] ? s->errbuf : "unsupported");
-  return 2;
-oom:
-  session_cleanup(s);
-  return luaL_error(L, "leadconnector: out of memory");
+/* Points x at one request. The path, body and version strings must stay alive (on the Lua stack) until the
+ * transfer is done. Returns 0 on out of memory. */
+static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *method, const char *path, size_t plen,
+                        const char *body, size_t blen, const char *version, double timeout_s) {
+  CURL *e = x->easy;
+  struct curl_slist *hdrs;
+  if (x->url_cap < s->base_len + plen + 1) {
+    char *p = (char *)realloc(x->url, s->base_len + plen + 1);
+    if (p == NULL) return 0;
+    x->url = p;
+    x->url_cap = s->base_len + plen + 1;
+  }
+  memcpy(x->url, s->base, s->base_len);
+  memcpy(x->url + s->base_len, path, plen);
+  x->url[s->base_len + plen] = '\0';
+
+  hdrs = body ? s->hdr_body : s->hdr_get;
+  if (version != NULL && strcmp(version, s->version) != 0) {
+    struct curl_slist *g = NULL, *b = NULL;
+    if (!build_headers(s, version, &g, &b)) return 0;
+    free_slist_wiped(body ? g : b);
+    x->hdr_tmp = hdrs = body ? b : g;
+  }
+  curl_easy_setopt(e, CURLOPT_URL, x->url);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_s > 0 ? (long)(timeout_s * 1000 + 0.5) : s->timeout_ms);
+  x->up = NULL;
+  if (body == NULL) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") == 0 ? NULL : method);
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  } else if (strcmp(method, "POST") == 0) {
+    x->up = body; /* read callback, no seek callback: libcurl cannot re-send it by itself */
+    x->up_len = blen;
+    x->up_pos = 0;
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+  } else {
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  }
+  x->op = op;
+  x->body_len = 0;
+  x->too_big = 0;
+  x->rl_now.seen = 0;
+  x->retry_after = -1;
+  x->trace_id[0] = '\0';
+  x->errbuf[0] = '\0';
+  return 1;
 }
 
 static int request_left(CURL *e, CURLcode rc) {
@@ -361,6 +382,143 @@ static int request_left(CURL *e, CURLcode rc) {
   }
 }
 
+/* After a transfer: pushes value, or nil + error (returns 1 or 2). Frees the call's own header list. */
+static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
+  long status = 0;
+  int capped;
+  lc_answer a;
+  x->up = NULL;
+  if (x->hdr_tmp) {
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
+    free_slist_wiped(x->hdr_tmp);
+    x->hdr_tmp = NULL;
+  }
+  if (x->rl_now.seen) {
+    int i;
+    for (i = 0; i < 5; i++)
+      if (x->rl_now.seen & (1u << i)) (&s->rl_last.max)[i] = (&x->rl_now.max)[i];
+    s->rl_last.seen |= x->rl_now.seen;
+  }
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  a.retry_after = x->retry_after;
+  a.trace_id = x->trace_id;
+  capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
+  if (rc == CURLE_OK || (capped && status >= 300)) {
+    /* A complete answer, or an error answer cut at the size cap: classify it by its status. */
+    a.status = status;
+    a.body = x->body ? x->body : "";
+    a.body_len = x->body_len;
+    return lc_finish(L, x->op, &a);
+  }
+  lua_pushnil(L);
+  if (capped) {
+    lc_push_error(L, "decode", "answer is larger than max_response_size (%lu bytes)", (unsigned long)s->max_size);
+    lc_seterrfield_num(L, "status", (double)status);
+  } else {
+    lc_push_error(L, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", "%s",
+                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+  }
+  lc_seterrfield_num(L, "curl_code", (double)rc);
+  lc_seterrfield_bool(L, "request_sent", request_left(x->easy, rc));
+  return 2;
+}
+
+/* --- Lua side --------------------------------------------------------------------------------------------------- */
+
+static lc_session *check_session(lua_State *L) {
+  lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
+  if (s->closed) luaL_error(L, "leadconnector: the client is closed");
+  if (s->busy) luaL_error(L, "leadconnector: this client is already in a call (one call at a time per client)");
+  return s;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double dflt) {
+  double v;
+  lua_getfield(L, t, k);
+  v = lua_isnil(L, -1) ? dflt : (double)lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  const char *v;
+  lua_getfield(L, t, k);
+  v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* the string stays referenced by the options table */
+  return v;
+}
+
+/** core.session(opts) -> Session | nil, err
+ * opts: base_url, token, version, user_agent, timeout, connect_timeout (seconds), verify, ca_file, proxy,
+ * max_response_size (bytes). The Lua layer has checked their types; what reaches a header is checked again here. */
+static int l_session(lua_State *L) {
+  lc_session *s;
+  const char *token, *base, *version, *ua;
+  char why[160];
+  size_t toklen;
+  double max_size;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  s = (lc_session *)lc_newuserdata(L, sizeof *s);
+  memset(s, 0, sizeof *s);
+  s->closed = 1; /* until fully made: __gc then has nothing to do but free what exists */
+  luaL_getmetatable(L, LC_SESSION_MT);
+  lua_setmetatable(L, -2);
+
+  lua_getfield(L, 1, "token");
+  token = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &toklen) : NULL;
+  if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
+    lua_pushnil(L);
+    lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
+    lc_seterrfield_str(L, "field", "token");
+    lc_seterrfield_bool(L, "request_sent", 0);
+    return 2;
+  }
+  base = opt_string(L, 1, "base_url");
+  version = opt_string(L, 1, "version");
+  ua = opt_string(L, 1, "user_agent");
+  if (base == NULL || version == NULL || ua == NULL)
+    return luaL_error(L, "leadconnector: session needs base_url, version, user_agent");
+  if (strlen(version) > 64 || strpbrk(version, "\r\n") != NULL || strpbrk(ua, "\r\n") != NULL)
+    return luaL_error(L, "leadconnector: header values must not contain line breaks");
+  max_size = opt_number(L, 1, "max_response_size", 4.0 * 1024 * 1024);
+  s->max_size = max_size < 1 ? 1 : (size_t)max_size;
+  s->timeout_ms = (long)(opt_number(L, 1, "timeout", 30) * 1000);
+  s->connect_timeout_ms = (long)(opt_number(L, 1, "connect_timeout", 10) * 1000);
+  lua_getfield(L, 1, "verify");
+  s->verify = !(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1));
+  lua_pop(L, 1);
+
+  s->auth = (char *)malloc(toklen + 32);
+  s->version = dupstr(version);
+  s->base = dupstr(base);
+  s->ua = dupstr(ua);
+  s->ca = dupstr(opt_string(L, 1, "ca_file"));
+  s->proxy = dupstr(opt_string(L, 1, "proxy"));
+  if (s->auth == NULL || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
+  snprintf(s->auth, toklen + 32, "Authorization: Bearer %s", token);
+  lua_pop(L, 1); /* token */
+  s->base_len = strlen(s->base);
+  if (!build_headers(s, s->version, &s->hdr_get, &s->hdr_body)) goto oom;
+  s->share = curl_share_init();
+  if (s->share == NULL) goto oom;
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  s->closed = 0;
+  if (!xfer_init(s, &s->main)) {
+    lua_pushnil(L);
+    lc_push_error(L, "invalid", "this libcurl refused an option: %s",
+                  s->main.errbuf[0] ? s->main.errbuf : "unsupported");
+    session_cleanup(s);
+    return 2;
+  }
+  return 1;
+oom:
+  session_cleanup(s);
+  return luaL_error(L, "leadconnector: out of memory");
+}
+
 static const char *const OPS[] = {"send", "status", "message", "conversation", "raw", NULL};
 
 /** session:call(op, method, path, body|nil, version|nil, timeout_seconds|nil) -> value | nil, err */
@@ -373,97 +531,123 @@ static int l_call(lua_State *L) {
   const char *body = luaL_optlstring(L, 5, NULL, &blen);
   const char *version = luaL_optstring(L, 6, NULL);
   double tmo = luaL_optnumber(L, 7, -1);
-  struct curl_slist *hdrs;
   CURLcode rc;
-  long status = 0;
-  int capped;
-  lc_answer a;
-
-  if (s->busy) return luaL_error(L, "leadconnector: this client is already in a call (one call at a time per client)");
-  /* URL = base + path, in session-owned scratch memory. */
-  if (s->url_cap < s->base_len + plen + 1) {
-    char *p = (char *)realloc(s->url, s->base_len + plen + 1);
-    if (p == NULL) return luaL_error(L, "leadconnector: out of memory");
-    s->url = p;
-    s->url_cap = s->base_len + plen + 1;
-  }
-  memcpy(s->url, s->base, s->base_len);
-  memcpy(s->url + s->base_len, path, plen);
-  s->url[s->base_len + plen] = '\0';
-
-  hdrs = body ? s->hdr_body : s->hdr_get;
-  if (version != NULL && strcmp(version, s->version) != 0) {
-    struct curl_slist *g = NULL, *b = NULL;
-    if (strlen(version) > 64 || strpbrk(version, "\r\n") != NULL) return luaL_error(L, "leadconnector: bad version");
-    if (!build_headers(s, version, &g, &b)) return luaL_error(L, "leadconnector: out of memory");
-    free_slist_wiped(body ? g : b);
-    s->hdr_tmp = hdrs = body ? b : g;
-  }
-
-  curl_easy_setopt(s->easy, CURLOPT_URL, s->url);
-  curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, tmo > 0 ? (long)(tmo * 1000 + 0.5) : s->timeout_ms);
-  if (body == NULL) {
-    curl_easy_setopt(s->easy, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") == 0 ? NULL : method);
-    curl_easy_setopt(s->easy, CURLOPT_HTTPGET, 1L);
-  } else if (strcmp(method, "POST") == 0) {
-    s->up = body;
-    s->up_len = blen;
-    s->up_pos = 0;
-    curl_easy_setopt(s->easy, CURLOPT_CUSTOMREQUEST, NULL);
-    curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, NULL);
-    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-  } else {
-    curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, body); /* the body string stays on the Lua stack meanwhile */
-    curl_easy_setopt(s->easy, CURLOPT_CUSTOMREQUEST, method);
-  }
-
-  s->body_len = 0;
-  s->too_big = 0;
-  s->rl_now.seen = 0;
-  s->retry_after = -1;
-  s->trace_id[0] = '\0';
-  s->errbuf[0] = '\0';
+  if (!xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, tmo))
+    return luaL_error(L, "leadconnector: out of memory");
   s->busy = 1;
-  rc = curl_easy_perform(s->easy);
+  rc = curl_easy_perform(s->main.easy);
   s->busy = 0;
-  s->up = NULL;
-  if (s->hdr_tmp) {
-    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, NULL);
-    free_slist_wiped(s->hdr_tmp);
-    s->hdr_tmp = NULL;
-  }
-  if (s->rl_now.seen) {
-    int i;
-    for (i = 0; i < 5; i++)
-      if (s->rl_now.seen & (1u << i)) (&s->rl_last.max)[i] = (&s->rl_now.max)[i];
-    s->rl_last.seen |= s->rl_now.seen;
-  }
-  curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+  return xfer_result(L, s, &s->main, rc);
+}
 
-  a.retry_after = s->retry_after;
-  a.trace_id = s->trace_id;
-  capped = s->too_big || rc == CURLE_FILESIZE_EXCEEDED;
-  if (rc == CURLE_OK || (capped && status >= 300)) {
-    /* A complete answer, or an error answer cut at the size cap: classify it by its status. */
-    a.status = status;
-    a.body = s->body ? s->body : "";
-    a.body_len = s->body_len;
-    return lc_finish(L, op, &a);
+/** session:batch(requests, concurrency) -> values, errors
+ * requests[i] = { op, method, path, body|false, version|false, timeout|false }. Runs up to `concurrency` at once on
+ * libcurl's multi interface, over the session's shared connection cache. values[i] or errors[i] is set for each i. */
+static int l_batch(lua_State *L) {
+  lc_session *s = check_session(L);
+  int n, conc, next = 1, active = 0, i, values, errors;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = (int)lc_rawlen(L, 2);
+  conc = (int)luaL_optinteger(L, 3, 8);
+  if (conc < 1) conc = 1;
+  if (conc > 256) conc = 256;
+  if (conc > n) conc = n;
+  lua_settop(L, 3);
+  lua_createtable(L, n, 0);
+  values = lua_gettop(L);
+  lua_createtable(L, n, 0);
+  errors = lua_gettop(L);
+  if (n == 0) return 2;
+  if (s->multi == NULL) {
+    s->multi = curl_multi_init();
+    if (s->multi == NULL) return luaL_error(L, "leadconnector: out of memory");
   }
-  lua_pushnil(L);
-  if (capped) {
-    lc_push_error(L, "decode", "answer is larger than max_response_size (%lu bytes)", (unsigned long)s->max_size);
-    lc_seterrfield_num(L, "status", (double)status);
-  } else {
-    lc_push_error(L, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", "%s",
-                  s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
+  if (s->pool_n < conc) {
+    lc_xfer *p = (lc_xfer *)realloc(s->pool, sizeof *p * (size_t)conc);
+    if (p == NULL) return luaL_error(L, "leadconnector: out of memory");
+    memset(p + s->pool_n, 0, sizeof *p * (size_t)(conc - s->pool_n));
+    s->pool = p;
+    for (i = s->pool_n; i < conc; i++) {
+      s->pool_n = i + 1;
+      if (!xfer_init(s, &s->pool[i])) return luaL_error(L, "leadconnector: libcurl refused an option");
+    }
   }
-  lc_seterrfield_num(L, "curl_code", (double)rc);
-  lc_seterrfield_bool(L, "request_sent", request_left(s->easy, rc));
+  for (i = 0; i < s->pool_n; i++) { /* a batch cut short by a Lua error may have left handles attached */
+    if (s->pool[i].added) curl_multi_remove_handle(s->multi, s->pool[i].easy);
+    s->pool[i].added = 0;
+  }
+  curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conc);
+  s->busy = 1;
+  while (next <= n || active > 0) {
+    int running = 0;
+    CURLMsg *m;
+    int left;
+    /* Fill free slots. Every string used by a transfer lives in `requests`, which stays on the stack. */
+    for (i = 0; i < conc && next <= n; i++) {
+      lc_xfer *x = &s->pool[i];
+      size_t plen, blen = 0;
+      const char *method, *path, *body, *version;
+      double tmo;
+      int op;
+      if (x->added) continue;
+      lua_rawgeti(L, 2, next);
+      if (lua_type(L, -1) != LUA_TTABLE) {
+        s->busy = 0;
+        return luaL_error(L, "leadconnector: batch request %d is not a table", next);
+      }
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      lua_rawgeti(L, -3, 3);
+      lua_rawgeti(L, -4, 4);
+      lua_rawgeti(L, -5, 5);
+      lua_rawgeti(L, -6, 6);
+      for (op = 0; OPS[op] && !(lua_type(L, -6) == LUA_TSTRING && strcmp(OPS[op], lua_tostring(L, -6)) == 0); op++) {
+      }
+      method = lua_tostring(L, -5);
+      path = lua_tolstring(L, -4, &plen);
+      body = lua_type(L, -3) == LUA_TSTRING ? lua_tolstring(L, -3, &blen) : NULL;
+      version = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      tmo = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : -1;
+      if (OPS[op] == NULL || method == NULL || path == NULL) {
+        s->busy = 0;
+        return luaL_error(L, "leadconnector: batch request %d is malformed", next);
+      }
+      if (!xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, tmo)) {
+        s->busy = 0;
+        return luaL_error(L, "leadconnector: out of memory");
+      }
+      lua_pop(L, 7); /* the strings stay referenced by requests[next] */
+      x->index = next++;
+      if (curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) {
+        s->busy = 0;
+        return luaL_error(L, "leadconnector: curl_multi_add_handle failed");
+      }
+      x->added = 1;
+      active++;
+    }
+    curl_multi_perform(s->multi, &running);
+    while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
+      lc_xfer *x = NULL;
+      int nres;
+      if (m->msg != CURLMSG_DONE) continue;
+      curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+      {
+        CURLcode rc = m->data.result; /* m is invalid after remove_handle */
+        curl_multi_remove_handle(s->multi, x->easy);
+        x->added = 0;
+        active--;
+        nres = xfer_result(L, s, x, rc);
+      }
+      if (nres == 1) {
+        lua_rawseti(L, values, x->index);
+      } else {
+        lua_rawseti(L, errors, x->index);
+        lua_pop(L, 1);
+      }
+    }
+    if (active > 0 && running > 0) curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
+  }
+  s->busy = 0;
   return 2;
 }
 
@@ -488,14 +672,15 @@ static int l_rate_limit(lua_State *L) {
   return 1;
 }
 
-/** session:last() -> remaining, interval_ms, retry_after  (this call's answer; nil where absent) */
+/** session:last() -> remaining, interval_ms, retry_after  (the last call's answer; nil where absent) */
 static int l_last(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
-  if (s->rl_now.seen & 2u) lua_pushnumber(L, s->rl_now.remaining);
+  const lc_xfer *x = &s->main;
+  if (x->rl_now.seen & 2u) lua_pushnumber(L, x->rl_now.remaining);
   else lua_pushnil(L);
-  if (s->rl_now.seen & 4u) lua_pushnumber(L, s->rl_now.interval_ms);
+  if (x->rl_now.seen & 4u) lua_pushnumber(L, x->rl_now.interval_ms);
   else lua_pushnil(L);
-  if (s->retry_after >= 0) lua_pushnumber(L, s->retry_after);
+  if (x->retry_after >= 0) lua_pushnumber(L, x->retry_after);
   else lua_pushnil(L);
   return 3;
 }
@@ -515,18 +700,19 @@ static int l_gc(lua_State *L) {
 
 static int l_tostring(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
-  lua_pushfstring(L, "leadconnector.Session (%s)", s->easy ? s->base : "closed");
+  lua_pushfstring(L, "leadconnector.Session (%s)", s->closed ? "closed" : s->base);
   return 1;
 }
 
 static int l_closed(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
-  lua_pushboolean(L, s->easy == NULL);
+  lua_pushboolean(L, s->closed);
   return 1;
 }
 
-static const luaL_Reg session_methods[] = {{"call", l_call},   {"rate_limit", l_rate_limit}, {"last", l_last},
-                                           {"close", l_close}, {"closed", l_closed},         {NULL, NULL}};
+static const luaL_Reg session_methods[] = {{"call", l_call},   {"batch", l_batch},   {"rate_limit", l_rate_limit},
+                                           {"last", l_last},   {"close", l_close},   {"closed", l_closed},
+                                           {NULL, NULL}};
 
 static int l_curl_version(lua_State *L) {
   curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);

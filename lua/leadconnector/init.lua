@@ -390,6 +390,187 @@ function Client:get_conversation(id, opts)
   return self:_call("conversation", "GET", "/conversations/" .. seg, nil, copts)
 end
 
+--------------------------------------------------------------------------------------------------------------------
+-- Batches: many calls at once from one Lua thread.
+
+local BATCH_OPTIONS = {
+  concurrency = "number", version = "string", timeout = "number", deadline = "number", max_retries = "number",
+}
+
+-- Turns one batch entry into a request tuple for the session: { op, method, path, body|false, version|false,
+-- timeout|false }, or nil + error (the entry's own validation error; nothing is sent for it).
+local function prepare(call, bopts)
+  local name = call[1]
+  local op, method, path, body, copts, err, seg
+  if name == "send_message" then
+    if type(call[2]) ~= "table" then error("leadconnector: batch send_message expects a table of fields", 4) end
+    copts, err = call_options(call[3])
+    op, method, path = "send", "POST", SEND_PATH
+    if not err then body, err = core.build_send(call[2], copts and copts.allow_unknown) end
+  elseif name == "get_message" then
+    copts, err = call_options(call[3])
+    op, method, path = "message", "GET", "/conversations/messages/{id}"
+    if not err then
+      seg, err = core.path_id(call[2], "id")
+      if seg then path = "/conversations/messages/" .. seg end
+    end
+  elseif name == "update_message_status" then
+    if type(call[3]) ~= "table" then error("leadconnector: batch update_message_status expects a table of fields", 4) end
+    copts, err = call_options(call[4])
+    op, method, path = "status", "PUT", "/conversations/messages/{messageId}/status"
+    if not err then
+      seg, err = core.path_id(call[2], "messageId")
+      if seg then
+        path = "/conversations/messages/" .. seg .. "/status"
+        body, err = core.build_status(call[3], copts and copts.allow_unknown)
+      end
+    end
+  elseif name == "get_conversation" then
+    copts, err = call_options(call[3])
+    op, method, path = "conversation", "GET", "/conversations/{conversationId}"
+    if not err then
+      seg, err = core.path_id(call[2], "conversationId")
+      if seg then path = "/conversations/" .. seg end
+    end
+  else
+    error(("leadconnector: batch entries are { method_name, args... }; unknown method %s"):format(tostring(name)), 4)
+  end
+  if err then
+    err.method, err.path, err.attempts = method, path, 0
+    return nil, err
+  end
+  local version = (copts and copts.version) or bopts.version or false
+  local timeout = (copts and copts.timeout) or bopts.timeout or false
+  return { op, method, path, body or false, version, timeout }
+end
+
+--- Runs many calls at once: `calls[i] = { "get_message", id }`, `{ "send_message", fields [, opts] }`,
+-- `{ "update_message_status", id, fields [, opts] }`, `{ "get_conversation", id }`.
+-- Up to `opts.concurrency` (default 8) are in flight together over the client's connections (libcurl's multi
+-- interface; cosockets in nginx). Each call follows the same retry rules as on its own, and the rate limiter.
+-- @return a list in the order of `calls`: `results[i] = { value = ... }` or `{ err = ... }`
+function Client:batch(calls, opts)
+  check_client(self, "batch")
+  if type(calls) ~= "table" then error("leadconnector: batch expects a list of calls, got " .. type(calls), 2) end
+  local bopts = {}
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("leadconnector: batch options must be a table", 2) end
+    local ok, err = check_options(opts, BATCH_OPTIONS, "batch option")
+    if not ok then error("leadconnector: " .. err.message, 2) end
+    bopts = opts
+  end
+  local concurrency = floor(bopts.concurrency or 8)
+  if concurrency < 1 then concurrency = 1 end
+  local max_retries = bopts.max_retries and floor(bopts.max_retries) or self.max_retries
+  local stop_at = now() + (bopts.deadline or self.deadline)
+  local session, lim = self._session, self._limiter
+  local results, pending, where, attempts = {}, {}, {}, {}
+  for i = 1, #calls do
+    local c = calls[i]
+    if type(c) ~= "table" then error(("leadconnector: batch call %d must be a table"):format(i), 2) end
+    local req, err = prepare(c, bopts)
+    if req then
+      pending[#pending + 1] = req
+      where[#where + 1] = i
+      attempts[i] = 0
+    else
+      results[i] = { err = err }
+    end
+  end
+
+  local function fail_rest(list, idx, err_of)
+    for k = 1, #list do
+      local i = idx[k]
+      local err = err_of(list[k])
+      err.method, err.path, err.attempts = list[k][2], list[k][3], attempts[i]
+      results[i] = { err = err }
+    end
+  end
+
+  while #pending > 0 do
+    local t = now()
+    local round, round_at = pending, where
+    if self.rate_limiting then
+      local w = lim:wait(t)
+      if w > 0 then
+        if t + w > stop_at then
+          fail_rest(pending, where, function()
+            local e = core.error("rate_limited", ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
+            e.retry_after, e.request_sent = w, false
+            return e
+          end)
+          break
+        end
+        self._sleep(w)
+        t = now()
+      end
+      -- Never send more at once than the budget left in this window.
+      local budget = lim.remaining
+      if budget and budget < #pending then
+        budget = max(1, budget)
+        round, round_at = {}, {}
+        local rest, rest_at = {}, {}
+        for k = 1, #pending do
+          if k <= budget then round[#round + 1], round_at[#round_at + 1] = pending[k], where[k]
+          else rest[#rest + 1], rest_at[#rest_at + 1] = pending[k], where[k] end
+        end
+        pending, where = rest, rest_at
+      else
+        pending, where = {}, {}
+      end
+      for _ = 1, #round do lim:spend(t, lim.interval) end
+    else
+      pending, where = {}, {}
+    end
+    local left = stop_at - t
+    if left <= 0 then
+      fail_rest(round, round_at, function() return core.error("timeout", "deadline passed") end)
+      fail_rest(pending, where, function() return core.error("timeout", "deadline passed") end)
+      break
+    end
+    for k = 1, #round do
+      local req = round[k]
+      if not req[6] or req[6] > left then req[6] = left end
+      attempts[round_at[k]] = attempts[round_at[k]] + 1
+    end
+    local values, errors
+    if session.batch then
+      values, errors = session:batch(round, concurrency)
+    else -- a transport without its own batch: one after another
+      values, errors = {}, {}
+      for k = 1, #round do
+        local r = round[k]
+        values[k], errors[k] = session:call(r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
+      end
+    end
+    t = now()
+    local rl = session:rate_limit()
+    lim:observe(t, rl.remaining, rl.interval_ms, nil, nil)
+    local delay = 0
+    for k = 1, #round do
+      local i, v = round_at[k], values[k]
+      if v ~= nil then
+        results[i] = { value = v }
+      else
+        local err = errors[k]
+        if err.status == 429 then lim:observe(t, nil, nil, err.retry_after, 429) end
+        if attempts[i] <= max_retries and retryable(round[k][1], err) then
+          pending[#pending + 1], where[#where + 1] = round[k], i
+          local d = err.retry_after or random() * min(self.retry_cap, self.retry_base * 2 ^ (attempts[i] - 1))
+          if d > delay then delay = d end
+        end
+        err.method, err.path, err.attempts = round[k][2], round[k][3], attempts[i]
+        results[i] = { err = err }
+      end
+    end
+    if #pending > 0 and delay > 0 then
+      if t + delay >= stop_at then break end -- the last errors stand
+      self._sleep(delay)
+    end
+  end
+  return results
+end
+
 --- What the client knows of its rate limits: the last X-RateLimit-* values seen, and `wait`, the seconds the
 -- limiter would hold the next request back (0 when it may go now).
 function Client:rate_limit()
