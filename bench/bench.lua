@@ -33,6 +33,7 @@ local PIN = env("BENCH_PIN", "split")
 local LUA = env("BENCH_LUA", "lua5.4")
 
 local broken = {} -- what went wrong, for the exit status
+local ctx = {}    -- the server's URL and token, the ids of this run, what can run
 
 local function log(...)
   io.stderr:write(string.format(...), "\n")
@@ -176,6 +177,33 @@ local function stop_server()
   sh("kill -KILL " .. pid .. " 2>/dev/null")
 end
 
+-- Before every run: the sandbox's own reset (POST /_sandbox/reset, which
+-- re-seeds it), so each run meets the same small store rather than one grown
+-- by every message the rows before it sent; then one message, whose id and
+-- conversation id the run reads and updates.
+local function fresh_state()
+  local http = require "socket.http"
+  local ltn12 = require "ltn12"
+  local cjson = require "cjson"
+  local _, code = http.request { url = ctx.url .. "/_sandbox/reset", method = "POST",
+    headers = { ["content-length"] = "0" } }
+  ctx.reset = code == 200
+  local body = cjson.encode { type = "SMS", contactId = "contact_demo_1", message = "bench setup" }
+  local out = {}
+  local _, scode = http.request {
+    url = ctx.url .. "/conversations/messages", method = "POST",
+    source = ltn12.source.string(body), sink = ltn12.sink.table(out),
+    headers = { authorization = "Bearer " .. ctx.token, version = "2021-04-15",
+      ["content-type"] = "application/json", ["content-length"] = tostring(#body) },
+  }
+  local ok, sent = pcall(cjson.decode, table.concat(out))
+  if scode ~= 201 and scode ~= 200 or not ok or type(sent) ~= "table" or not sent.messageId then
+    return nil, "could not send the first message (HTTP " .. tostring(scode) .. ")"
+  end
+  ctx.msg, ctx.conv = sent.messageId, sent.conversationId
+  return true
+end
+
 ---------------------------------------------------------------------------
 -- Running one client under bench/out/measure.
 ---------------------------------------------------------------------------
@@ -208,7 +236,6 @@ end
 -- optionally n (its request count). The client prints
 -- "BENCH requests=N errors=E seconds=S".
 ---------------------------------------------------------------------------
-local ctx = {}
 local rows = {}
 local function row(t)
   t.runs = {}
@@ -322,22 +349,28 @@ end
 ---------------------------------------------------------------------------
 local function run_row(r, rep)
   local n = r.n or N
+  local fresh, ferr = fresh_state()
+  if not fresh then
+    r.failed = ferr
+    broken[#broken + 1] = r.label .. ": " .. ferr
+    return
+  end
   local res = run_client(r.argv(ctx, n))
   if res.missing then
     r.na = "n/a (" .. res.missing .. " missing)"
-    log("  %-42s %s", r.label, r.na)
+    log("  %-48s %s", r.label, r.na)
     return
   end
   if res.exit ~= 0 or not res.seconds then
     r.failed = string.format("client failed (exit %s): see %s/clients.log", tostring(res.exit), OUT)
     broken[#broken + 1] = r.label .. ": " .. r.failed
-    log("  %-42s %s", r.label, r.failed)
+    log("  %-48s %s", r.label, r.failed)
     return
   end
   if res.errors >= res.requests then
     r.failed = "every request failed: see " .. OUT .. "/clients.log"
     broken[#broken + 1] = r.label .. ": " .. r.failed
-    log("  %-42s %s", r.label, r.failed)
+    log("  %-48s %s", r.label, r.failed)
     return
   end
   res.rps = res.requests / res.seconds
@@ -348,7 +381,7 @@ local function run_row(r, rep)
     f:write(table.concat({ rep, r.id, res.requests, res.errors, res.seconds, res.cpu, res.rss_kb, res.wall }, "\t"), "\n")
     f:close()
   end
-  log("  %-42s %9.0f req/s %8.1f CPU ms/1000 %6.1f MB%s", r.label, res.rps, res.cpu_per_1000,
+  log("  %-48s %9.0f req/s %8.1f CPU ms/1000 %6.1f MB%s", r.label, res.rps, res.cpu_per_1000,
     res.rss_kb / 1024, res.errors > 0 and ("  " .. res.errors .. " errors") or "")
 end
 
@@ -564,6 +597,11 @@ local function main()
   ctx.node, ctx.node_reason = check_node()
   ctx.pinning = setup_pinning()
   log("bench: CPU pinning: %s", ctx.pinning)
+  -- Anything else busy on the machine skews every row; say so in the header.
+  ctx.load = tonumber(((read_file("/proc/loadavg") or ""):match("^(%S+)")))
+  if ctx.load and ctx.load > 0.5 then
+    log("bench: warning: load average %.2f before the run: other work is competing for the CPUs", ctx.load)
+  end
 
   local ok, err = start_server()
   if not ok then
@@ -573,12 +611,9 @@ local function main()
   ctx.url, ctx.token = server.url, server.token
   log("bench: server %s (pid %s)", ctx.url, server.pid)
 
-  -- One message to read, update and whose conversation to get.
-  local ids, idok = capture(argv_string { LUA, "bench/naive.lua", ctx.url, ctx.token, "setup" } ..
-    " 2>>" .. OUT .. "/clients.log")
-  ctx.msg, ctx.conv = ids:match("^(%S+) (%S+)")
-  if not (idok and ctx.msg) then
-    broken[#broken + 1] = "setup: could not send the first message: see " .. OUT .. "/clients.log"
+  local fresh, ferr = fresh_state()
+  if not fresh then
+    broken[#broken + 1] = "setup: " .. ferr
     return
   end
   if ctx.node then ctx.node, ctx.node_reason = probe_node() end
@@ -600,6 +635,7 @@ local function main()
   local rss_run
   if runnable(by_id.lc_get_message) then
     log("bench: peak RSS run, %d get_message requests in one process", RSS_N)
+    assert(fresh_state())
     rss_run = run_client { LUA, "bench/lc_seq.lua", ctx.url, ctx.token, "get_message", ctx.msg, RSS_N }
     if rss_run.exit ~= 0 or not rss_run.requests then
       broken[#broken + 1] = "peak RSS run failed: see " .. OUT .. "/clients.log"
@@ -620,9 +656,11 @@ local function main()
   log("bench: measured in %.0f s", socket.gettime() - t0)
 
   local header = string.format(
-    "leadconnector bench, %s, %s, %s CPUs; %d requests per run, median of %d runs per row; pinning: %s",
+    "leadconnector bench, %s, %s, %s CPUs, load average %s before the run;\n" ..
+    "%d requests per run, median of %d runs per row; pinning: %s; server state %s",
     os.date("!%Y-%m-%d %H:%M UTC"), (capture("uname -srm"):gsub("%s+$", "")),
-    (capture("nproc"):gsub("%s+$", "")), N, REPEATS, ctx.pinning)
+    (capture("nproc"):gsub("%s+$", "")), ctx.load and string.format("%.2f", ctx.load) or "?",
+    N, REPEATS, ctx.pinning, ctx.reset and "reset before every run" or "NOT reset (no /_sandbox/reset)")
   local text = header .. "\n\n" .. print_table(startup, rss_run) .. "\n\nTargets (issue 5):\n" ..
     targets(startup, rss_run) .. "\n"
   io.write("\n", text)

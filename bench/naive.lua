@@ -4,7 +4,6 @@
 -- the server closes the old one. No validation, no retries, no userdata.
 --
 --   lua5.4 bench/naive.lua BASE_URL TOKEN CALL ID COUNT
---   lua5.4 bench/naive.lua BASE_URL TOKEN setup      -- prints "messageId conversationId"
 --
 -- CALL: get_message | send_message | update_message_status | get_conversation.
 -- Prints one "BENCH requests=N errors=E seconds=S" line.
@@ -12,8 +11,8 @@ local socket = require "socket"
 local cjson = require "cjson"
 
 local base, token, call, id, count = arg[1], arg[2], arg[3], arg[4], tonumber(arg[5])
-if not (base and token and call) then
-  io.stderr:write("usage: naive.lua BASE_URL TOKEN CALL ID COUNT | BASE_URL TOKEN setup\n")
+if not (base and token and call and id and count) then
+  io.stderr:write("usage: naive.lua BASE_URL TOKEN CALL ID COUNT\n")
   os.exit(2)
 end
 local host, port = base:match("^http://([^:/]+):?(%d*)/?$")
@@ -111,15 +110,6 @@ local function request(method, path, payload)
   return nil, "connection failed"
 end
 
-if call == "setup" then
-  local sent = assert(request("POST", "/conversations/messages",
-    cjson.encode { type = "SMS", contactId = "contact_demo_1", message = "bench setup" }))
-  assert(sent.messageId and sent.conversationId, "setup: answer without ids")
-  print(sent.messageId .. " " .. sent.conversationId)
-  os.exit(0)
-end
-
-count = count or error("COUNT missing")
 local do_call
 if call == "get_message" then
   local path = "/conversations/messages/" .. id
