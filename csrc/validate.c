@@ -398,8 +398,15 @@ static int l_path_id(lua_State *L) {
   s = lua_tolstring(L, 1, &n);
   if (n == 0) return invalid(L, name, "%s must not be empty%s", "");
   if (has_ctl(s, n)) return invalid(L, name, "%s must not contain control characters%s", "");
-  if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
-    return invalid(L, name, "%s must not be a dot segment%s", "");
+  /* No piece between slashes may be "." or "..": servers and proxies that decode %2F before normalising the path
+   * (nginx does) would otherwise resolve "x/../../conversations/c1" to another endpoint. */
+  for (i = 0; i <= n; i++) {
+    size_t start = i, len;
+    while (i < n && s[i] != '/') i++;
+    len = i - start;
+    if ((len == 1 && s[start] == '.') || (len == 2 && s[start] == '.' && s[start + 1] == '.'))
+      return invalid(L, name, "%s must not be or contain a dot segment (. or .. between slashes)%s", "");
+  }
   luaL_buffinit(L, &b);
   for (i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
