@@ -1,0 +1,117 @@
+--[[ spec/lchelpers.lua -- small generic helpers for the library's own specs (20-, 30-, 31-, 40-).
+The sandbox itself is driven through spec/helpers.lua; this file only adds what several specs share.
+
+  lch.client(sb, opts)        a client for the sandbox with fast test settings (tiny backoff, short timeouts);
+                              opts override them
+  lch.scale                   factor for time limits (valgrind and ASan runs are slower)
+  lch.is_integer(v)           true for a Lua 5.4 integer; on LuaJIT, for a number with no fraction
+  lch.has_integers            true when numbers have an integer subtype (Lua 5.3+)
+  lch.find_in(v, needle)      path of the first string (key or value, at any depth) containing needle, or nil
+  lch.connections_to(port)    set of socket inodes of THIS process connected to 127.0.0.1:port (from /proc)
+  lch.count(set)              number of keys of a table
+  lch.unused_port()           a 127.0.0.1 port nothing listens on right now
+  lch.api_requests(sb)        sb:requests() without the sandbox's control calls
+]]
+local socket = require "socket"
+local leadconnector = require "leadconnector"
+
+local lch = {}
+
+lch.scale = (os.getenv("LEADCONNECTOR_UNDER_VALGRIND") and 20) or (os.getenv("LEADCONNECTOR_UNDER_ASAN") and 4) or 1
+
+lch.has_integers = math.type ~= nil
+
+function lch.is_integer(v)
+  if math.type then return math.type(v) == "integer" end
+  return type(v) == "number" and v % 1 == 0
+end
+
+function lch.client(sb, opts)
+  local o = {
+    token = sb.token, base_url = sb.url, timeout = 5 * lch.scale, connect_timeout = 2 * lch.scale,
+    deadline = 10 * lch.scale, retry_base = 0.001, retry_cap = 0.005, max_retries = 0,
+  }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return assert(leadconnector.new(o))
+end
+
+function lch.find_in(v, needle, path, seen)
+  path = path or "err"
+  seen = seen or {}
+  local t = type(v)
+  if t == "string" then
+    if v:find(needle, 1, true) then return path end
+    return nil
+  end
+  if t ~= "table" or seen[v] then return nil end
+  seen[v] = true
+  for k, x in pairs(v) do
+    local p = lch.find_in(k, needle, path .. "[key]", seen)
+    if p then return p end
+    p = lch.find_in(x, needle, path .. "." .. tostring(k), seen)
+    if p then return p end
+  end
+  local mt = getmetatable(v)
+  if type(mt) == "table" then return lch.find_in(mt, needle, path .. "<metatable>", seen) end
+  return nil
+end
+
+local function my_pid()
+  local f = assert(io.open("/proc/self/stat", "rb"))
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("^(%d+)"))
+end
+
+-- Inodes of the sockets this process holds open.
+local function my_socket_inodes()
+  local p = assert(io.popen("find /proc/" .. my_pid() .. "/fd -lname 'socket:*' -printf '%l\\n' 2>/dev/null"))
+  local out = p:read("*a")
+  p:close()
+  local set = {}
+  for inode in out:gmatch("socket:%[(%d+)%]") do set[inode] = true end
+  return set
+end
+
+function lch.connections_to(port)
+  local mine = my_socket_inodes()
+  local want = (":%04X"):format(port)
+  local set = {}
+  for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+    local f = io.open(file, "rb")
+    if f then
+      for line in f:lines() do
+        -- sl local_address rem_address st ... uid timeout inode
+        local rem, st, inode = line:match("^%s*%d+:%s+%x+:%x+%s+(%x+:%x+)%s+(%x+)%s+%S+%s+%S+%s+%S+%s+%d+%s+%d+%s+(%d+)")
+        if rem and rem:sub(-5) == want and st == "01" and mine[inode] then set[inode] = true end
+      end
+      f:close()
+    end
+  end
+  return set
+end
+
+function lch.count(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
+function lch.unused_port()
+  -- bind, read the port, close: nothing listens there afterwards (and ports below the ephemeral range are
+  -- not handed out to outgoing connections meanwhile, but a closed bound port is not reused at once either)
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+function lch.api_requests(sb)
+  local out = {}
+  for _, r in ipairs(sb:requests()) do
+    if r.path:sub(1, 10) ~= "/_sandbox/" then out[#out + 1] = r end
+  end
+  return out
+end
+
+return lch
