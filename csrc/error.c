@@ -150,10 +150,10 @@ int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
       keep_raw_body(L, a);
       return 2;
     }
-    lc_json_normalize(L, t);
     switch (op) {
     case LC_OP_SEND:
     case LC_OP_STATUS:
+      lc_json_normalize(L, t); /* a plain table goes to the caller as is */
       lua_getfield(L, t, "messageId");
       if (lua_type(L, -1) != LUA_TSTRING || lc_rawlen(L, -1) == 0) {
         lua_pop(L, 1);

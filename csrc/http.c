@@ -201,17 +201,33 @@ static int name_is(const char *line, size_t len, const char *name, const char **
 static int parse_number(const char *v, size_t n, double *out) {
   char tmp[40];
   char *endp;
-  if (n == 0 || n >= sizeof tmp) return 0;
+  size_t i;
+  double d = 0;
+  if (n == 0) return 0;
+  for (i = 0; i < n && i < 15 && v[i] >= '0' && v[i] <= '9'; i++) d = d * 10 + (v[i] - '0');
+  if (i == n) { /* the usual case: a plain non-negative integer */
+    *out = d;
+    return 1;
+  }
+  if (n >= sizeof tmp) return 0;
   memcpy(tmp, v, n);
   tmp[n] = '\0';
   *out = strtod(tmp, &endp);
   return *endp == '\0' && *out == *out;
 }
 
+/* The value of a header line "Name: value\r\n" once its name (of length n) has been matched. */
+static void header_value(const char *line, size_t len, size_t n, const char **value, size_t *vlen) {
+  const char *v = line + n + 1, *end = line + len;
+  while (v < end && (*v == ' ' || *v == '\t')) v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) end--;
+  *value = v;
+  *vlen = (size_t)(end - v);
+}
+
 static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
-  static const char *const rl_names[] = {"X-RateLimit-Max", "X-RateLimit-Remaining",
-                                         "X-RateLimit-Interval-Milliseconds", "X-RateLimit-Limit-Daily",
-                                         "X-RateLimit-Daily-Remaining"};
+  /* Suffixes after "X-RateLimit-", in the order of lc_ratelimit's fields. */
+  static const char *const rl_names[] = {"Max", "Remaining", "Interval-Milliseconds", "Limit-Daily", "Daily-Remaining"};
   lc_xfer *x = (lc_xfer *)ud;
   size_t len = size * nmemb, vlen;
   const char *v;
@@ -222,18 +238,25 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     x->trace_id[0] = '\0';
     return len;
   }
-  if (len < 12 || (line[0] != 'x' && line[0] != 'X' && line[0] != 'r' && line[0] != 'R')) return len;
-  for (i = 0; i < 5; i++) {
-    double d;
-    if (name_is(line, len, rl_names[i], &v, &vlen)) {
-      if (parse_number(v, vlen, &d)) {
-        (&x->rl_now.max)[i] = d;
-        x->rl_now.seen |= 1u << i;
+  if (len < 12) return len;
+  if ((line[0] | 0x20) == 'x' && strncasecmp(line, "X-RateLimit-", 12) == 0) {
+    const char *name = line + 12;
+    size_t rest = len - 12;
+    for (i = 0; i < 5; i++) {
+      size_t n = strlen(rl_names[i]);
+      double d;
+      if (rest > n && name[n] == ':' && strncasecmp(name, rl_names[i], n) == 0) {
+        header_value(line, len, 12 + n, &v, &vlen);
+        if (parse_number(v, vlen, &d)) {
+          (&x->rl_now.max)[i] = d;
+          x->rl_now.seen |= 1u << i;
+        }
+        break;
       }
-      return len;
     }
+    return len;
   }
-  if (name_is(line, len, "Retry-After", &v, &vlen)) {
+  if ((line[0] | 0x20) == 'r' && name_is(line, len, "Retry-After", &v, &vlen)) {
     double d;
     if (parse_number(v, vlen, &d) && d >= 0) {
       x->retry_after = d;
@@ -250,7 +273,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     }
     return len;
   }
-  if (name_is(line, len, "X-Trace-Id", &v, &vlen) || name_is(line, len, "X-Request-Id", &v, &vlen)) {
+  if ((line[0] | 0x20) == 'x' && (name_is(line, len, "X-Trace-Id", &v, &vlen) || name_is(line, len, "X-Request-Id", &v, &vlen))) {
     size_t k;
     if (vlen >= sizeof x->trace_id) vlen = sizeof x->trace_id - 1;
     for (k = 0; k < vlen; k++) x->trace_id[k] = (v[k] < 0x20 || v[k] == 0x7f) ? '?' : v[k];

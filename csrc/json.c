@@ -131,21 +131,57 @@ int lc_json_add_value(lua_State *L, lc_buf *b, int idx) {
   return 1;
 }
 
+/* Pushes the value at idx as callers see it: JSON null becomes nil, an integral float an integer (5.3+), a table a
+ * copy made the same way (null entries of objects dropped; nulls inside arrays stay, to keep positions). */
+static void push_plain(lua_State *L, int idx, int depth);
+
 static void deepcopy(lua_State *L, int idx, int depth) {
   luaL_checkstack(L, 4, "leadconnector: value nested too deeply");
   lua_newtable(L);
   if (depth > LC_MAX_DEPTH) return;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
+    if (lc_is_null(L, -1) && lua_type(L, -2) == LUA_TSTRING) {
+      lua_pop(L, 1);
+      continue;
+    }
     lua_pushvalue(L, -2);
-    if (lua_type(L, -2) == LUA_TTABLE)
-      deepcopy(L, lua_gettop(L) - 1, depth + 1);
-    else
-      lua_pushvalue(L, -2);
+    push_plain(L, lua_gettop(L) - 1, depth + 1);
     lua_rawset(L, -5);
     lua_pop(L, 1);
   }
 }
+
+static void push_plain(lua_State *L, int idx, int depth) {
+  switch (lua_type(L, idx)) {
+  case LUA_TTABLE:
+    deepcopy(L, idx, depth);
+    return;
+#if LC_HAS_INTEGERS
+  case LUA_TNUMBER:
+    if (!lua_isinteger(L, idx)) {
+      lua_Number n = lua_tonumber(L, idx);
+      lua_Integer i;
+      if (n == floor(n) && lua_numbertointeger(n, &i)) {
+        lua_pushinteger(L, i);
+        return;
+      }
+    }
+    break;
+#endif
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) == NULL && depth == 0) { /* a null field reads as nil */
+      lua_pushnil(L);
+      return;
+    }
+    break;
+  default:
+    break;
+  }
+  lua_pushvalue(L, idx);
+}
+
+void lc_push_plain(lua_State *L, int idx) { push_plain(L, lc_absindex(L, idx), 0); }
 
 void lc_deepcopy(lua_State *L, int idx, int depth) { deepcopy(L, lc_absindex(L, idx), depth); }
 

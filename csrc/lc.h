@@ -64,7 +64,8 @@ void lc_json_add_string(lua_State *L, lc_buf *b, int idx); /* appends a JSON str
 int lc_json_add_number(lua_State *L, lc_buf *b, int idx);  /* 0 when not finite */
 int lc_json_add_value(lua_State *L, lc_buf *b, int idx);  /* any value, through cjson.encode */
 int lc_is_null(lua_State *L, int idx);
-void lc_deepcopy(lua_State *L, int idx, int depth); /* pushes a copy of the table at idx */
+void lc_deepcopy(lua_State *L, int idx, int depth); /* pushes a plain copy of the table at idx */
+void lc_push_plain(lua_State *L, int idx);         /* pushes a decoded value as callers see it */
 
 /* error.c */
 void lc_error_init(lua_State *L);

@@ -1,6 +1,8 @@
 /* object.c - leadconnector.Message and leadconnector.Conversation.
  *
- * Each object is a small userdata whose user value is the decoded answer (a table the user never sees directly).
+ * Each object is a small userdata whose user value is the decoded answer (a table the user never sees directly),
+ * kept as cjson made it: JSON null and integral floats are turned into nil and integers when a field is read or
+ * copied, so an answer costs nothing beyond its decoding until its fields are used.
  * No reference from C to a Lua value is kept anywhere else, so the collector owns the lifetime entirely.
  * Fields read as obj.field with the API's names, including fields the API adds later; nested tables come back as
  * fresh copies, so nothing a caller does to them can change the object (read-only all the way down). */
@@ -56,7 +58,7 @@ static int obj_index(lua_State *L) {
   lc_getuv(L, 1);
   lua_pushvalue(L, 2);
   lua_rawget(L, -2);
-  if (lua_type(L, -1) == LUA_TTABLE) lc_deepcopy(L, -1, 0);
+  lc_push_plain(L, -1); /* nested tables come back as copies: nothing a caller does reaches the object */
   return 1;
 }
 
@@ -82,7 +84,7 @@ static int obj_eq(lua_State *L) {
 /* Appends field k of table t as `k=value`, strings quoted and cut to max bytes, control characters escaped. */
 static void add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max, int *first) {
   lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) {
+  if (lua_isnil(L, -1) || lc_is_null(L, -1)) {
     lua_pop(L, 1);
     return;
   }

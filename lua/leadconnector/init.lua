@@ -115,17 +115,20 @@ function Limiter:spend(t, interval_s)
   end
 end
 
+-- Takes what an answer said. Reads the clock only when something has to be scheduled (t may be nil).
 function Limiter:observe(t, remaining, interval_ms, retry_after, status)
   if interval_ms then self.interval = interval_ms / 1000 end
   if remaining then
     self.remaining = remaining
     if remaining <= 0 then
+      t = t or now()
       self.reset_at = t + (self.interval or 10)
     else
       self.reset_at = nil
     end
   end
   if status == 429 then
+    t = t or now()
     local until_t = t + (retry_after or (remaining == 0 and self.interval) or 1)
     if not self.blocked_until or until_t > self.blocked_until then self.blocked_until = until_t end
   end
@@ -193,14 +196,12 @@ function M.new(opts)
     end
   end
 
+  -- Inside nginx the default is "ngx", in every phase: the session uses cosockets where nginx allows them,
+  -- libcurl in the start-up phases (init_by_lua*, init_worker_by_lua*), and elsewhere answers a clear error rather
+  -- than block the worker. A client made in init_by_lua* thus stays non-blocking in the requests that use it.
   local transport = opts.transport
-  if transport == nil then
-    transport = "curl"
-    if in_nginx() then
-      local lngx = require "leadconnector.ngx"
-      if lngx.cosockets_allowed() then transport = "ngx" end
-    end
-  end
+  local auto = transport == nil
+  if auto then transport = in_nginx() and "ngx" or "curl" end
   if transport ~= "curl" and transport ~= "ngx" then
     return nil, invalid("transport", "option 'transport' must be \"curl\" or \"ngx\"")
   end
@@ -214,7 +215,7 @@ function M.new(opts)
   }
   local session
   if transport == "ngx" then
-    session, err = require("leadconnector.ngx").session(settings)
+    session, err = require("leadconnector.ngx").session(settings, auto)
   else
     session, err = core.session(settings)
   end
@@ -233,7 +234,7 @@ function M.new(opts)
     rate_limiting = opts.rate_limit ~= false,
     _session = session,
     _limiter = limiter_for(opts.token),
-    _sleep = transport == "ngx" and ngx.sleep or core.sleep, -- luacheck: ignore 113
+    _sleep = transport == "ngx" and require("leadconnector.ngx").sleep or core.sleep,
   }, Client)
   return self
 end
@@ -268,11 +269,10 @@ function Client:_call(op, method, path, body, copts)
     deadline = copts.deadline or deadline
     max_retries = copts.max_retries and floor(copts.max_retries) or max_retries
   end
-  local start = now()
-  local stop_at = start + deadline
+  local t = now()
+  local stop_at = t + deadline
   local attempts = 0
   while true do
-    local t = now()
     if self.rate_limiting then
       local w = lim:wait(t)
       if w > 0 then
@@ -297,9 +297,9 @@ function Client:_call(op, method, path, body, copts)
     attempts = attempts + 1
     local value, err = session:call(op, method, path, body, version, min(timeout, left))
     local remaining, interval_ms, retry_after = session:last()
-    t = now()
-    lim:observe(t, remaining, interval_ms, retry_after, err and err.status)
+    lim:observe(nil, remaining, interval_ms, retry_after, err and err.status)
     if value ~= nil then return value end
+    t = now()
     if attempts > max_retries or not retryable(op, err) then
       return finish_error(err, method, path, attempts)
     end
