@@ -115,21 +115,83 @@ int lc_json_add_number(lua_State *L, lc_buf *b, int idx) {
   return 1;
 }
 
-/* Any value, for fields the library does not know (allow_unknown): cjson decides, and refuses what JSON cannot hold. */
-int lc_json_add_value(lua_State *L, lc_buf *b, int idx) {
-  size_t n;
-  const char *s;
-  lc_rawgetp(L, LUA_REGISTRYINDEX, &KEY_ENCODE);
-  lua_pushvalue(L, idx);
-  if (lua_pcall(L, 1, 1, 0) != 0) {
-    lua_pop(L, 1);
+/* Any value, for fields the library does not know (allow_unknown). Written here, not by cjson.encode, whose numbers
+ * keep only 14 significant digits: numbers at any depth go through lc_json_add_number and round-trip like those of
+ * known fields. Returns 0 for what JSON cannot hold: functions, userdata, NaN and infinities, tables that are neither
+ * a sequence nor keyed by strings only, nesting deeper than LC_MAX_DEPTH. An empty table leaves as {} (as cjson
+ * wrote it). */
+static int add_value(lua_State *L, lc_buf *b, int idx, int depth) {
+  size_t count = 0, i;
+  int all_strings = 1, first = 1;
+  switch (lua_type(L, idx)) {
+  case LUA_TSTRING:
+    lc_json_add_string(L, b, idx);
+    return 1;
+  case LUA_TNUMBER:
+    return lc_json_add_number(L, b, idx);
+  case LUA_TBOOLEAN:
+    lc_buf_adds(L, b, lua_toboolean(L, idx) ? "true" : "false");
+    return 1;
+  case LUA_TLIGHTUSERDATA:
+    if (!lc_is_null(L, idx)) return 0;
+    lc_buf_adds(L, b, "null");
+    return 1;
+  case LUA_TTABLE:
+    break;
+  default:
     return 0;
   }
-  s = lua_tolstring(L, -1, &n);
-  lc_buf_add(L, b, s, n);
-  lua_pop(L, 1);
+  if (depth >= LC_MAX_DEPTH) return 0;
+  luaL_checkstack(L, 4, "leadconnector: value nested too deeply");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+    if (lua_type(L, -1) != LUA_TSTRING) all_strings = 0;
+  }
+  if (count == 0) {
+    lc_buf_adds(L, b, "{}");
+    return 1;
+  }
+  if (!all_strings) { /* an array: exactly the keys 1..count */
+    for (i = 1; i <= count; i++) {
+      int missing;
+      lua_rawgeti(L, idx, (int)i);
+      missing = lua_isnil(L, -1);
+      lua_pop(L, 1);
+      if (missing) return 0;
+    }
+    lc_buf_addc(L, b, '[');
+    for (i = 1; i <= count; i++) {
+      int ok;
+      if (i > 1) lc_buf_addc(L, b, ',');
+      lua_rawgeti(L, idx, (int)i);
+      ok = add_value(L, b, lua_gettop(L), depth + 1);
+      lua_pop(L, 1);
+      if (!ok) return 0;
+    }
+    lc_buf_addc(L, b, ']');
+    return 1;
+  }
+  lc_buf_addc(L, b, '{');
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int top = lua_gettop(L);
+    if (!first) lc_buf_addc(L, b, ',');
+    first = 0;
+    lc_json_add_string(L, b, top - 1);
+    lc_buf_addc(L, b, ':');
+    if (!add_value(L, b, top, depth + 1)) {
+      lua_pop(L, 2);
+      return 0;
+    }
+    lua_pop(L, 1);
+  }
+  lc_buf_addc(L, b, '}');
   return 1;
 }
+
+int lc_json_add_value(lua_State *L, lc_buf *b, int idx) { return add_value(L, b, lc_absindex(L, idx), 0); }
 
 /* Pushes the value at idx as callers see it: JSON null becomes nil, an integral float an integer (5.3+), a table a
  * copy made the same way (null entries of objects dropped; nulls inside arrays stay, to keep positions). */

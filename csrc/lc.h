@@ -62,7 +62,7 @@ int lc_json_decode(lua_State *L, const char *s, size_t len); /* pushes value, or
 void lc_json_normalize(lua_State *L, int idx);   /* drops nulls from maps, integral floats become integers */
 void lc_json_add_string(lua_State *L, lc_buf *b, int idx); /* appends a JSON string literal */
 int lc_json_add_number(lua_State *L, lc_buf *b, int idx);  /* 0 when not finite */
-int lc_json_add_value(lua_State *L, lc_buf *b, int idx);  /* any value, through cjson.encode */
+int lc_json_add_value(lua_State *L, lc_buf *b, int idx);  /* any value (0 when JSON cannot hold it) */
 int lc_is_null(lua_State *L, int idx);
 void lc_deepcopy(lua_State *L, int idx, int depth); /* pushes a plain copy of the table at idx */
 void lc_push_plain(lua_State *L, int idx);         /* pushes a decoded value as callers see it */
