@@ -244,6 +244,27 @@ describe("send body (core.build_send)", function()
       assert.same({ "a", "b" }, t.newList)
       assert.same({ k = "v" }, t.newObj)
     end)
+    it("numbers inside unknown tables round-trip too", function()
+      local vals = { 1 / 3, 0.1, 1234567890123456, 2 ^ -30, 1e300 }
+      local json, t = send_json(base { newObj = { list = vals, deep = { x = 1 / 7 } }, newTop = 1 / 7 }, true)
+      for i, v in ipairs(vals) do assert.equals(v, t.newObj.list[i], json) end
+      assert.equals(1 / 7, t.newObj.deep.x)
+      assert.equals(1 / 7, t.newTop)
+      assert.is_nil(json:find("e+15", 1, true), json) -- the 16-digit integer is written out, not rounded
+      local _, err = core.build_send(base { newObj = { x = 0 / 0 } }, true)
+      assert.equals("invalid", err.kind)
+      _, err = core.build_send(base { newObj = { [true] = 1 } }, true)
+      assert.equals("invalid", err.kind)
+      _, err = core.build_send(base { newObj = { "a", nil, "c" } }, true)
+      assert.equals("invalid", err.kind)
+    end)
+
+    it("#lua54only integers inside unknown tables leave exact", function()
+      local v = math.tointeger(9007199254740993)
+      local json = send_json(base { newObj = { id = v } }, true)
+      assert.is_truthy(json:find('"id":9007199254740993', 1, true), json)
+    end)
+
     it("known fields are still checked with allow_unknown", function()
       refused("type", core.build_send(base { type = "Fax", newField = "x" }, true))
       refused("contactId", core.build_send({ type = "SMS", newField = "x" }, true))
