@@ -1,0 +1,580 @@
+--- leadconnector.ngx: the library's HTTP transport inside nginx (ngx_http_lua / OpenResty), on cosockets.
+--
+-- Inside nginx a blocking libcurl call stalls every request of the worker, so there the requests go out on
+-- `ngx.socket.tcp()`: connect, TLS (`sslhandshake` with SNI and verification), one HTTP/1.1 request, the answer,
+-- and `setkeepalive` into nginx's connection pool. Everything else stays in the C core: the answer is handed to
+-- `core.finish`, so results, Message/Conversation userdata and error objects are the very ones the libcurl
+-- transport gives.
+--
+-- A session has the methods of the C core's libcurl session: call, batch, last, rate_limit, close, closed.
+-- It holds no socket between calls (each call takes a connection from nginx's pool and puts it back), so one
+-- client may be created once per worker and used by every request, even by several at the same time.
+--
+-- Phases: cosockets work in rewrite, access, content, ngx.timer callbacks and the ssl_* certificate/session
+-- phases. Elsewhere a call answers an `invalid` error that says so, except for a client made with the default
+-- transport (`auto`), which in the start-up phases (init_by_lua*, init_worker_by_lua*), where blocking stalls no
+-- request, makes its calls with libcurl.
+--
+-- TLS trust comes from nginx: `lua_ssl_trusted_certificate` (and `lua_ssl_verify_depth`); a host name needs a
+-- `resolver`. The `ca_file` and `proxy` options of the libcurl transport have no cosocket equivalent and are
+-- refused.
+-- @module leadconnector.ngx
+
+local core = require "leadconnector.core"
+
+local type, tonumber, tostring, pairs, setmetatable, getmetatable, error = type, tonumber, tostring, pairs,
+  setmetatable, getmetatable, error
+local sub, find, lower, match, gsub, format, concat = string.sub, string.find, string.lower, string.match,
+  string.gsub, string.format, table.concat
+local floor, min = math.floor, math.min
+local now, finish, new_error = core.now, core.finish, core.error
+
+-- nginx's API, localised once (lua-resty-http style). Absent outside nginx: the module still loads there, so
+-- plain Lua can require it, and session() says why it cannot work.
+local ngx = ngx -- luacheck: ignore 113
+local tcp, get_phase, ngx_sleep, ngx_time, parse_http_time, thread_spawn, thread_wait
+if type(ngx) == "table" then
+  tcp = ngx.socket and ngx.socket.tcp
+  get_phase = ngx.get_phase
+  ngx_sleep = ngx.sleep
+  ngx_time = ngx.time
+  parse_http_time = ngx.parse_http_time
+  if ngx.thread then thread_spawn, thread_wait = ngx.thread.spawn, ngx.thread.wait end
+end
+
+local M = {}
+
+-- Phases in which ngx.socket.tcp (and ngx.sleep) may be used (ngx_http_lua and ngx_stream_lua).
+local COSOCKET_PHASES = {
+  rewrite = true, server_rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true, preread = true,
+}
+-- Start-up phases: blocking there delays start-up but stalls no request, so the default transport may use
+-- libcurl in them.
+local BLOCKING_OK_PHASES = { init = true, init_worker = true }
+
+local function phase()
+  if not get_phase then return nil end
+  return get_phase()
+end
+
+--- True when the current nginx phase allows cosockets (rewrite, access, content, timer, ssl_cert, ...).
+-- False outside nginx and in init, init_worker, set, log, header_filter, body_filter, balancer, exit_worker.
+function M.cosockets_allowed()
+  return tcp ~= nil and COSOCKET_PHASES[phase()] == true
+end
+
+--- Waits without blocking nginx where it may (ngx.sleep); in the start-up phases with a blocking sleep; in the
+-- other phases (log, set, filters), where neither is right, not at all (the call that follows fails anyway).
+function M.sleep(seconds)
+  local p = phase()
+  if COSOCKET_PHASES[p] then return ngx_sleep(seconds) end
+  if p == nil or BLOCKING_OK_PHASES[p] then return core.sleep(seconds) end
+end
+
+local function invalid(field, msg)
+  local err = new_error("invalid", msg)
+  err.field = field
+  err.request_sent = false
+  return err
+end
+
+local function phase_error(p)
+  local err = invalid("transport", format(
+    "nginx cosockets are not available in the %s phase: call from rewrite_by_lua*, access_by_lua*, " ..
+    "content_by_lua* or an ngx.timer callback (from log_by_lua*, ngx.timer.at(0, fn) defers the call)",
+    tostring(p)))
+  return err
+end
+
+--------------------------------------------------------------------------------------------------------------------
+-- The session.
+
+local Session = {}
+Session.__index = Session
+Session.__name = "leadconnector.Session"
+
+-- Per session, what must not be reachable from the session table itself: the Authorization header line (and, for
+-- the libcurl fallback, the settings with the token). Weak keys: it goes away with the session.
+local secrets = setmetatable({}, { __mode = "k" })
+
+local RL_FIELDS = {
+  ["x-ratelimit-max"] = "max",
+  ["x-ratelimit-remaining"] = "remaining",
+  ["x-ratelimit-interval-milliseconds"] = "interval_ms",
+  ["x-ratelimit-limit-daily"] = "daily_limit",
+  ["x-ratelimit-daily-remaining"] = "daily_remaining",
+}
+local RL_KEYS = { "max", "remaining", "interval_ms", "daily_limit", "daily_remaining" }
+
+local MAX_HEADER_BYTES = 64 * 1024 -- status line and headers of one answer
+local MAX_STALE_RETRIES = 4        -- pooled connections found closed by the server, tried again on a fresh one
+
+local function parse_base(url)
+  local scheme, rest = match(url, "^(https?)://(.*)$")
+  if not scheme then return nil end
+  local hostport, prefix = match(rest, "^([^/]*)(.*)$")
+  local host, portpart
+  if sub(hostport, 1, 1) == "[" then
+    host, portpart = match(hostport, "^(%[[^%]]+%])(.*)$")
+  else
+    host, portpart = match(hostport, "^([^:]*)(.*)$")
+  end
+  if not host or host == "" then return nil end
+  local default_port = scheme == "https" and 443 or 80
+  local port = default_port
+  if portpart ~= "" then
+    port = tonumber(match(portpart, "^:(%d+)$"))
+    if not port or port < 1 or port > 65535 then return nil end
+  end
+  return {
+    scheme = scheme,
+    tls = scheme == "https",
+    host = host,                                   -- as connect() wants it ([v6] keeps its brackets)
+    name = (gsub(host, "^%[(.*)%]$", "%1")),       -- for SNI and certificate checks
+    port = port,
+    host_header = port == default_port and host or (host .. ":" .. port),
+    prefix = prefix,
+  }
+end
+
+--- Creates a session: settings = { base_url, version, user_agent, timeout, connect_timeout, verify, ca_file,
+-- proxy, max_response_size, token } (checked by the Lua layer). `auto` is true when the transport was not chosen
+-- explicitly: then, in the start-up phases only, calls go through a libcurl session instead.
+-- @return session, or nil and an `invalid` error
+function M.session(settings, auto)
+  if type(settings) ~= "table" then error("leadconnector.ngx.session expects a table of settings", 2) end
+  if tcp == nil then
+    return nil, invalid("transport",
+      "transport \"ngx\" works only inside nginx with ngx_http_lua (OpenResty): ngx.socket.tcp is missing")
+  end
+  if settings.proxy then
+    return nil, invalid("proxy", "option 'proxy' is not supported by the ngx transport (cosockets connect " ..
+      "directly); use transport = \"curl\" for a proxy, which blocks the nginx worker during each call")
+  end
+  if settings.ca_file then
+    return nil, invalid("ca_file", "option 'ca_file' is not supported by the ngx transport: nginx verifies " ..
+      "TLS with the CA file of its lua_ssl_trusted_certificate directive")
+  end
+  local token = settings.token
+  if type(token) ~= "string" then return nil, invalid("token", "token must be a string") end
+  local ok, err = core.check_token(token)
+  if not ok then return nil, err end
+  local base = parse_base(tostring(settings.base_url))
+  if not base then
+    return nil, invalid("base_url", "option 'base_url' must be an http(s) URL such as https://services.leadconnectorhq.com")
+  end
+  local version, ua = settings.version, settings.user_agent
+  if type(version) ~= "string" or type(ua) ~= "string" then
+    error("leadconnector: session needs base_url, version, user_agent", 2)
+  end
+  ok, err = core.check_header(ua, "user_agent")
+  if not ok then return nil, err end
+  local verify = settings.verify ~= false
+  local timeout = tonumber(settings.timeout) or 30
+  local connect_timeout = tonumber(settings.connect_timeout) or 10
+  local max_size = floor(tonumber(settings.max_response_size) or 4 * 1024 * 1024)
+  if max_size < 1 then max_size = 1 end
+
+  local pool = base.tls
+    and format("leadconnector:https:%s:%d:%s:%s", base.host, base.port, verify and "verify" or "noverify", base.name)
+    or format("leadconnector:http:%s:%d", base.host, base.port)
+
+  local self = setmetatable({
+    base_url = settings.base_url,
+    pool = pool,                -- nginx's connection pool for this host, port and TLS settings
+    _base = base,
+    _verify = verify,
+    _timeout = timeout,
+    _connect_timeout = connect_timeout,
+    _max_size = max_size,
+    _version = version,
+    _connect_opts = { pool = pool },
+    _closed = false,
+    -- this call's answer (last) and everything seen (rate_limit)
+    _remaining = nil, _interval_ms = nil, _retry_after = nil,
+    _rl = {},
+  }, Session)
+  local s = {
+    -- Host, User-Agent, Authorization, Accept: the same headers as the libcurl transport, in one string.
+    head = "Host: " .. base.host_header .. "\r\nUser-Agent: " .. ua .. "\r\nAuthorization: Bearer " .. token ..
+      "\r\nAccept: application/json\r\n",
+  }
+  if auto then
+    s.curl_settings = {
+      base_url = settings.base_url, version = version, user_agent = ua, timeout = timeout,
+      connect_timeout = connect_timeout, verify = settings.verify, max_response_size = settings.max_response_size,
+      token = token,
+    }
+  end
+  secrets[self] = s
+  return self
+end
+
+local function check_open(self)
+  if getmetatable(self) ~= Session then error("leadconnector: not an ngx session", 3) end
+  if self._closed then error("leadconnector: the client is closed", 3) end
+end
+
+-- A network or timeout error: no answer came.
+local function no_answer(kind, msg, sent)
+  local err = new_error(kind, msg)
+  err.request_sent = sent
+  return err
+end
+
+local function kind_of(err)
+  return err == "timeout" and "timeout" or "network"
+end
+
+-- Reads one answer (status line, headers, body) from sock. Returns a table describing it, or nil, kind, message
+-- (plus `nothing` = true when not one byte of an answer came: a pooled connection the server had closed).
+local function read_answer(sock, method, max_size, stop_at, where)
+  local status, http10
+  local h = {}
+  local hbytes = 0
+  while true do
+    local line, err, partial = sock:receive("*l")
+    if not line then
+      return nil, kind_of(err), format("no answer from %s: %s", where, err),
+        hbytes == 0 and (partial == nil or partial == "")
+    end
+    hbytes = hbytes + #line
+    local v
+    v, status = match(line, "^HTTP/1%.(%d) (%d%d%d)")
+    status = tonumber(status)
+    if not status then
+      return nil, "network", format("malformed answer from %s (not an HTTP/1.x status line)", where)
+    end
+    http10 = v == "0"
+    -- headers
+    h.chunked, h.length, h.close, h.keep_alive, h.trace_id, h.retry_after = nil, nil, nil, nil, nil, nil
+    h.rl = nil
+    while true do
+      line, err = sock:receive("*l")
+      if not line then
+        return nil, kind_of(err), format("answer from %s cut short in its headers: %s", where, err)
+      end
+      if line == "" then break end
+      hbytes = hbytes + #line
+      if hbytes > MAX_HEADER_BYTES then
+        return nil, "network", format("answer from %s has more than %d bytes of headers", where, MAX_HEADER_BYTES)
+      end
+      local colon = find(line, ":", 1, true)
+      if colon then
+        local name = lower(sub(line, 1, colon - 1))
+        local c = sub(name, 1, 1)
+        if c == "x" or c == "r" or c == "c" or c == "t" then
+          local value = match(line, "^[ \t]*(.-)[ \t]*$", colon + 1)
+          local rl = RL_FIELDS[name]
+          if rl then
+            local d = tonumber(value)
+            if d and d == d then
+              local t = h.rl
+              if not t then t = {} h.rl = t end
+              t[rl] = d
+            end
+          elseif name == "content-length" then
+            h.length = tonumber(value)
+            if not h.length or h.length < 0 or h.length % 1 ~= 0 then
+              return nil, "network", format("answer from %s has a bad Content-Length", where)
+            end
+          elseif name == "transfer-encoding" then
+            if find(lower(value), "chunked", 1, true) then h.chunked = true end
+          elseif name == "connection" then
+            local lv = lower(value)
+            if find(lv, "close", 1, true) then h.close = true end
+            if find(lv, "keep-alive", 1, true) then h.keep_alive = true end
+          elseif name == "retry-after" then
+            local d = tonumber(value)
+            if d then
+              if d >= 0 then h.retry_after = d end
+            elseif #value > 0 and #value < 64 and parse_http_time then
+              local when = parse_http_time(value)
+              if when then
+                local left = when - ngx_time()
+                h.retry_after = left > 0 and left or 0
+              end
+            end
+          elseif name == "x-trace-id" or name == "x-request-id" then
+            h.trace_id = gsub(sub(value, 1, 95), "%c", "?")
+          end
+        end
+      end
+    end
+    if status >= 200 or status < 100 then break end
+    -- 1xx: an interim answer; the real one follows.
+  end
+  h.status = status
+
+  -- body
+  local keep = not h.close and (not http10 or h.keep_alive == true)
+  local body = ""
+  if method == "HEAD" or status == 204 or status == 304 then
+    body = ""
+  elseif h.chunked then
+    local parts, n, size = {}, 0, 0
+    while true do
+      local t = stop_at - now()
+      if t <= 0 then return nil, "timeout", format("answer from %s took longer than the timeout", where) end
+      sock:settimeout(floor(t * 1000) + 1)
+      local line, err = sock:receive("*l")
+      if not line then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+      local len = tonumber(match(line, "^%s*(%x+)"), 16)
+      if not len then return nil, "network", format("answer from %s has a malformed chunk", where) end
+      if len == 0 then
+        repeat -- trailers
+          line, err = sock:receive("*l")
+          if not line then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+        until line == ""
+        break
+      end
+      if size + len > max_size then
+        h.capped = true
+        keep = false
+        break
+      end
+      local data
+      data, err = sock:receive(len)
+      if not data then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+      n = n + 1
+      parts[n] = data
+      size = size + len
+      line, err = sock:receive("*l")
+      if not line then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+    end
+    body = n == 1 and parts[1] or concat(parts)
+  elseif h.length then
+    if h.length > max_size then
+      h.capped = true -- like libcurl's size cap: nothing of it is read
+      keep = false
+    elseif h.length > 0 then
+      local t = stop_at - now()
+      if t <= 0 then return nil, "timeout", format("answer from %s took longer than the timeout", where) end
+      sock:settimeout(floor(t * 1000) + 1)
+      local err
+      body, err = sock:receive(h.length)
+      if not body then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+    end
+  else -- no length: the body runs to the end of the connection
+    keep = false
+    local parts, n, size = {}, 0, 0
+    while true do
+      local t = stop_at - now()
+      if t <= 0 then return nil, "timeout", format("answer from %s took longer than the timeout", where) end
+      sock:settimeout(floor(t * 1000) + 1)
+      local data, err = sock:receiveany(min(65536, max_size + 1 - size))
+      if not data then
+        if err == "closed" then break end
+        return nil, kind_of(err), format("answer from %s cut short: %s", where, err)
+      end
+      if size + #data > max_size then h.capped = true break end
+      n = n + 1
+      parts[n] = data
+      size = size + #data
+    end
+    body = concat(parts)
+  end
+  h.body = body
+  h.keep = keep
+  return h
+end
+
+-- Records the answer's rate-limit headers: last() reports this call's, rate_limit() everything seen.
+local function record(self, ans)
+  local rl = ans and ans.rl
+  if rl then
+    self._remaining, self._interval_ms = rl.remaining, rl.interval_ms
+    local all = self._rl
+    for k, v in pairs(rl) do all[k] = v end
+  else
+    self._remaining, self._interval_ms = nil, nil
+  end
+  self._retry_after = ans and ans.retry_after
+end
+
+-- The call through libcurl, for a default-transport client in a start-up phase.
+local function curl_call(self, op, method, path, body, version, tmo)
+  local s = secrets[self]
+  if not s.curl then
+    local cs, err = core.session(s.curl_settings)
+    if not cs then return nil, err end
+    s.curl = cs
+  end
+  local value, err = s.curl:call(op, method, path, body, version, tmo)
+  local rl = s.curl:rate_limit()
+  local all = self._rl
+  for k, v in pairs(rl) do all[k] = v end
+  self._remaining, self._interval_ms, self._retry_after = s.curl:last()
+  return value, err
+end
+
+--- session:call(op, method, path, body|nil, version|nil, timeout_s|nil) -> value | nil, err
+-- op: "send" | "status" | "message" | "conversation" | "raw". One HTTP/1.1 request on a cosocket.
+function Session:call(op, method, path, body, version, tmo)
+  check_open(self)
+  local p = phase()
+  if not COSOCKET_PHASES[p] then
+    if secrets[self].curl_settings and BLOCKING_OK_PHASES[p] then
+      return curl_call(self, op, method, path, body, version, tmo)
+    end
+    record(self, nil)
+    return nil, phase_error(p)
+  end
+  if type(method) ~= "string" or type(path) ~= "string" then
+    error("leadconnector: session:call needs op, method and path", 2)
+  end
+  version = version or self._version
+  if #version > 64 or find(version, "[\r\n]") then error("leadconnector: bad version", 2) end
+  if not (tmo and tmo > 0) then tmo = self._timeout end
+  local base = self._base
+  local stop_at = now() + tmo
+  local where = base.host_header
+
+  local req = {
+    method, " ", base.prefix, path, " HTTP/1.1\r\n", secrets[self].head, "Version: ", version, "\r\n",
+    "\r\n",
+  }
+  if body then
+    req[10] = "Content-Type: application/json\r\nContent-Length: "
+    req[11] = tostring(#body)
+    req[12] = "\r\n\r\n"
+    req[13] = body
+  end
+
+  local stale = 0
+  while true do
+    local left = stop_at - now()
+    if left <= 0 then
+      record(self, nil)
+      return nil, no_answer("timeout", format("timed out after %g s before connecting to %s", tmo, where), false)
+    end
+    local left_ms = floor(left * 1000) + 1
+    local sock = tcp()
+    sock:settimeouts(min(left_ms, floor(self._connect_timeout * 1000) + 1), left_ms, left_ms)
+    local ok, err = sock:connect(base.host, base.port, self._connect_opts)
+    if not ok then
+      record(self, nil)
+      return nil, no_answer(kind_of(err), format("could not connect to %s: %s", where, err), false)
+    end
+    local reused = sock:getreusedtimes()
+    if base.tls and reused == 0 then
+      ok, err = sock:sslhandshake(nil, base.name, self._verify)
+      if not ok then
+        sock:close()
+        record(self, nil)
+        return nil, no_answer(kind_of(err), format("TLS handshake with %s failed: %s", where, err), false)
+      end
+    end
+    if reused > 0 or base.tls then
+      left_ms = floor((stop_at - now()) * 1000) + 1
+      if left_ms < 1 then left_ms = 1 end
+      sock:settimeouts(left_ms, left_ms, left_ms)
+    end
+    local sent
+    sent, err = sock:send(req)
+    local ans, kind, msg, nothing
+    if sent then
+      ans, kind, msg, nothing = read_answer(sock, method, self._max_size, stop_at, where)
+    else
+      kind, msg, nothing = kind_of(err), format("could not send the request to %s: %s", where, err), true
+    end
+    if ans then
+      if ans.keep then sock:setkeepalive() else sock:close() end
+      record(self, ans)
+      if ans.capped and ans.status < 300 then
+        local e = new_error("decode", format("answer is larger than max_response_size (%d bytes)", self._max_size))
+        e.status = ans.status
+        e.request_sent = true
+        return nil, e
+      end
+      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id)
+    end
+    sock:close()
+    -- A pooled connection the server had already closed: try a fresh one, as libcurl does, but never for a POST
+    -- (a send is not idempotent: it fails, marked request_sent, and the Lua layer decides).
+    if not (nothing and kind == "network" and reused > 0 and method ~= "POST" and stale < MAX_STALE_RETRIES) then
+      record(self, nil)
+      return nil, no_answer(kind, msg, true)
+    end
+    stale = stale + 1
+  end
+end
+
+--- session:batch(requests, concurrency) -> values, errors
+-- requests[i] = { op, method, path, body|false, version|false, timeout|false }; up to `concurrency` in flight at
+-- once, each on its own cosocket in an ngx.thread. values[i] or errors[i] is set for each i.
+function Session:batch(requests, concurrency)
+  check_open(self)
+  if type(requests) ~= "table" then error("leadconnector: batch expects a list of requests", 2) end
+  local n = #requests
+  local values, errors = {}, {}
+  local function run(i)
+    local r = requests[i]
+    if type(r) ~= "table" then error(format("leadconnector: batch request %d is not a table", i), 0) end
+    values[i], errors[i] = self:call(r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
+  end
+  concurrency = floor(tonumber(concurrency) or 8)
+  if concurrency < 1 then concurrency = 1 end
+  if concurrency > n then concurrency = n end
+  if concurrency <= 1 or not thread_spawn or not M.cosockets_allowed() then
+    for i = 1, n do run(i) end
+    return values, errors
+  end
+  local next_i = 1
+  local function worker()
+    while next_i <= n do
+      local i = next_i
+      next_i = i + 1
+      run(i)
+    end
+  end
+  local threads = {}
+  for k = 1, concurrency do threads[k] = thread_spawn(worker) end
+  local failure
+  for k = 1, concurrency do
+    local ok, err = thread_wait(threads[k])
+    if not ok and not failure then failure = err end
+  end
+  if failure then error(failure, 0) end
+  return values, errors
+end
+
+--- session:last() -> remaining, interval_ms, retry_after of the last call's answer (nil where absent).
+function Session:last()
+  return self._remaining, self._interval_ms, self._retry_after
+end
+
+--- session:rate_limit() -> { max, remaining, interval_ms, daily_limit, daily_remaining }: what answers said.
+function Session:rate_limit()
+  local t, all = {}, self._rl
+  for i = 1, #RL_KEYS do
+    local k = RL_KEYS[i]
+    t[k] = all[k]
+  end
+  return t
+end
+
+--- Closes the session: later calls raise. Pooled connections stay in nginx's pool (shared by every session to the
+-- same host) until lua_socket_keepalive_timeout. Idempotent.
+function Session:close()
+  if self._closed then return end
+  self._closed = true
+  local s = secrets[self]
+  if s then
+    if s.curl then s.curl:close() end
+    secrets[self] = nil
+  end
+end
+
+function Session:closed()
+  return self._closed
+end
+
+function Session:__tostring()
+  return format("leadconnector.Session (%s, ngx)", self._closed and "closed" or self.base_url)
+end
+
+M.Session = Session
+M._parse_base = parse_base
+return M

@@ -1,0 +1,218 @@
+--[[ spec/nginx/t.lua -- the test application that spec/60-nginx_spec.lua runs inside a real nginx (nginx.conf
+beside this file). Every location calls the library the way a user's nginx would, and answers JSON the spec
+checks. The same run() is used by the spec in plain Lua, so both transports run identical code.
+
+  run(spec, defaults) -> { transport = ..., client = tostring(client), results = { describe(...), ... } }
+    spec = { client = { options for leadconnector.new }, calls = { { "get_message", "msg_demo_1" }, ... } }
+]]
+local cjson = require "cjson.safe"
+local leadconnector = require "leadconnector"
+local describe = require "nginx.describe"
+
+local M = {}
+local conf = {}      -- url, token of the sandbox; tls_url, tls_bad_url of the TLS fronts
+M.phases = {}         -- what the calls made in each phase gave
+M.log_seen = {}
+
+local function merged(defaults, opts)
+  local o = {}
+  for k, v in pairs(defaults or {}) do o[k] = v end
+  for k, v in pairs(opts or {}) do
+    if v == cjson.null then o[k] = nil else o[k] = v end
+  end
+  return o
+end
+
+local function call_one(client, c)
+  local method = c[1]
+  local a1, a2, a3 = c[2], c[3], c[4]
+  if a1 == cjson.null then a1 = nil end
+  if a2 == cjson.null then a2 = nil end
+  if a3 == cjson.null then a3 = nil end
+  return client[method](client, a1, a2, a3)
+end
+
+function M.run(spec, defaults)
+  local client, err = leadconnector.new(merged(defaults, spec.client))
+  if not client then return { new_error = describe(nil, err) } end
+  local out = { transport = client.transport, client = tostring(client), results = {} }
+  for i, c in ipairs(spec.calls or {}) do
+    out.results[i] = describe(call_one(client, c))
+  end
+  client:close()
+  return out
+end
+
+local function defaults()
+  return { token = conf.token, base_url = conf.url, retry_base = 0.01, retry_cap = 0.05 }
+end
+
+local function reply(t)
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode(t))
+end
+
+local function request_json()
+  ngx.req.read_body()
+  local data = ngx.req.get_body_data()
+  if not data then return {} end
+  return cjson.decode(data) or {}
+end
+
+function M.init(c)
+  for k, v in pairs(c) do conf[k] = v end
+end
+
+-- POST /call: spec as JSON in the body, run with the library here (content phase).
+function M.call()
+  reply(M.run(request_json(), defaults()))
+end
+
+-- GET /reuse?n=N: N get_message calls on one client; after each, nginx's pool for the client is asked how many
+-- times its connection has been reused (getreusedtimes on a socket taken from that very pool).
+function M.reuse()
+  local n = tonumber(ngx.var.arg_n) or 5
+  local client = assert(leadconnector.new(defaults()))
+  local pool = client._session.pool
+  local host, port = conf.url:match("^http://([^:/]+):(%d+)")
+  local reused, ok_calls = {}, 0
+  for i = 1, n do
+    local m = client:get_message("msg_demo_1")
+    if m and m.id == "msg_demo_1" then ok_calls = ok_calls + 1 end
+    local probe = ngx.socket.tcp()
+    assert(probe:connect(host, tonumber(port), { pool = pool }))
+    reused[i] = probe:getreusedtimes()
+    probe:setkeepalive()
+  end
+  reply { pool = pool, reused = reused, ok_calls = ok_calls }
+end
+
+-- GET /fast: answers at once (the probe for a blocked worker).
+function M.fast()
+  ngx.say("fast")
+end
+
+-- GET /slow?transport=ngx|curl&id=...: one get_message (the spec makes the sandbox delay it).
+function M.slow()
+  local opts = defaults()
+  opts.transport = ngx.var.arg_transport
+  local client = assert(leadconnector.new(opts))
+  local t0 = ngx.now()
+  local d = describe(client:get_message(ngx.var.arg_id or "msg_demo_1"))
+  ngx.update_time()
+  reply { result = d, seconds = ngx.now() - t0, transport = client.transport }
+end
+
+-- access_by_lua / rewrite_by_lua: the call is made in that phase, the content phase reports it.
+function M.in_phase()
+  local client = assert(leadconnector.new(defaults()))
+  ngx.ctx.result = describe(client:get_conversation("conv_demo_1"))
+  ngx.ctx.phase = ngx.get_phase()
+  ngx.ctx.transport = client.transport
+end
+
+function M.report_ctx()
+  reply { phase = ngx.ctx.phase, result = ngx.ctx.result, transport = ngx.ctx.transport }
+end
+
+-- GET /timer: the call runs in an ngx.timer callback; the request waits for it (ngx.sleep) and reports.
+function M.timer()
+  local box = {}
+  local ok, err = ngx.timer.at(0, function(premature)
+    if premature then return end
+    local client = assert(leadconnector.new(defaults()))
+    box.phase = ngx.get_phase()
+    box.transport = client.transport
+    box.result = describe(client:get_message("msg_demo_2"))
+    box.done = true
+  end)
+  if not ok then return reply { error = err } end
+  for _ = 1, 500 do
+    if box.done then break end
+    ngx.sleep(0.01)
+  end
+  reply(box)
+end
+
+-- init_by_lua*: a default client made there (kept for the requests), a call with it there (libcurl: blocking is
+-- fine at start-up), and a call with transport = "ngx" chosen explicitly (a clear error).
+function M.init_phase()
+  local r = {}
+  local client, err = leadconnector.new(defaults())
+  r.new_ok = client ~= nil
+  if not client then r.new_err = describe(nil, err) return end
+  M.init_client = client
+  r.transport = client.transport
+  r.phase = ngx.get_phase()
+  r.default_call = describe(client:get_conversation("conv_demo_2"))
+  local explicit = leadconnector.new(merged(defaults(), { transport = "ngx" }))
+  r.explicit_ngx_call = describe(explicit:get_conversation("conv_demo_2"))
+  M.phases.init = r
+end
+
+function M.init_worker_phase()
+  local r = { phase = ngx.get_phase() }
+  local explicit = leadconnector.new(merged(defaults(), { transport = "ngx" }))
+  r.explicit_ngx_call = describe(explicit:get_message("msg_demo_1"))
+  M.phases.init_worker = r
+end
+
+-- GET /init_client: the client made in init_by_lua*, used in a request: cosockets there.
+function M.init_client_call()
+  local c = M.init_client
+  reply {
+    phases = M.phases,
+    transport = c and c.transport,
+    result = c and describe(c:get_message("msg_demo_3")),
+  }
+end
+
+-- set_by_lua*: no cosockets there.
+function M.set_phase()
+  local client = leadconnector.new(defaults())
+  local d = describe(client:get_message("msg_demo_1"))
+  return cjson.encode { phase = ngx.get_phase(), result = d, transport = client.transport }
+end
+
+-- log_by_lua*: no cosockets there; the call is refused, and the usual remedy (a 0-delay timer) works.
+function M.log_phase()
+  local client = leadconnector.new(defaults())
+  local r = { phase = ngx.get_phase(), transport = client.transport }
+  r.result = describe(client:get_message("msg_demo_1"))
+  M.log_seen.direct = r
+  ngx.timer.at(0, function()
+    M.log_seen.timer = describe(client:get_message("msg_demo_1"))
+  end)
+end
+
+function M.log_results()
+  reply(M.log_seen)
+end
+
+-- GET /retry_nonblocking: a get_message that the sandbox answers 503 with Retry-After first (the spec arranges
+-- it); the wait before the retry is an ngx.sleep.
+function M.retry()
+  local opts = defaults()
+  opts.max_retries = 2
+  local client = assert(leadconnector.new(opts))
+  local t0 = ngx.now()
+  local d = describe(client:get_message("msg_demo_1"))
+  ngx.update_time()
+  reply { result = d, seconds = ngx.now() - t0 }
+end
+
+-- GET /pools: pool names for several settings (TLS settings must give separate pools).
+function M.pools()
+  local out = {}
+  for _, o in ipairs {
+    { base_url = "http://127.0.0.1:1" }, { base_url = "https://127.0.0.1:1" },
+    { base_url = "https://127.0.0.1:1", verify = false }, { base_url = "https://localhost:1" },
+    { base_url = "https://127.0.0.1:2" },
+  } do
+    local c = assert(leadconnector.new(merged(defaults(), o)))
+    out[#out + 1] = c._session.pool
+  end
+  reply(out)
+end
+
+return M
