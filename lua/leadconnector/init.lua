@@ -313,7 +313,10 @@ function Client:_call(op, method, path, body, copts)
       delay = random() * window
     end
     if t + delay >= stop_at then return finish_error(err, method, path, attempts) end
-    if delay > 0 then self._sleep(delay) end
+    if delay > 0 then
+      self._sleep(delay)
+      t = now() -- the next attempt's share of the deadline starts after the wait
+    end
   end
 end
 
