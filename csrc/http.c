@@ -11,6 +11,7 @@
  * and the caller gets a network error marked request_sent = true. Reads and status updates (idempotent) use
  * POSTFIELDS and keep libcurl's transparent retry. */
 #include <curl/curl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,7 +214,7 @@ static int parse_number(const char *v, size_t n, double *out) {
   memcpy(tmp, v, n);
   tmp[n] = '\0';
   *out = strtod(tmp, &endp);
-  return *endp == '\0' && *out == *out;
+  return *endp == '\0' && isfinite(*out); /* "inf", "1e999" and "nan" are not numbers a header may give */
 }
 
 /* The value of a header line "Name: value\r\n" once its name (of length n) has been matched. */
