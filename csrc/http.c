@@ -682,7 +682,7 @@ static void push_rl(lua_State *L, const lc_ratelimit *rl) {
   for (i = 0; i < 5; i++) {
     if (rl->seen & (1u << i)) {
       double d = (&rl->max)[i];
-      if (d == (double)(long long)d) lua_pushinteger(L, (lua_Integer)d);
+      if (d > -9.2e18 && d < 9.2e18 && d == (double)(long long)d) lua_pushinteger(L, (lua_Integer)d); /* cast only in range */
       else lua_pushnumber(L, d);
       lua_setfield(L, -2, keys[i]);
     }
