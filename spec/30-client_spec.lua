@@ -125,6 +125,15 @@ describe("client against the sandbox", function()
       assert.equals("delivered", msg.status)
     end)
 
+    it("a large message (2 MB) goes out whole", function()
+      local text = ("0123456789abcdef"):rep(2 * 65536) .. "\226\130\172"
+      local sent = assert(client:send_message { type = "Email", contactId = "contact_demo_2", html = text })
+      local req = last_request()
+      assert.equals(#req.raw_body, tonumber(req.headers["content-length"]))
+      assert.equals(text, req.body.html)
+      assert.equals(text, assert(client:get_message(sent.messageId)).body)
+    end)
+
     it("passes through answer fields: messageIds, forwardData and ones added later", function()
       sb:fault { method = "POST", path = "/conversations/messages", status = 201, body = {
         conversationId = "conv_x", messageId = "m1", messageIds = { "m1", "m2" }, msg = "ok",
@@ -386,6 +395,20 @@ describe("client against the sandbox", function()
       end
       c2:close()
       assert.equals(1, lch.count(fresh)) -- the method does see a new connection
+    end)
+
+    it("a connection the server closed while idle is replaced, for a send too", function()
+      local port, wait = lch.closing_server(3)
+      assert(port, "the test server did not start")
+      local c = lch.client(sb, { base_url = "http://127.0.0.1:" .. port, rate_limit = false })
+      for i = 1, 3 do
+        local sent, err = c:send_message { type = "SMS", contactId = "c", message = "after idle " .. i }
+        assert.is_nil(err)
+        assert.equals("m" .. i, sent.messageId) -- answered on connection i: the old one was closed meanwhile
+        require("socket").sleep(0.15)
+      end
+      c:close()
+      wait()
     end)
 
     it("a closed client raises on use", function()

@@ -119,6 +119,15 @@ describe("errors", function()
       assert.is_nil(err.status)
     end)
 
+    it("a send that timed out is not sent again", function()
+      sb:fault { method = "POST", path = "/conversations/messages", delay_ms = 3000 * lch.scale, count = -1 }
+      local err = fails("timeout", client:send_message({ type = "SMS", contactId = "c", message = "once" },
+        { timeout = 0.3 * lch.scale, max_retries = 3 }))
+      assert.is_true(err.request_sent)
+      assert.equals(1, err.attempts)
+      assert.equals(1, #sb:requests())
+    end)
+
     it("#slow the deadline holds across a backoff wait", function()
       -- attempt 1: 503 with Retry-After 1; attempt 2: an answer that takes 1.2 s. A deadline of 1.5 s leaves the
       -- second attempt 0.5 s, so the call must end by then with a timeout, not succeed 0.7 s past its deadline.
@@ -177,6 +186,15 @@ describe("errors", function()
       assert.equals(429, err.status)
       assert.equals(7, err.retry_after)
       assert.equals(1, err.attempts)
+    end)
+
+    it("429 with Retry-After as an HTTP date", function()
+      local when = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 30)
+      sb:fault { method = "GET", path = "/conversations/messages/msg_demo_1", status = 429,
+        headers = { ["Retry-After"] = when } }
+      local err = fails("rate_limited", client:get_message("msg_demo_1", { max_retries = 0 }))
+      assert.is_number(err.retry_after)
+      assert.is_true(err.retry_after >= 28 and err.retry_after <= 31, tostring(err.retry_after))
     end)
 
     it("429 from the server's own limiter", function()
@@ -238,6 +256,17 @@ describe("errors", function()
       local err = fails("http", client:send_message { type = "SMS", contactId = "c", message = "x" })
       assert.equals("type must be one of the following values: SMS; contactId should not be empty", err.message)
       assert.is_truthy(tostring(err):find("HTTP 422", 1, true))
+    end)
+
+    it("a redirect is not followed: the token never goes to another address", function()
+      local elsewhere = "http://127.0.0.1:" .. sb.port .. "/conversations/conv_demo_1"
+      sb:fault { method = "GET", path = "/conversations/messages/msg_demo_1", status = 301,
+        headers = { Location = elsewhere }, body = "" }
+      local err = fails("http", client:get_message("msg_demo_1"))
+      assert.equals(301, err.status)
+      local reqs = sb:requests()
+      assert.equals(1, #reqs)
+      assert.equals("/conversations/messages/msg_demo_1", reqs[1].path)
     end)
 
     it("trace id from the body or from a header", function()

@@ -11,6 +11,9 @@ The sandbox itself is driven through spec/helpers.lua; this file only adds what 
   lch.count(set)              number of keys of a table
   lch.unused_port()           a 127.0.0.1 port nothing listens on right now
   lch.api_requests(sb)        sb:requests() without the sandbox's control calls
+  lch.closing_server(n)       a tiny HTTP server in another process that answers n connections, one send answer
+                              each ("Connection: keep-alive"), then closes each connection itself, as servers do
+                              with idle ones; returns its port and a function that waits for it to end
 ]]
 local socket = require "socket"
 local leadconnector = require "leadconnector"
@@ -112,6 +115,46 @@ function lch.api_requests(sb)
     if r.path:sub(1, 10) ~= "/_sandbox/" then out[#out + 1] = r end
   end
   return out
+end
+
+local CLOSING_SERVER = [==[
+local socket = require "socket"
+local s = assert(socket.bind("127.0.0.1", 0))
+s:settimeout(10)
+local _, port = s:getsockname()
+io.stdout:write(port, "\n")
+io.stdout:flush()
+for i = 1, tonumber(arg[1]) do
+  local c = s:accept()
+  if not c then break end
+  c:settimeout(5)
+  local len = 0
+  while true do
+    local l = c:receive("*l")
+    if not l or l == "" then break end
+    local n = l:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")
+    if n then len = tonumber(n) end
+  end
+  if len > 0 then c:receive(len) end
+  local body = '{"conversationId":"conv_c","messageId":"m' .. i .. '"}'
+  c:send("HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: " .. #body ..
+    "\r\nConnection: keep-alive\r\n\r\n" .. body)
+  socket.sleep(0.05)
+  c:close()
+end
+s:close()
+]==]
+
+function lch.closing_server(n)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "wb"))
+  f:write(CLOSING_SERVER)
+  f:close()
+  local interp = (type(jit) == "table") and "luajit" or "lua5.4"
+  local p = assert(io.popen(("env -u LD_PRELOAD %s %s %d"):format(interp, file, n), "r"))
+  local port = tonumber(p:read("*l"))
+  os.remove(file) -- already read by the interpreter
+  return port, function() return p:close() end
 end
 
 return lch
