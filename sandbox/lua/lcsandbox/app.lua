@@ -43,6 +43,7 @@ local function number_env(name)
 end
 
 function M.init()
+  settings.instance = os.getenv("LCSB_INSTANCE")
   local toks = os.getenv("LCSB_TOKENS")
   if toks and toks ~= "" then
     settings.tokens = {}
@@ -445,7 +446,7 @@ end
 local control = {}
 
 control["GET /_sandbox/health"] = function()
-  return ok(200, { ok = true, service = "leadconnector-sandbox", pid = ngx.worker.pid() })
+  return ok(200, { ok = true, service = "leadconnector-sandbox", pid = ngx.worker.pid(), instance = settings.instance })
 end
 
 control["POST /_sandbox/reset"] = function()
