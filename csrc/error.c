@@ -248,7 +248,7 @@ static int err_tostring(lua_State *L) {
   lua_getfield(L, 1, "status");
   if (lua_type(L, -1) == LUA_TNUMBER) {
     char tmp[32];
-    snprintf(tmp, sizeof tmp, ": HTTP %ld", (long)lua_tonumber(L, -1));
+    snprintf(tmp, sizeof tmp, ": HTTP %.0f", (double)lua_tonumber(L, -1)); /* no cast: any number prints */
     lc_line_adds(&b, tmp);
   }
   lua_pop(L, 1);
@@ -262,7 +262,10 @@ static int err_tostring(lua_State *L) {
   {
     int attempts;
     lua_getfield(L, 1, "attempts");
-    attempts = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tonumber(L, -1) : 0;
+    {
+      double d = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : 0;
+      attempts = d >= 0 && d < 1e9 ? (int)d : 0; /* the cast only in range (NaN fails both tests) */
+    }
     lua_pop(L, 1);
     lua_getfield(L, 1, "trace_id");
     if (lua_type(L, -1) == LUA_TSTRING || attempts > 1) {
