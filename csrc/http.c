@@ -290,6 +290,12 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     if (curl_easy_setopt(e, opt, val) != CURLE_OK) goto failed;                                                        \
   } while (0)
 
+/* A millisecond count for libcurl, clamped: casting a double past LONG_MAX (timeout = 1e300) is undefined. */
+static long clamp_ms(double ms) {
+  if (!(ms > 0)) return 0;
+  return ms < 2147483647.0 ? (long)ms : 2147483647L;
+}
+
 /* Makes x's easy handle with the session's settings; 0 when libcurl refuses something (x->errbuf says what). */
 static int xfer_init(lc_session *s, lc_xfer *x) {
   CURL *e;
@@ -355,7 +361,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   }
   curl_easy_setopt(e, CURLOPT_URL, x->url);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_s > 0 ? (long)(timeout_s * 1000 + 0.5) : s->timeout_ms);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_s > 0 ? clamp_ms(timeout_s * 1000 + 0.5) : s->timeout_ms);
   x->up = NULL;
   if (body == NULL) {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") == 0 ? NULL : method);
@@ -507,8 +513,8 @@ static int l_session(lua_State *L) {
     return luaL_error(L, "leadconnector: header values must not contain line breaks");
   max_size = opt_number(L, 1, "max_response_size", 4.0 * 1024 * 1024);
   s->max_size = max_size < 1 ? 1 : (size_t)max_size;
-  s->timeout_ms = (long)(opt_number(L, 1, "timeout", 30) * 1000);
-  s->connect_timeout_ms = (long)(opt_number(L, 1, "connect_timeout", 10) * 1000);
+  s->timeout_ms = clamp_ms(opt_number(L, 1, "timeout", 30) * 1000);
+  s->connect_timeout_ms = clamp_ms(opt_number(L, 1, "connect_timeout", 10) * 1000);
   lua_getfield(L, 1, "verify");
   s->verify = !(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1));
   lua_pop(L, 1);
