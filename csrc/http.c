@@ -512,7 +512,8 @@ static int l_session(lua_State *L) {
   if (strlen(version) > 64 || strpbrk(version, "\r\n") != NULL || strpbrk(ua, "\r\n") != NULL)
     return luaL_error(L, "leadconnector: header values must not contain line breaks");
   max_size = opt_number(L, 1, "max_response_size", 4.0 * 1024 * 1024);
-  s->max_size = max_size < 1 ? 1 : (size_t)max_size;
+  /* clamped before the cast (1e300 would be undefined); 2^62 bytes is "no cap" in practice */
+  s->max_size = max_size < 1 ? 1 : max_size < 4611686018427387904.0 ? (size_t)max_size : (size_t)1 << 62;
   s->timeout_ms = clamp_ms(opt_number(L, 1, "timeout", 30) * 1000);
   s->connect_timeout_ms = clamp_ms(opt_number(L, 1, "connect_timeout", 10) * 1000);
   lua_getfield(L, 1, "verify");
