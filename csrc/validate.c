@@ -193,7 +193,9 @@ static int sequence_length(lua_State *L, int t, size_t *out) {
       return 0;
     }
 #else
-    if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) != (lua_Number)(long long)lua_tonumber(L, -1)) {
+    /* a key past 2^53 or NaN cannot be an index of a sequence; the range test comes before the cast */
+    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 1 && lua_tonumber(L, -1) <= 9007199254740992.0) ||
+        lua_tonumber(L, -1) != (lua_Number)(long long)lua_tonumber(L, -1)) {
       lua_pop(L, 1);
       return 0;
     }
