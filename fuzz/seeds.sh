@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# fuzz/seeds.sh - (re)writes the hand-made seed inputs of fuzz/corpus/<harness>/seed-*. The formats are described
+# at the top of each fuzz/fuzz_<harness>.c. Inputs the fuzzer found and that were worth keeping (regress-* and
+# min-*) are committed as they are and not touched here.
+set -euo pipefail
+cd "$(dirname "$0")"
+seed() { # harness name printf-format...
+  local h=$1 n=$2; shift 2
+  mkdir -p "corpus/$h"
+  # shellcheck disable=SC2059
+  printf "$@" >"corpus/$h/seed-$n"
+}
+
+# finish: [op][status hi][status lo][ra mode][ra...][trace len][trace][body]   op: 0 send 1 status 2 message 3 conv 4 raw
+seed finish send-ok         '\x00\x00\xc8\x00\x00{"conversationId":"c1","messageId":"m1","status":"pending"}'
+seed finish send-201-empty  '\x00\x00\xc9\x00\x00'
+seed finish send-no-id      '\x00\x00\xc9\x00\x00{"conversationId":"c1","msg":"queued"}'
+seed finish send-gmb        '\x00\x00\xc8\x00\x00{"conversationId":"c1","messageId":"m1","messageIds":["a","b"],"forwardData":{"x":null}}'
+seed finish status-ok       '\x01\x00\xc8\x00\x00{"conversationId":"c1","messageId":"m1","status":"read"}'
+seed finish message         '\x02\x00\xc8\x00\x00{"id":"m1","type":1,"messageType":"TYPE_SMS","direction":"outbound","status":"delivered","contactId":"c1","body":"hi\\n\\u0001","attachments":[],"meta":{"callDuration":12,"email":{"messageIds":["e1"]}},"dateAdded":"2024-01-01T00:00:00Z"}'
+seed finish message-wrapped '\x02\x00\xc8\x00\x00{"message":{"id":"m1","body":"x"},"traceId":"t"}'
+seed finish conversation    '\x03\x00\xc8\x00\x00{"id":"conv1","contactId":"c1","type":2,"unreadCount":3.0,"deleted":false,"inbox":true,"starred":null}'
+seed finish conv-wrapped    '\x03\x00\xc8\x00\x00{"conversation":{"id":"conv1"}}'
+seed finish raw             '\x04\x00\xc8\x00\x00[1,2,{"a":[]}]'
+seed finish err-400         '\x00\x01\x90\x00\x00{"statusCode":400,"message":"contactId must be a string"}'
+seed finish err-401         '\x02\x01\x91\x00\x00{"statusCode":401,"message":"Invalid token: access token is invalid","error":"Unauthorized"}'
+seed finish err-422-array   '\x00\x01\xa6\x00\x05tr-42{"statusCode":422,"message":["a must be x","b must be y",3],"error":"Unprocessable Entity"}'
+seed finish err-429-ra      '\x00\x01\xad\x01\x05\x00{"statusCode":429,"message":"Too many requests"}'
+seed finish err-429-ra-dbl  '\x02\x01\xad\x02\x00\x00\x00\x00\x00\x00\xf8\x3f\x00'
+seed finish err-500-trace   '\x01\x01\xf4\x00\x00{"statusCode":500,"message":"Internal server error","traceId":"abc"}'
+seed finish err-502-html    '\x03\x01\xf6\x00\x00<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n</html>\r\n'
+seed finish err-503-text    '\x02\x01\xf7\x00\x00upstream connect error'
+seed finish ok-malformed    '\x00\x00\xc9\x00\x00{"conversationId":"c1","messag'
+seed finish ok-deep         '\x04\x00\xc8\x00\x00[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]'
+seed finish err-tamper-2p64  '\x00\x01\xf4\x03\x00\x00\x00\x00\x00\x00\xf0\x43\x00{"statusCode":500}'
+
+# headers: [op][max_size selector][chunk size] then header lines (\n-terminated) up to a blank line, then the body
+seed headers send-ok        '\x00\x00\x40HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-RateLimit-Max: 100\r\nX-RateLimit-Remaining: 99\r\nX-RateLimit-Interval-Milliseconds: 10000\r\nX-RateLimit-Limit-Daily: 200000\r\nX-RateLimit-Daily-Remaining: 199999\r\n\r\n{"conversationId":"c1","messageId":"m1"}'
+seed headers 429-seconds    '\x00\x00\x10HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nX-RateLimit-Remaining: 0\r\n\r\n{"statusCode":429}'
+seed headers 429-date       '\x02\x00\x10HTTP/1.1 429 Too Many Requests\r\nretry-after: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n'
+seed headers 100-continue   '\x01\x00\x10HTTP/1.1 100 Continue\r\nRetry-After: 3\r\n\r\nHTTP/1.1 200 OK\r\nX-Trace-Id: abc\x01def\r\n\r\n{"messageId":"m","conversationId":"c"}'
+seed headers trace          '\x03\x00\x08HTTP/2 404\r\nx-request-id:   \t r-1 \t\r\n\r\n{"statusCode":404,"message":"Conversation not found"}'
+seed headers too-big        '\x02\x05\x03HTTP/1.1 200 OK\r\n\r\n{"id":"m1","body":"a long body that will not fit"}'
+seed headers odd-numbers    '\x00\x00\x20HTTP/1.1 503 x\r\nX-RateLimit-Remaining: 0x10\r\nX-RateLimit-Interval-Milliseconds: 1e3\r\nRetry-After: 1.5\r\n\r\n'
+
+# path_id: [name selector][bytes]
+seed path_id plain          '\x00msg_123-abc.DEF~x'
+seed path_id slash          '\x01../../locations/abc?x=1#y'
+seed path_id dots           '\x02..'
+seed path_id ctl            '\x00a\r\nHost: evil'
+seed path_id utf8           '\x00caf\xc3\xa9 %%41 \xff'
+seed path_id empty          '\x00'
+
+# build: [mode: bit0 status, bit1 allow_unknown][table: kind count, then key-selector value...]
+#   value: 0-1 bytes (len, data), 2-3 word, 4 int32, 5 double, 6 bool, 7-8 table, 9 shared table, 10 null, 11 fn
+seed build send-min         '\x00\x00\x03\x00\x02\x00\x01\x00\x02c1\x09\x00\x05Hello'
+seed build send-empty-arr   '\x00\x00\x04\x00\x02\x02\x01\x00\x02c1\x04\x07\x01\x00\x06\x07\x01\x02\x00\x01a\x00\x01b'
+seed build send-forward     '\x00\x00\x03\x00\x02\x02\x01\x00\x02c1\x15\x07\x00\x02\x19\x06\x01\x1b\x00\x02m9'
+seed build send-sched       '\x00\x00\x04\x00\x02\x02\x01\x00\x02c1\x0e\x04\x65\x00\x00\x00\x17\x06\x01'
+seed build send-unknown     '\x02\x00\x03\x00\x02\x00\x01\x00\x02c1\xc8\x05extra\x07\x01\x02\x00\x01x\x09\x00'
+seed build send-bad-utf8    '\x00\x00\x03\x00\x02\x00\x01\x00\x02c1\x09\x02\x15'
+seed build status-read      '\x01\x00\x01\x16\x02\x0c'
+seed build status-full      '\x01\x00\x04\x16\x02\x0a\x22\x07\x00\x02\x24\x00\x03E42\x09\x00\x04oops\x1c\x00\x02e1\x23\x07\x01\x02\x00\x01a\x07\x00\x02\x25\x00\x01x\x16\x02\x09'
