@@ -90,5 +90,16 @@ bench: all luajit
 	@scripts/deps.sh bench
 	@bench/run
 
+# libFuzzer harnesses of the C core (fuzz/): each for FUZZ_SECONDS (default 60); fuzz-ci replays the committed
+# corpus (crash regressions included) and runs each for FUZZ_CI_SECONDS (default 10). Needs clang 14 + libFuzzer.
+.PHONY: fuzz-ci
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 10
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh fuzz
+
+fuzz-ci:
+	@FUZZ_CI_SECONDS=$(FUZZ_CI_SECONDS) fuzz/run.sh ci
+
 clean:
 	rm -rf $(BUILD)
