@@ -235,7 +235,8 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
   local sb, nx
 
   lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = false }
+    -- more tokens for the 429 test: the rate limiter each 429 arms is per token
+    sb = helpers.start_sandbox { rate_limit = false, tokens = { "sandbox-token", "limited-1", "limited-2" } }
     nx = start_nginx(sb)
   end)
 
@@ -356,6 +357,49 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
       same_outcome(a, b, "case " .. i)
       assert.are.equal(b.tostring, a.tostring, "case " .. i)
       assert.are.equal(c.kind, a.kind, "case " .. i)
+    end
+  end)
+
+  it("reads chunked and connection-delimited answers under a base URL with a path, like libcurl", function()
+    for _, kind in ipairs { "chunked", "unframed" } do
+      local spec = { client = { base_url = "http://127.0.0.1:" .. nx.port .. "/" .. kind },
+        calls = { { "get_message", "msg_pieces" }, { "get_message", "big" } } }
+      local a = nx:json("POST", "/call", spec)
+      local b = plain_run(sb, spec)
+      same_outcome(a.results[1], b.results[1], kind)
+      assert.are.equal("msg_pieces", a.results[1].id, kind)
+      assert.are.equal("in pieces", a.results[1].fields.body, kind)
+      same_outcome(a.results[2], b.results[2], kind .. " big")
+      assert.are.equal(65 * 1024 > #a.results[2].fields.body and 64 * 1024 <= #a.results[2].fields.body, true)
+      -- the same answers past max_response_size
+      spec.client.max_response_size = 1000
+      a = nx:json("POST", "/call", spec)
+      b = plain_run(sb, spec)
+      assert.is_true(a.results[1].ok, kind)
+      same_outcome(a.results[2], b.results[2], kind .. " capped")
+      assert.are.equal("decode", a.results[2].kind)
+      assert.are.equal(200, a.results[2].status)
+    end
+  end)
+
+  it("reads Retry-After (seconds or an HTTP date), X-RateLimit-* and trace ids like libcurl", function()
+    for i, ra in ipairs { "3", os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 4) } do
+      local fault = { method = "GET", path = "/conversations/conv_demo_1", status = 429,
+        headers = { ["Retry-After"] = ra, ["X-Trace-Id"] = "trace-429" } }
+      local spec = { client = { max_retries = 0, token = "limited-" .. i },
+        calls = { { "get_conversation", "conv_demo_1" } } }
+      sb:fault(fault)
+      local a = nx:json("POST", "/call", spec).results[1]
+      sb:fault(fault)
+      local b = plain_run(sb, spec).results[1]
+      assert.are.equal("rate_limited", a.kind)
+      assert.are.equal(b.kind, a.kind)
+      assert.are.equal("trace-429", a.trace_id)
+      assert.are.equal(b.trace_id, a.trace_id)
+      assert.is_number(a.retry_after, ra)
+      assert.is_true(math.abs(a.retry_after - b.retry_after) <= 1.5, ra .. ": " .. a.retry_after .. " vs " ..
+        b.retry_after)
+      assert.is_true(a.retry_after >= 1 and a.retry_after <= 4, ra .. ": " .. a.retry_after)
     end
   end)
 

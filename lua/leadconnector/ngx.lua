@@ -24,8 +24,8 @@ local core = require "leadconnector.core"
 
 local type, tonumber, tostring, pairs, setmetatable, getmetatable, error = type, tonumber, tostring, pairs,
   setmetatable, getmetatable, error
-local sub, find, lower, match, gsub, format, concat = string.sub, string.find, string.lower, string.match,
-  string.gsub, string.format, table.concat
+local sub, find, lower, match, gsub, format, byte, concat = string.sub, string.find, string.lower, string.match,
+  string.gsub, string.format, string.byte, table.concat
 local floor, min = math.floor, math.min
 local now, finish, new_error = core.now, core.finish, core.error
 
@@ -260,12 +260,20 @@ local function read_answer(sock, method, max_size, stop_at, where)
       if hbytes > MAX_HEADER_BYTES then
         return nil, "network", format("answer from %s has more than %d bytes of headers", where, MAX_HEADER_BYTES)
       end
-      local colon = find(line, ":", 1, true)
+      -- Only headers starting with X, R, C or T matter here (X-RateLimit-*, X-Trace-Id, X-Request-Id,
+      -- Retry-After, Content-Length, Connection, Transfer-Encoding).
+      local c = byte(line, 1)
+      local colon = (c == 88 or c == 120 or c == 82 or c == 114 or c == 67 or c == 99 or c == 84 or c == 116)
+        and find(line, ":", 1, true)
       if colon then
         local name = lower(sub(line, 1, colon - 1))
-        local c = sub(name, 1, 1)
-        if c == "x" or c == "r" or c == "c" or c == "t" then
-          local value = match(line, "^[ \t]*(.-)[ \t]*$", colon + 1)
+        do
+          local vs = colon + 1
+          local b = byte(line, vs)
+          while b == 32 or b == 9 do vs = vs + 1 b = byte(line, vs) end
+          local value = sub(line, vs)
+          b = byte(value, -1)
+          if b == 32 or b == 9 then value = match(value, "^(.-)[ \t]*$") end
           local rl = RL_FIELDS[name]
           if rl then
             local d = tonumber(value)
@@ -424,8 +432,11 @@ function Session:call(op, method, path, body, version, tmo)
   if type(method) ~= "string" or type(path) ~= "string" then
     error("leadconnector: session:call needs op, method and path", 2)
   end
-  version = version or self._version
-  if #version > 64 or find(version, "[\r\n]") then error("leadconnector: bad version", 2) end
+  if version == nil or version == self._version then
+    version = self._version
+  elseif #version > 64 or find(version, "[\r\n]") then
+    error("leadconnector: bad version", 2)
+  end
   if not (tmo and tmo > 0) then tmo = self._timeout end
   local base = self._base
   local stop_at = now() + tmo
@@ -466,7 +477,7 @@ function Session:call(op, method, path, body, version, tmo)
         return nil, no_answer(kind_of(err), format("TLS handshake with %s failed: %s", where, err), false)
       end
     end
-    if reused > 0 or base.tls then
+    if reused == 0 then -- the connect (and handshake) took some of the time
       left_ms = floor((stop_at - now()) * 1000) + 1
       if left_ms < 1 then left_ms = 1 end
       sock:settimeouts(left_ms, left_ms, left_ms)

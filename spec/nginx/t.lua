@@ -215,4 +215,25 @@ function M.pools()
   reply(out)
 end
 
+-- /chunked/... and /unframed/...: answers a message in several pieces with no Content-Length (so chunked, or ended
+-- by closing the connection), with a few headers the transports must read.
+function M.fake_api()
+  local id = ngx.var.uri:match("/conversations/messages/([^/]+)$")
+  if not id then return ngx.exit(404) end
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["X-RateLimit-Remaining"] = " 42 "
+  ngx.header["X-Request-Id"] = "req-" .. id
+  if id == "big" then
+    ngx.print('{"id":"big","body":"')
+    for _ = 1, 64 do ngx.print(("x"):rep(1024)) ngx.flush(true) end
+    ngx.print('"}')
+    return
+  end
+  ngx.print('{"id":"', id, '",')
+  ngx.flush(true)
+  ngx.print('"type":1,"direction":"outbound",')
+  ngx.flush(true)
+  ngx.print('"body":"in pieces"}')
+end
+
 return M
