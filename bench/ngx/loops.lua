@@ -1,0 +1,114 @@
+-- The two loops bench/ngx/run measures inside one nginx (bench/ngx/nginx.conf): the same calls made COUNT times
+-- in a row inside one request, each waiting for its answer, on cosockets with keep-alive.
+--   impl=raw: a minimal hand-written cosocket HTTP/1.1 client (what a user would write without the library):
+--             one request string built once, status line, headers (Content-Length only), body, setkeepalive.
+--             It checks the status and nothing else: no JSON decoding, no objects.
+--   impl=lc:  leadconnector on the ngx transport: validation, JSON, userdata, error objects, rate limiter.
+-- Answers JSON {requests, errors, seconds, cpu_seconds} (cpu: this worker's user+sys time over the loop).
+local cjson = require "cjson"
+local leadconnector = require "leadconnector"
+
+local tcp, update_time, now = ngx.socket.tcp, ngx.update_time, ngx.now
+local sub, lower, tonumber = string.sub, string.lower, tonumber
+
+local M = {}
+
+-- CPU time of this worker process (os.clock: user + system, microsecond resolution).
+local cpu_seconds = os.clock
+
+local function raw_request(base, token, call, id)
+  local host, port = base:match("^http://([^:/]+):(%d+)$")
+  local method, path, body = "GET", nil, nil
+  if call == "get_message" then
+    path = "/conversations/messages/" .. id
+  elseif call == "send_message" then
+    method, path = "POST", "/conversations/messages"
+    body = '{"type":"SMS","contactId":"contact_demo_1","message":"hi"}'
+  elseif call == "update_message_status" then
+    method, path = "PUT", "/conversations/messages/" .. id .. "/status"
+    body = '{"status":"read"}'
+  elseif call == "get_conversation" then
+    path = "/conversations/" .. id
+  end
+  local req = method .. " " .. path .. " HTTP/1.1\r\nHost: " .. host .. ":" .. port ..
+    "\r\nUser-Agent: leadconnector-bench-raw/1 cosocket\r\nAuthorization: Bearer " .. token ..
+    "\r\nVersion: 2021-04-15\r\nAccept: application/json\r\n"
+  if body then
+    req = req .. "Content-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+  else
+    req = req .. "\r\n"
+  end
+  return host, tonumber(port), req
+end
+
+local function raw_loop(base, token, call, id, n)
+  local host, port, req = raw_request(base, token, call, id)
+  local opts = { pool = "bench-raw" }
+  local errors = 0
+  for _ = 1, n do
+    local ok = false
+    local sock = tcp()
+    sock:settimeout(10000)
+    if sock:connect(host, port, opts) and sock:send(req) then
+      local line = sock:receive("*l")
+      local status = line and tonumber(sub(line, 10, 12))
+      local len
+      while line do
+        line = sock:receive("*l")
+        if line == "" then break end
+        if line and lower(sub(line, 1, 15)) == "content-length:" then len = tonumber(sub(line, 16)) end
+      end
+      local data = line == "" and len and sock:receive(len)
+      if data and status and status >= 200 and status < 300 then
+        ok = true
+        sock:setkeepalive()
+      else
+        sock:close()
+      end
+    else
+      sock:close()
+    end
+    if not ok then errors = errors + 1 end
+  end
+  return errors
+end
+
+local function lc_loop(base, token, call, id, n)
+  local client = assert(leadconnector.new { token = token, base_url = base })
+  local errors, do_call = 0, nil
+  if call == "get_message" then
+    do_call = function() local m = client:get_message(id) return m and m.id end
+  elseif call == "send_message" then
+    do_call = function()
+      local r = client:send_message { type = "SMS", contactId = "contact_demo_1", message = "hi" }
+      return r and r.messageId
+    end
+  elseif call == "update_message_status" then
+    do_call = function() local r = client:update_message_status(id, { status = "read" }) return r and r.messageId end
+  elseif call == "get_conversation" then
+    do_call = function() local c = client:get_conversation(id) return c and c.id end
+  end
+  for _ = 1, n do
+    if not do_call() then errors = errors + 1 end
+  end
+  assert(client.transport == "ngx", "the library did not pick the ngx transport")
+  return errors
+end
+
+function M.handler()
+  local a = ngx.var
+  local impl, call, n = a.arg_impl, a.arg_call, tonumber(a.arg_n) or 1000
+  local base, token, id = ngx.unescape_uri(a.arg_base or ""), ngx.unescape_uri(a.arg_token or ""), a.arg_id
+  local loop = impl == "raw" and raw_loop or impl == "lc" and lc_loop
+  if not loop then return ngx.exit(400) end
+  local cpu0 = cpu_seconds()
+  update_time()
+  local t0 = now()
+  local errors = loop(base, token, call, id, n)
+  update_time()
+  local seconds = now() - t0
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode { requests = n, errors = errors, seconds = seconds, cpu_seconds = cpu_seconds() - cpu0 })
+end
+
+return M
