@@ -405,7 +405,7 @@ describe("client against the sandbox", function()
         local sent, err = c:send_message { type = "SMS", contactId = "c", message = "after idle " .. i }
         assert.is_nil(err)
         assert.equals("m" .. i, sent.messageId) -- answered on connection i: the old one was closed meanwhile
-        require("socket").sleep(0.15)
+        require("socket").sleep(0.4) -- the server closes 50 ms after answering
       end
       c:close()
       wait()
@@ -432,6 +432,22 @@ describe("client against the sandbox", function()
       assert.equals(200000, rl.daily_limit)
       assert.equals(200000, rl.daily_remaining)
       assert.equals(0, rl.wait)
+    end)
+  end)
+
+  describe("rate limiting", function()
+    it("waits for the next window instead of running into a 429", function()
+      sb:config { rate_limit = 2, rate_interval_ms = 300 }
+      finally(function() sb:config { rate_limit = false } end)
+      local c = lch.client(sb)
+      local t0 = core.now()
+      for _ = 1, 5 do assert(c:get_message("msg_demo_1")) end
+      local took = core.now() - t0
+      c:close()
+      local statuses = {}
+      for i, r in ipairs(sb:requests()) do statuses[i] = r.status end
+      assert.same({ 200, 200, 200, 200, 200 }, statuses)
+      assert.is_true(took >= 0.55, "took " .. took) -- two full windows waited out
     end)
   end)
 

@@ -137,7 +137,7 @@ describe("errors", function()
       local t0 = core.now()
       local conv, err = client:get_conversation("conv_demo_2", { deadline = 1.5, max_retries = 3, timeout = 5 })
       local took = core.now() - t0
-      assert.is_true(took < 1.5 + 0.25, ("took %.2f s for a deadline of 1.5 s"):format(took))
+      assert.is_true(took < 2.0, ("took %.2f s for a deadline of 1.5 s"):format(took)) -- 2.2 s when it did not hold
       fails("timeout", conv, err)
       assert.equals(2, err.attempts)
     end)
