@@ -46,17 +46,18 @@ describe("sandbox", function()
     end)
 
     it("documents every option in --help", function()
-      local p = io.popen(helpers.sandbox_bin() .. " --help")
+      local p = io.popen(helpers.CLEAN_ENV .. " " .. helpers.sandbox_bin() .. " --help; echo rc=$?")
       local text = p:read("*a")
       p:close()
       for _, opt in ipairs({ "--host", "--port", "--token", "--state", "--rate-limit", "--rate-interval-ms",
         "--no-rate-limit", "--daily-limit", "--prefix", "--max-messages", "--exit-with", "--remove-prefix" }) do
         assert.truthy(text:find(opt, 1, true), "missing in --help: " .. opt)
       end
+      assert.matches("rc=0\n$", text)
     end)
 
     it("refuses an unknown option", function()
-      local p = io.popen(helpers.sandbox_bin() .. " --no-such-option 2>&1; echo rc=$?")
+      local p = io.popen(helpers.CLEAN_ENV .. " " .. helpers.sandbox_bin() .. " --no-such-option 2>&1; echo rc=$?")
       local text = p:read("*a")
       p:close()
       assert.matches("unknown option: %-%-no%-such%-option", text)
@@ -832,8 +833,7 @@ describe("sandbox process", function()
   it("stops on SIGTERM and SIGINT: no process left, its temp dir removed", function()
     for _, sig in ipairs({ "TERM", "INT" }) do
       local out = tmpname()
-      local p = io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS " ..
-        helpers.sandbox_bin() .. " >" .. out .. " 2>&1 </dev/null & echo $!")
+      local p = io.popen(helpers.CLEAN_ENV .. " " .. helpers.sandbox_bin() .. " >" .. out .. " 2>&1 </dev/null & echo $!")
       local pid = tonumber(p:read("*l"))
       p:close()
       finally(function()

@@ -39,6 +39,9 @@ This interface is stable; other specs build on it.
   sb:stop()                                   SIGTERM, waits for the exit (SIGKILL after 10 s); idempotent
 
   helpers.free_port()                         a TCP port free on 127.0.0.1 right now
+  helpers.CLEAN_ENV                           "env -u LD_PRELOAD -u ASAN_OPTIONS ...": put it before a
+                                              command run with io.popen/os.execute so that the test
+                                              process's sanitizer settings do not reach it
   helpers.sandbox_bin()                       absolute path of bin/leadconnector-sandbox
   helpers.alive(pid)                          true while process pid exists and is not a zombie
 ]]
@@ -47,6 +50,9 @@ local socket = require "socket"
 local cjson = require "cjson"
 
 local helpers = {}
+
+-- Sanitizer settings of the test process (scripts/test.sh asan) must not reach bash and nginx.
+helpers.CLEAN_ENV = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS"
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -297,9 +303,8 @@ function helpers.start_sandbox(opts)
 
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = shell_quote(a) end
-  -- Sanitizer settings of the test process must not reach bash and nginx.
-  local cmd = ("env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS %s %s >%s 2>%s </dev/null & echo $!")
-    :format(shell_quote(helpers.sandbox_bin()), table.concat(quoted, " "), shell_quote(out_file), shell_quote(err_file))
+  local cmd = ("%s %s %s >%s 2>%s </dev/null & echo $!")
+    :format(helpers.CLEAN_ENV, shell_quote(helpers.sandbox_bin()), table.concat(quoted, " "), shell_quote(out_file), shell_quote(err_file))
   local pid = tonumber(sh(cmd):match("%d+"))
   assert(pid, "could not start " .. helpers.sandbox_bin())
 

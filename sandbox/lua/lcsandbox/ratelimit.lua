@@ -8,7 +8,13 @@
 local M = {}
 
 local floor, ceil, tostring = math.floor, math.ceil, tostring
-local now = (ngx and ngx.now) or os.time
+-- ngx.now() is the time cached when the event loop last woke up; refresh it (a vDSO call) so that
+-- a client that waited out a window exactly is not refused for a stale clock.
+local now = os.time
+if ngx then
+  local ngx_now, update = ngx.now, ngx.update_time
+  now = function() update() return ngx_now() end
+end
 
 M.config = { limit = 100, interval_ms = 10000, daily = 200000, enabled = true }
 local counters = {} -- location -> { start, count, day, day_count }
