@@ -411,6 +411,30 @@ describe("client against the sandbox", function()
       wait()
     end)
 
+    it("a base_url with a trailing slash gives the same paths", function()
+      local c = lch.client(sb, { base_url = sb.url .. "/" })
+      assert(c:get_message("msg_demo_1"))
+      c:close()
+      assert.equals("/conversations/messages/msg_demo_1", last_request().path)
+    end)
+
+    it("#lua54only a client in a <close> variable is closed when the scope ends", function()
+      local fn = assert(load([[
+        local lch, sb = ...
+        local kept
+        do
+          local c <close> = lch.client(sb)
+          assert(c:get_message("msg_demo_1"))
+          kept = c
+        end
+        return kept
+      ]]))
+      local before = lch.count(lch.connections_to(sb.port))
+      local c = fn(lch, sb)
+      assert.has_error(function() c:get_message("msg_demo_1") end)
+      assert.is_true(lch.count(lch.connections_to(sb.port)) <= before)
+    end)
+
     it("a closed client raises on use", function()
       local c = lch.client(sb)
       c:close()
