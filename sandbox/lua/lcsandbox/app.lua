@@ -25,7 +25,6 @@ local settings = {
   state_file = nil,
   log_cap = 1000,
 }
-M.settings = settings
 local bearer = {} -- "Bearer <token>" -> location, the common spelling, for a single lookup
 
 local VERSIONS = {}
@@ -47,7 +46,6 @@ function M.init()
   local toks = os.getenv("LCSB_TOKENS")
   if toks and toks ~= "" then
     settings.tokens = {}
-    settings.first_token = nil
     for line in toks:gmatch("[^\n]+") do
       local tok, loc = line:match("^([^\t]+)\t(.+)$")
       if not tok then tok, loc = line, store.DEFAULT_LOCATION end
@@ -304,16 +302,9 @@ local function process(method, path, hs, h, e)
   if not ratelimit.check(loc, h, true) then return 429, TOO_MANY end
 
   if r == ROUTE_GET_MSG then
-    local m = store.get_message(loc, id)
-    if not m then return not_found("Message not found") end
-    return 200, json.encode(m)
+    return store_result(200, store.get_message(loc, id))
   elseif r == ROUTE_CONV then
-    local c = store.get_conversation(loc, id)
-    if not c then return not_found("Conversation not found") end
-    return 200, json.encode({
-      id = c.id, contactId = c.contactId, locationId = c.locationId, deleted = c.deleted, inbox = c.inbox,
-      type = c.type, unreadCount = c.unreadCount, assignedTo = c.assignedTo, starred = c.starred,
-    })
+    return store_result(200, store.get_conversation(loc, id))
   elseif r == ROUTE_SEND then
     local b, status, text = validated("SendMessageBodyDto", hs, e)
     if not b then return status, text end
@@ -562,8 +553,5 @@ function M.handle()
   if sub(path, 1, 10) == "/_sandbox/" then return handle_control(method, path) end
   return api(method, path, raw)
 end
-
--- for tests run outside nginx
-M._route = route
 
 return M

@@ -15,7 +15,6 @@ local SENTINEL_P = SENTINEL_Q:gsub("%p", "%%%0") -- the same, as a Lua pattern
 local find, gsub = string.find, string.gsub
 
 function M.empty_array() return SENTINEL end
-function M.is_empty_array(v) return v == SENTINEL end
 
 -- An array field's value for storage: empty tables become the sentinel.
 function M.array(t)

@@ -10,7 +10,6 @@ local unpack = table.unpack or unpack
 local now = (ngx and ngx.now) or os.time
 
 M.DEFAULT_LOCATION = "loc_sandbox"
-M.DEMO_PROVIDER = "provider_sandbox"
 
 -- The vendor's MessageType enum, in its numeric order (TYPE_CALL = 1, TYPE_SMS = 2, TYPE_EMAIL = 3 ...).
 -- TYPE_RCS is a late addition whose number is not published; the sandbox gives it 42.
@@ -191,6 +190,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- Operations. Each returns the result or nil, status, message (an HTTP error for the caller).
+-- Bodies come validated, without top-level JSON nulls.
 
 -- POST /conversations/messages (body already validated).
 function M.send(loc, b)
@@ -253,9 +253,9 @@ function M.update_status(loc, id, b)
     c.unreadCount = c.unreadCount + (now_unread and 1 or -1)
   end
   local meta = m.meta
-  if b.error and b.error ~= json.null then meta.error = b.error end
-  if b.recipients and b.recipients ~= json.null then meta.recipients = json.array(b.recipients) end
-  if b.emailMessageId and b.emailMessageId ~= json.null then meta.emailMessageId = b.emailMessageId end
+  if b.error then meta.error = b.error end
+  if b.recipients then meta.recipients = json.array(b.recipients) end
+  if b.emailMessageId then meta.emailMessageId = b.emailMessageId end
   mark()
   local email = meta.email
   return {
@@ -267,7 +267,7 @@ function M.update_status(loc, id, b)
   }
 end
 
--- GET /conversations/{id}
+-- GET /conversations/{id}: the stored conversation has exactly the answer's fields.
 function M.get_conversation(loc, id)
   local c = S.conversations[id]
   if not c or c.locationId ~= loc then return nil, 404, "Conversation not found" end
@@ -275,7 +275,7 @@ function M.get_conversation(loc, id)
 end
 
 -- POST /conversations/messages/inbound (body already validated).
-function M.inbound(loc, b, date_now)
+function M.inbound(loc, b)
   local c = S.conversations[b.conversationId]
   if not c or c.locationId ~= loc then return nil, 404, "Conversation not found" end
   if c.contactId ~= b.contactId then
@@ -283,8 +283,8 @@ function M.inbound(loc, b, date_now)
   end
   local mt = M.CHANNEL_MESSAGE_TYPE[b.type]
   local meta = {}
-  local direction = (b.direction ~= json.null and b.direction) or "inbound"
-  local date = (b.date ~= json.null and b.date) or iso(date_now or now())
+  local direction = b.direction or "inbound"
+  local date = b.date or iso(now())
   local m = {
     id = new_id(S.messages),
     type = TYPE_NUMBER[mt],
@@ -305,7 +305,7 @@ function M.inbound(loc, b, date_now)
     email_id = b.emailMessageId or new_id()
     meta.email = { messageIds = { email_id }, subject = b.subject }
   end
-  if b.call and b.call ~= json.null then
+  if b.call then
     meta.call = b.call
     meta.callStatus = b.call.status
   end

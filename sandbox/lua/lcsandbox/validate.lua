@@ -145,7 +145,4 @@ function M.check(schema_name, body)
   return nil
 end
 
-M.is_object = is_object
-M.is_datetime = is_datetime
-
 return M
