@@ -755,7 +755,7 @@ describe("sandbox", function()
       assert.equals(444, log[1].status)
     end)
 
-    it("keeps only the last 1000 requests", function()
+    it("keeps only the last 1000 requests #slow", function()
       sb:clear_requests()
       for i = 1, 1005 do sb:request("GET", "/conversations/x" .. i) end
       local log = sb:requests()
