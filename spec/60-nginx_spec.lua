@@ -403,6 +403,31 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
     end
   end)
 
+  it("runs client:batch concurrently on cosockets, with the libcurl transport's results", function()
+    local calls = {
+      { "get_message", "msg_demo_1" }, { "get_message", "msg_demo_2" }, { "get_message", "msg_demo_3" },
+      { "get_conversation", "conv_demo_2" }, { "get_message", "no_such_message" }, { "get_message", "" },
+      { "update_message_status", "msg_demo_4", { status = "read" } },
+    }
+    local spec = { calls = { { "batch", calls, { concurrency = 3 } } } }
+    local a = nx:json("POST", "/call", spec).results[1]
+    sb:reset()
+    local b = plain_run(sb, spec).results[1]
+    assert.are.equal(#calls, #a.batch)
+    for i = 1, #calls do same_outcome(a.batch[i], b.batch[i], "batch #" .. i) end
+    assert.are.equal("msg_demo_3", a.batch[3].id)
+    assert.are.equal("not_found", a.batch[5].kind)
+    assert.are.equal("invalid", a.batch[6].kind)
+    -- three answers each delayed 0.6 s, three at once: well under the 1.8 s one after another would take
+    for _, id in ipairs { "msg_demo_1", "msg_demo_2", "msg_demo_3" } do
+      sb:fault { method = "GET", path = "/conversations/messages/" .. id, delay_ms = 600 }
+    end
+    a = nx:json("POST", "/call", { calls = { { "batch", { calls[1], calls[2], calls[3] }, { concurrency = 3 } } } })
+      .results[1]
+    for i = 1, 3 do assert.is_true(a.batch[i].ok) end
+    assert.is_true(a.seconds < 1.2, "the batch took " .. a.seconds .. " s")
+  end)
+
   it("sends the same headers as the libcurl transport", function()
     local spec = { calls = { { "get_message", "msg_demo_1" },
       { "send_message", { type = "SMS", contactId = "contact_demo_1", message = "headers" } } } }

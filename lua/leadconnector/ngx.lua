@@ -442,15 +442,13 @@ function Session:call(op, method, path, body, version, tmo)
   local stop_at = now() + tmo
   local where = base.host_header
 
-  local req = {
-    method, " ", base.prefix, path, " HTTP/1.1\r\n", secrets[self].head, "Version: ", version, "\r\n",
-    "\r\n",
-  }
+  local req
   if body then
-    req[10] = "Content-Type: application/json\r\nContent-Length: "
-    req[11] = tostring(#body)
-    req[12] = "\r\n\r\n"
-    req[13] = body
+    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
+      "\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+  else
+    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
+      "\r\n\r\n"
   end
 
   local stale = 0

@@ -37,7 +37,15 @@ function M.run(spec, defaults)
   if not client then return { new_error = describe(nil, err) } end
   local out = { transport = client.transport, client = tostring(client), results = {} }
   for i, c in ipairs(spec.calls or {}) do
-    out.results[i] = describe(call_one(client, c))
+    if c[1] == "batch" then -- { "batch", calls, opts }: a list of outcomes, and the time it took
+      local clock = require("leadconnector.core").now
+      local t0 = clock()
+      local list = {}
+      for k, r in ipairs(client:batch(c[2], c[3])) do list[k] = describe(r.value, r.err) end
+      out.results[i] = { batch = list, seconds = clock() - t0 }
+    else
+      out.results[i] = describe(call_one(client, c))
+    end
   end
   client:close()
   return out
