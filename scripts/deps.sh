@@ -13,16 +13,25 @@ PKGS=(
 # `deps.sh bench` adds what only the benchmark needs (node for the vendor's SDK, wrk, hyperfine).
 if [ "${1:-}" = "bench" ]; then
   PKGS+=(wrk hyperfine)
-  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 fi
+# node runs Stoplight Prism, the third-party mock server of spec/70-conformance_spec.lua.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-echo "deps: installing ${missing[*]}"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Prism, pinned by spec/prism/package-lock.json (npm registry).
+cd "$(dirname "$0")/.."
+if [ ! -x spec/prism/node_modules/.bin/prism ]; then
+  echo "deps: installing Stoplight Prism (spec/prism) from the npm registry"
+  (cd spec/prism && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
+fi
