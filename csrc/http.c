@@ -293,6 +293,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
 /* A millisecond count for libcurl, clamped: casting a double past LONG_MAX (timeout = 1e300) is undefined. */
 static long clamp_ms(double ms) {
   if (!(ms > 0)) return 0;
+  if (ms < 1) return 1; /* a time limit under a millisecond must not round to 0, libcurl's "no limit" */
   return ms < 2147483647.0 ? (long)ms : 2147483647L;
 }
 
