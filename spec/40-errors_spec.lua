@@ -119,6 +119,16 @@ describe("errors", function()
       assert.is_nil(err.status)
     end)
 
+    it("a time limit under a millisecond is still a limit", function()
+      -- what is left of a deadline can be a fraction of a millisecond; rounded to 0 it meant "no limit" to libcurl
+      sb:fault { method = "GET", path = "/conversations/conv_demo_1", delay_ms = 1500, count = -1 }
+      local core = require "leadconnector.core"
+      local t0 = core.now()
+      local err = fails("timeout", client:get_conversation("conv_demo_1", { timeout = 0.0004 }))
+      assert.is_true(core.now() - t0 < 1, "waited for the answer")
+      assert.is_nil(err.status)
+    end)
+
     it("a send that timed out is not sent again", function()
       sb:fault { method = "POST", path = "/conversations/messages", delay_ms = 3000 * lch.scale, count = -1 }
       local err = fails("timeout", client:send_message({ type = "SMS", contactId = "c", message = "once" },
