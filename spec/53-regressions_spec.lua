@@ -1,0 +1,98 @@
+-- Regressions of the bugs the fuzzers found (fuzz/corpus/*/regress-* replays the same inputs at the C level):
+-- numbers from answers, headers and options that are finite but huge, infinite or NaN. Each once reached an
+-- out-of-range cast (undefined behaviour) or, for Retry-After: 1e999, blocked a token's limiter forever.
+-- The ASan run of this file catches the C side; the assertions say what a user sees instead.
+local core = require "leadconnector.core"
+local leadconnector = require "leadconnector"
+local helpers = require "helpers"
+local lch = require "lchelpers"
+
+local function one_line(s)
+  assert.is_string(s)
+  assert.is_true(#s <= 1024)
+  assert.is_nil(s:find("%c"))
+end
+
+describe("regressions found by fuzzing", function()
+  it("core.finish with a huge, infinite or NaN retry_after (fuzz_finish)", function()
+    for _, ra in ipairs { 1e300, math.huge, 2 ^ 63, 2 ^ 64, 0 / 0 } do
+      local v, err = core.finish("send", 429, '{"statusCode":429}', ra)
+      assert.is_nil(v)
+      assert.equals("rate_limited", err.kind)
+      if ra == ra then assert.equals(ra, err.retry_after) else assert.is_nil(err.retry_after) end
+      one_line(tostring(err))
+    end
+  end)
+
+  it("tostring(err) whatever number a caller or a huge status puts in status and attempts (fuzz_finish)", function()
+    local _, err = core.finish("message", math.maxinteger or 2 ^ 53, "")
+    assert.equals("http", err.kind)
+    one_line(tostring(err))
+    for _, x in ipairs { 2 ^ 64, -2 ^ 64, 1e300, -1e300, math.huge, -math.huge, 0 / 0, -1, 0.5 } do
+      err.status, err.attempts = x, x
+      local s = tostring(err)
+      one_line(s)
+      assert.is_nil(s:find("attempts", 1, true), s) -- only a count from 2 to 1e9 is shown
+    end
+    err.status, err.attempts = 503, 3
+    assert.is_truthy(tostring(err):find("HTTP 503", 1, true), tostring(err))
+    assert.is_truthy(tostring(err):find("(3 attempts)", 1, true), tostring(err))
+  end)
+
+  it("a sequence key of 1e300 in an array field is refused, not cast (validate.c, LuaJIT build)", function()
+    for _, t in ipairs { { [1e300] = "x" }, { [2 ^ 63] = "x" }, { [-2 ^ 63] = "x" }, { "a", [1e300] = "x" } } do
+      local body, err = core.build_send { type = "SMS", contactId = "c", attachments = t }
+      assert.is_nil(body)
+      assert.equals("invalid", err.kind)
+      assert.equals("attachments", err.field)
+    end
+  end)
+
+  describe("over HTTP", function()
+    local sb
+    lazy_setup(function() sb = helpers.start_sandbox { rate_limit = false, tokens = { "regress-token" } } end)
+    lazy_teardown(function() if sb then sb:stop() end end)
+    before_each(function() sb:reset() end)
+
+    it("Retry-After: 1e999 / inf / nan is no Retry-After: the token's limiter is not blocked (fuzz_headers)", function()
+      for _, v in ipairs { "1e999", "inf", "Infinity", "nan", "-1", "0x1p9999" } do
+        -- limiter off for this client (no waiting here); it still tells the token's shared limiter what it saw
+        local c = lch.client(sb, { max_retries = 0, rate_limit = false })
+        sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 429, headers = { ["Retry-After"] = v } }
+        local _, err = c:get_conversation("conv_demo_1")
+        assert.equals("rate_limited", err.kind)
+        assert.is_nil(err.retry_after, v)
+        -- a 429 without a usable Retry-After holds the token back for 1 s, not until the end of time
+        assert.is_true(c:rate_limit().wait <= 1.05, v .. ": wait " .. tostring(c:rate_limit().wait))
+        c:close()
+      end
+      local c = lch.client(sb, { max_retries = 0 }) -- limiter on: waits at most the 1 s, then sends
+      local t0 = core.now()
+      assert(c:get_conversation("conv_demo_1", { deadline = 5 }))
+      assert.is_true(core.now() - t0 < 1.5 * lch.scale)
+      c:close()
+    end)
+
+    it("X-RateLimit-* values past 2^63 are reported as numbers (fuzz_headers)", function()
+      local c = lch.client(sb, { rate_limit = false })
+      sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 200, count = 1,
+        body = { id = "conv_demo_1" },
+        headers = { ["X-RateLimit-Max"] = "1e33", ["X-RateLimit-Limit-Daily"] = "18446744073709551616",
+          ["X-RateLimit-Daily-Remaining"] = "1e999" } }
+      assert(c:get_conversation("conv_demo_1"))
+      local rl = c:rate_limit()
+      assert.equals(1e33, rl.max)
+      assert.equals(2 ^ 64, rl.daily_limit)
+      assert.is_nil(rl.daily_remaining) -- not a number a header may give: not taken
+      c:close()
+    end)
+
+    it("timeouts and max_response_size of 1e300 mean 'no practical limit', not undefined behaviour", function()
+      local c = assert(leadconnector.new { token = sb.token, base_url = sb.url, timeout = 1e300, connect_timeout = 1e300,
+        deadline = 1e300, max_response_size = 1e300, rate_limit = false })
+      assert.equals("conv_demo_1", assert(c:get_conversation("conv_demo_1")).id)
+      assert.equals("conv_demo_1", assert(c:get_conversation("conv_demo_1", { timeout = 1e300, deadline = 1e300 })).id)
+      c:close()
+    end)
+  end)
+end)
