@@ -94,9 +94,44 @@ static void set_common(lua_State *L, const lc_answer *a) {
   lc_seterrfield_bool(L, "request_sent", 1);
 }
 
+static const char *find_secret(const char *s, size_t n, const char *secret, size_t slen) {
+  const char *p = s, *end = s + n;
+  if (secret == NULL || slen == 0) return NULL;
+  while ((size_t)(end - p) >= slen && (p = (const char *)memchr(p, secret[0], (size_t)(end - p) - slen + 1)) != NULL) {
+    if (memcmp(p, secret, slen) == 0) return p;
+    p++;
+  }
+  return NULL;
+}
+
+/* Pushes s with every occurrence of the secret replaced: a server or proxy that echoes the token back in an
+ * error page must not put it into err.message or err.body. */
+static void push_redacted(lua_State *L, const char *s, size_t n, const char *secret, size_t slen) {
+  luaL_Buffer b;
+  const char *p;
+  luaL_buffinit(L, &b);
+  while ((p = find_secret(s, n, secret, slen)) != NULL) {
+    luaL_addlstring(&b, s, (size_t)(p - s));
+    luaL_addstring(&b, "[REDACTED]");
+    n -= (size_t)(p - s) + slen;
+    s = p + slen;
+  }
+  luaL_addlstring(&b, s, n);
+  luaL_pushresult(&b);
+}
+
 static void keep_raw_body(lua_State *L, const lc_answer *a) {
-  if (a->body_len == 0) return;
-  lua_pushlstring(L, a->body, a->body_len > RAW_BODY_KEEP ? RAW_BODY_KEEP : a->body_len);
+  size_t n = a->body_len > RAW_BODY_KEEP ? RAW_BODY_KEEP : a->body_len;
+  if (n == 0) return;
+  if (find_secret(a->body, a->body_len, a->secret, a->secret_len)) {
+    push_redacted(L, a->body, a->body_len, a->secret, a->secret_len);
+    if (lc_rawlen(L, -1) > RAW_BODY_KEEP) {
+      lua_pushlstring(L, lua_tostring(L, -1), RAW_BODY_KEEP);
+      lua_remove(L, -2);
+    }
+  } else {
+    lua_pushlstring(L, a->body, n);
+  }
   lua_setfield(L, -2, "body");
 }
 
@@ -126,7 +161,7 @@ static void unwrap(lua_State *L, int t, const char *key) {
   lua_pop(L, 1);
 }
 
-int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
+static int finish(lua_State *L, enum lc_op op, const lc_answer *a) {
   int top = lua_gettop(L);
   if (a->status >= 200 && a->status <= 299) {
     int t;
@@ -213,6 +248,20 @@ int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
   return 2;
 }
 
+int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
+  if ((a->status < 200 || a->status > 299) && find_secret(a->body, a->body_len, a->secret, a->secret_len)) {
+    lc_answer r = *a;
+    int n, at;
+    push_redacted(L, a->body, a->body_len, a->secret, a->secret_len);
+    at = lua_gettop(L);
+    r.body = lua_tolstring(L, at, &r.body_len); /* stays alive: it is on the stack until finish is done */
+    n = finish(L, op, &r);
+    lua_remove(L, at);
+    return n;
+  }
+  return finish(L, op, a);
+}
+
 /* tostring(err): one readable line, never more than a few hundred bytes, control characters shown as spaces. */
 static void add_clean(lc_line *b, const char *s, size_t n, size_t max) {
   size_t i;
@@ -297,7 +346,7 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
-/* core.finish(op, status, body, retry_after, trace_id) - the answer-to-result step, for transports written in Lua
+/* core.finish(op, status, body, retry_after, trace_id, token) - the answer-to-result step, for transports written in Lua
  * (nginx cosockets): same decoding, objects and error kinds as the libcurl path. */
 static int l_finish(lua_State *L) {
   static const char *const ops[] = {"send", "status", "message", "conversation", "raw", NULL};
@@ -307,6 +356,7 @@ static int l_finish(lua_State *L) {
   a.body = luaL_optlstring(L, 3, "", &a.body_len);
   a.retry_after = luaL_optnumber(L, 4, -1);
   a.trace_id = luaL_optstring(L, 5, NULL);
+  a.secret = luaL_optlstring(L, 6, NULL, &a.secret_len);
   return lc_finish(L, op, &a);
 }
 

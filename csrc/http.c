@@ -58,6 +58,9 @@ struct lc_session {
   lc_ratelimit rl_last;
 };
 
+#define AUTH_PREFIX "Authorization: Bearer "
+#define AUTH_PREFIX_LEN (sizeof AUTH_PREFIX - 1)
+
 /* --- small helpers ------------------------------------------------------------------------------------------- */
 
 static void wipe(void *p, size_t n) {
@@ -211,6 +214,8 @@ static int parse_number(const char *v, size_t n, double *out) {
     return 1;
   }
   if (n >= sizeof tmp) return 0;
+  for (i = 0; i < n; i++) /* plain decimals only: no hex, exponents, inf or nan */
+    if (!((v[i] >= '0' && v[i] <= '9') || v[i] == '.')) return 0;
   memcpy(tmp, v, n);
   tmp[n] = '\0';
   *out = strtod(tmp, &endp);
@@ -433,6 +438,8 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   a.retry_after = x->retry_after;
   a.trace_id = x->trace_id;
+  a.secret = s->auth + AUTH_PREFIX_LEN; /* the token itself */
+  a.secret_len = strlen(a.secret);
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
   if (rc == CURLE_OK || (capped && status >= 300)) {
     /* A complete answer, or an error answer cut at the size cap: classify it by its status. */
@@ -528,7 +535,7 @@ static int l_session(lua_State *L) {
   s->ca = dupstr(opt_string(L, 1, "ca_file"));
   s->proxy = dupstr(opt_string(L, 1, "proxy"));
   if (s->auth == NULL || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
-  snprintf(s->auth, toklen + 32, "Authorization: Bearer %s", token);
+  snprintf(s->auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
   lua_pop(L, 1); /* token */
   s->base_len = strlen(s->base);
   if (!build_headers(s, s->version, &s->hdr_get, &s->hdr_body)) goto oom;

@@ -29,6 +29,8 @@ typedef struct lc_answer {
   size_t body_len;
   double retry_after; /* seconds; < 0 when absent */
   const char *trace_id; /* from a header, may be NULL */
+  const char *secret;   /* the token: redacted wherever an error would quote the answer (may be NULL) */
+  size_t secret_len;
 } lc_answer;
 
 /* A growable byte buffer owned by a userdata on the Lua stack: a Lua error while it is in use cannot leak it. */

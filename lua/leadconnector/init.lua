@@ -49,6 +49,9 @@ local CALL_OPTIONS = {
   version = "string", allow_unknown = "boolean", timeout = "number", deadline = "number", max_retries = "number",
 }
 
+-- Time limits: 0 would mean "wait forever" to libcurl, so they must be positive.
+local POSITIVE = { timeout = true, connect_timeout = true, deadline = true }
+
 local function invalid(field, msg)
   local err = core.error("invalid", msg)
   err.field = field
@@ -67,6 +70,9 @@ local function check_options(opts, allowed, what)
     end
     if want == "number" and (v ~= v or v < 0 or v == math.huge) then
       return nil, invalid(k, ("%s '%s' must be a finite number >= 0"):format(what, k))
+    end
+    if POSITIVE[k] and v <= 0 then -- libcurl reads a 0 time limit as "no limit"
+      return nil, invalid(k, ("%s '%s' must be greater than 0"):format(what, k))
     end
   end
   return true
@@ -133,7 +139,8 @@ function Limiter:observe(t, remaining, interval_ms, retry_after, status)
   end
   if status == 429 then
     t = t or now()
-    local until_t = t + (retry_after or (remaining == 0 and self.interval) or 1)
+    -- A server-given wait is honoured up to an hour: a bogus huge Retry-After must not block a token for good.
+    local until_t = t + min(retry_after or (remaining == 0 and self.interval) or 1, 3600)
     if not self.blocked_until or until_t > self.blocked_until then self.blocked_until = until_t end
   end
 end

@@ -1,0 +1,107 @@
+-- Secrets and hostile answers: a token echoed by a server never reaches an error; header numbers a server sends
+-- are read only when they are plain decimals; time limits of 0 (libcurl's "no limit") are refused.
+local helpers = require "helpers"
+local leadconnector = require "leadconnector"
+
+local TOKEN = "sandbox-token"
+
+local function deep_contains(v, needle, seen)
+  seen = seen or {}
+  if type(v) == "string" then return v:find(needle, 1, true) ~= nil end
+  if type(v) ~= "table" or seen[v] then return false end
+  seen[v] = true
+  for k, x in pairs(v) do
+    if deep_contains(k, needle, seen) or deep_contains(x, needle, seen) then return true end
+  end
+  return false
+end
+
+describe("a token echoed back by a server", function()
+  local sb, client
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false }
+    client = assert(leadconnector.new { token = TOKEN, base_url = sb.url, max_retries = 0, rate_limit = false })
+  end)
+  lazy_teardown(function()
+    if client then client:close() end
+    if sb then sb:stop() end
+  end)
+  before_each(function() sb:reset() end)
+
+  it("is redacted from err.message and err.body of a JSON error answer", function()
+    sb:fault { method = "GET", path_pattern = "^/conversations/messages/", status = 401,
+      body = { statusCode = 401, message = "Invalid token: " .. TOKEN .. " is not valid", error = "Unauthorized" } }
+    local msg, err = client:get_message("m1")
+    assert.is_nil(msg)
+    assert.equals("auth", err.kind)
+    assert.equals("Invalid token: [REDACTED] is not valid", err.message)
+    assert.is_false(deep_contains(err, TOKEN))
+    assert.is_nil(tostring(err):find(TOKEN, 1, true))
+  end)
+
+  it("is redacted from a proxy's HTML page kept in err.body", function()
+    sb:fault { method = "GET", path_pattern = "^/conversations/", status = 502,
+      body = "<html><body>upstream refused Authorization: Bearer " .. TOKEN .. "</body></html>",
+      headers = { ["Content-Type"] = "text/html" } }
+    local conv, err = client:get_conversation("conv_demo_1")
+    assert.is_nil(conv)
+    assert.equals("server", err.kind)
+    assert.truthy(err.body:find("Bearer [REDACTED]", 1, true))
+    assert.is_false(deep_contains(err, TOKEN))
+  end)
+
+  it("is redacted from the raw text kept by a decode error", function()
+    sb:fault { method = "GET", path_pattern = "^/conversations/messages/", status = 200,
+      body = "not json " .. TOKEN }
+    local msg, err = client:get_message("m1")
+    assert.is_nil(msg)
+    assert.equals("decode", err.kind)
+    assert.equals("not json [REDACTED]", err.body)
+  end)
+
+  it("core.finish redacts the token it is given (the cosocket transport's path)", function()
+    local core = require "leadconnector.core"
+    local _, err = core.finish("message", 403, '{"message":"' .. TOKEN .. TOKEN .. '"}', nil, nil, TOKEN)
+    assert.equals("[REDACTED][REDACTED]", err.message)
+    local _, err2 = core.finish("message", 403, '{"message":"' .. TOKEN .. '"}')
+    assert.equals(TOKEN, err2.message) -- without the token to look for, nothing is changed
+  end)
+end)
+
+describe("header numbers from the server", function()
+  local sb
+  lazy_setup(function() sb = helpers.start_sandbox { rate_limit = false } end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+
+  it("a Retry-After in hex is not taken as a number", function()
+    local client = assert(leadconnector.new { token = TOKEN, base_url = sb.url, max_retries = 0 })
+    sb:fault { method = "GET", path_pattern = "^/conversations/", status = 429,
+      body = { statusCode = 429, message = "Too Many Requests" }, headers = { ["Retry-After"] = "0x10" } }
+    local _, err = client:get_conversation("conv_demo_1")
+    assert.equals("rate_limited", err.kind)
+    assert.is_nil(err.retry_after)
+    sb:fault { method = "GET", path_pattern = "^/conversations/", status = 429,
+      body = { statusCode = 429, message = "Too Many Requests" }, headers = { ["Retry-After"] = "2" } }
+    local _, err2 = client:get_conversation("conv_demo_1")
+    assert.equals(2, err2.retry_after)
+    client:close()
+  end)
+end)
+
+describe("time limits", function()
+  for _, k in ipairs { "timeout", "connect_timeout", "deadline" } do
+    it("refuses " .. k .. " = 0, which libcurl would read as no limit at all", function()
+      local client, err = leadconnector.new { token = TOKEN, [k] = 0 }
+      assert.is_nil(client)
+      assert.equals("invalid", err.kind)
+      assert.equals(k, err.field)
+    end)
+  end
+  it("refuses a per-call timeout of 0", function()
+    local client = assert(leadconnector.new { token = TOKEN, base_url = "http://127.0.0.1:9" })
+    local msg, err = client:get_message("m1", { timeout = 0 })
+    assert.is_nil(msg)
+    assert.equals("invalid", err.kind)
+    assert.equals("timeout", err.field)
+  end)
+end)
