@@ -68,7 +68,7 @@ end
 -- other phases (log, set, filters), where neither is right, not at all (the call that follows fails anyway).
 function M.sleep(seconds)
   local p = phase()
-  if COSOCKET_PHASES[p] then return ngx_sleep(seconds) end
+  if COSOCKET_PHASES[p] then return ngx_sleep(seconds < 0.001 and 0.001 or seconds) end -- nginx counts in ms
   if p == nil or BLOCKING_OK_PHASES[p] then return core.sleep(seconds) end
 end
 
