@@ -44,8 +44,8 @@ end
 local function raw_loop(base, token, call, id, n)
   local host, port, req = raw_request(base, token, call, id)
   local opts = { pool = "bench-raw" }
-  local errors = 0
-  for _ = 1, n do
+  local errors, failed_in_a_row = 0, 0
+  for i = 1, n do
     local ok = false
     local sock = tcp()
     sock:settimeout(10000)
@@ -68,7 +68,12 @@ local function raw_loop(base, token, call, id, n)
     else
       sock:close()
     end
-    if not ok then errors = errors + 1 end
+    if ok then
+      failed_in_a_row = 0
+    else
+      errors, failed_in_a_row = errors + 1, failed_in_a_row + 1
+      if failed_in_a_row >= 20 then return errors + n - i, true end -- the server is gone: stop
+    end
   end
   return errors
 end
@@ -88,8 +93,14 @@ local function lc_loop(base, token, call, id, n)
   elseif call == "get_conversation" then
     do_call = function() local c = client:get_conversation(id) return c and c.id end
   end
-  for _ = 1, n do
-    if not do_call() then errors = errors + 1 end
+  local failed_in_a_row = 0
+  for i = 1, n do
+    if do_call() then
+      failed_in_a_row = 0
+    else
+      errors, failed_in_a_row = errors + 1, failed_in_a_row + 1
+      if failed_in_a_row >= 20 then return errors + n - i, true end -- the server is gone: stop
+    end
   end
   assert(client.transport == "ngx", "the library did not pick the ngx transport")
   return errors
@@ -104,11 +115,12 @@ function M.handler()
   local cpu0 = cpu_seconds()
   update_time()
   local t0 = now()
-  local errors = loop(base, token, call, id, n)
+  local errors, aborted = loop(base, token, call, id, n)
   update_time()
   local seconds = now() - t0
   ngx.header["Content-Type"] = "application/json"
-  ngx.say(cjson.encode { requests = n, errors = errors, seconds = seconds, cpu_seconds = cpu_seconds() - cpu0 })
+  ngx.say(cjson.encode { requests = n, errors = errors, seconds = seconds, cpu_seconds = cpu_seconds() - cpu0,
+    aborted = aborted or false })
 end
 
 return M
