@@ -9,22 +9,21 @@
 -- n/a included); 1 when something broke (a build, the server, a client that
 -- crashed or got no answer right).
 local socket = require "socket"
+package.path = "bench/?.lua;" .. package.path
+local lib = require "lib"
 
-local function env(name, default)
-  local v = os.getenv(name)
-  if v == nil or v == "" then return default end
-  return v
-end
+local env, log, quote, argv_string = lib.env, lib.log, lib.quote, lib.argv_string
+local exists, read_file, sh, capture, median = lib.exists, lib.read_file, lib.sh, lib.capture, lib.median
 
 local QUICK = env("BENCH_QUICK", "0") ~= "0"
 local N = tonumber(env("BENCH_REQUESTS", QUICK and "2000" or "20000"))
 local REPEATS = tonumber(env("BENCH_REPEATS", QUICK and "3" or "5"))
-local NODE_N = tonumber(env("BENCH_NODE_REQUESTS", QUICK and "1000" or tostring(N)))
+local NODE_N = tonumber(env("BENCH_NODE_REQUESTS", tostring(N)))
 local RSS_N = tonumber(env("BENCH_RSS_REQUESTS", QUICK and "10000" or "100000"))
 local STARTUP_SAMPLES = tonumber(env("BENCH_STARTUP_SAMPLES", QUICK and "10" or "30"))
 local CONCURRENCY = 16
 local BATCH_SIZE = 1000
-local OUT = "bench/out"
+local OUT = lib.OUT
 local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit")
 local CC = env("CC", "cc")
 -- CPU pinning (see README): "split" puts the server on CPU 0 and the client on
@@ -34,95 +33,6 @@ local LUA = env("BENCH_LUA", "lua5.4")
 
 local broken = {} -- what went wrong, for the exit status
 local ctx = {}    -- the server's URL and token, the ids of this run, what can run
-
-local function log(...)
-  io.stderr:write(string.format(...), "\n")
-  io.stderr:flush()
-end
-
-local function quote(s)
-  s = tostring(s)
-  if s:match("^[%w%./:_=-]+$") then return s end
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
-local function argv_string(argv)
-  local parts = {}
-  for i, a in ipairs(argv) do parts[i] = quote(a) end
-  return table.concat(parts, " ")
-end
-
-local function exists(path)
-  local f = io.open(path, "r")
-  if f then f:close() return true end
-  return false
-end
-
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function sh(cmd) -- true when the command exited 0
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local s = p:read("a")
-  local ok = p:close()
-  return s, ok
-end
-
-local function median(list)
-  if #list == 0 then return nil end
-  local t = {}
-  for i, v in ipairs(list) do t[i] = v end
-  table.sort(t)
-  local m = (#t + 1) // 2
-  if #t % 2 == 1 then return t[m] end
-  return (t[m] + t[m + 1]) / 2
-end
-
----------------------------------------------------------------------------
--- Build what the bench needs itself.
----------------------------------------------------------------------------
-local function build()
-  sh("mkdir -p " .. OUT)
-  local curl_flags = capture("pkg-config --cflags --libs libcurl 2>/dev/null"):gsub("%s+$", "")
-  if curl_flags == "" then
-    broken[#broken + 1] = "pkg-config libcurl found nothing (install libcurl4-openssl-dev)"
-    return false
-  end
-  local builds = {
-    { "measure", CC .. " -O2 -Wall -Wextra -o " .. OUT .. "/measure bench/measure.c" },
-    { "raw_easy", CC .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_easy bench/raw_easy.c " .. curl_flags },
-    { "raw_multi", CC .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_multi bench/raw_multi.c " .. curl_flags },
-  }
-  for _, b in ipairs(builds) do
-    if not sh(b[2] .. " 2>" .. OUT .. "/build-" .. b[1] .. ".log") then
-      broken[#broken + 1] = "building " .. b[1] .. " failed: see " .. OUT .. "/build-" .. b[1] .. ".log"
-      io.stderr:write(read_file(OUT .. "/build-" .. b[1] .. ".log") or "")
-      return false
-    end
-    local warnings = read_file(OUT .. "/build-" .. b[1] .. ".log") or ""
-    if warnings ~= "" then io.stderr:write(warnings) end
-  end
-  return true
-end
-
----------------------------------------------------------------------------
--- The server: bin/leadconnector-sandbox on an ephemeral loopback port.
----------------------------------------------------------------------------
-local server = {}
-
-local function alive(pid)
-  return sh("kill -0 " .. pid .. " 2>/dev/null")
-end
 
 local pin_server, pin_client = "", ""
 
@@ -139,70 +49,7 @@ local function setup_pinning()
   return "server on CPU 0, client on CPU 1"
 end
 
-local function start_server()
-  os.remove(OUT .. "/server.out")
-  local cmd = string.format("%s%s >%s/server.out 2>%s/server.log </dev/null & echo $! >%s/server.pid",
-    pin_server, SANDBOX, OUT, OUT, OUT)
-  if not sh(cmd) then return nil, "could not start: " .. SANDBOX end
-  server.pid = (read_file(OUT .. "/server.pid") or ""):match("%d+")
-  if not server.pid then return nil, "no pid for the server" end
-  local deadline = socket.gettime() + 30
-  while socket.gettime() < deadline do
-    local out = read_file(OUT .. "/server.out") or ""
-    local url = out:match("LEADCONNECTOR_SANDBOX_URL=(%S+)")
-    local token = out:match("LEADCONNECTOR_SANDBOX_TOKEN=(%S+)")
-    if url and token then
-      server.url, server.token = url, token
-      return true
-    end
-    if not alive(server.pid) then
-      return nil, "the server exited before printing its URL and token: see " .. OUT .. "/server.log"
-    end
-    socket.sleep(0.05)
-  end
-  return nil, "the server printed no URL and token within 30 s: see " .. OUT .. "/server.log"
-end
-
-local function stop_server()
-  if not server.pid then return end
-  local pid = server.pid
-  server.pid = nil
-  os.remove(OUT .. "/server.pid")
-  sh("kill -TERM " .. pid .. " 2>/dev/null")
-  for _ = 1, 100 do
-    if not alive(pid) then return end
-    socket.sleep(0.05)
-  end
-  log("bench: the server did not stop on SIGTERM within 5 s; sending SIGKILL")
-  sh("kill -KILL " .. pid .. " 2>/dev/null")
-end
-
--- Before every run: the sandbox's own reset (POST /_sandbox/reset, which
--- re-seeds it), so each run meets the same small store rather than one grown
--- by every message the rows before it sent; then one message, whose id and
--- conversation id the run reads and updates.
-local function fresh_state()
-  local http = require "socket.http"
-  local ltn12 = require "ltn12"
-  local cjson = require "cjson"
-  local _, code = http.request { url = ctx.url .. "/_sandbox/reset", method = "POST",
-    headers = { ["content-length"] = "0" } }
-  ctx.reset = code == 200
-  local body = cjson.encode { type = "SMS", contactId = "contact_demo_1", message = "bench setup" }
-  local out = {}
-  local _, scode = http.request {
-    url = ctx.url .. "/conversations/messages", method = "POST",
-    source = ltn12.source.string(body), sink = ltn12.sink.table(out),
-    headers = { authorization = "Bearer " .. ctx.token, version = "2021-04-15",
-      ["content-type"] = "application/json", ["content-length"] = tostring(#body) },
-  }
-  local ok, sent = pcall(cjson.decode, table.concat(out))
-  if scode ~= 201 and scode ~= 200 or not ok or type(sent) ~= "table" or not sent.messageId then
-    return nil, "could not send the first message (HTTP " .. tostring(scode) .. ")"
-  end
-  ctx.msg, ctx.conv = sent.messageId, sent.conversationId
-  return true
-end
+local function fresh_state() return lib.fresh_state(ctx) end
 
 ---------------------------------------------------------------------------
 -- Running one client under bench/out/measure.
@@ -225,6 +72,7 @@ local function run_client(argv)
     r.cpu = tonumber(m:match("user=([%d.]+)")) + tonumber(m:match("sys=([%d.]+)"))
     r.rss_kb = tonumber(m:match("maxrss_kb=(%d+)"))
     r.wall = tonumber(m:match("wall=([%d.]+)"))
+    r.timeout = m:match("timeout=1") ~= nil
   end
   return r
 end
@@ -362,7 +210,9 @@ local function run_row(r, rep)
     return
   end
   if res.exit ~= 0 or not res.seconds then
-    r.failed = string.format("client failed (exit %s): see %s/clients.log", tostring(res.exit), OUT)
+    r.failed = string.format("client failed (%s): see %s/clients.log",
+      res.timeout and "killed after BENCH_CLIENT_TIMEOUT" or "exit " .. tostring(res.exit), OUT)
+    if not lib.server_alive() then r.failed = r.failed .. "; the server has died" end
     broken[#broken + 1] = r.label .. ": " .. r.failed
     log("  %-48s %s", r.label, r.failed)
     return
@@ -603,7 +453,11 @@ end
 -- Main.
 ---------------------------------------------------------------------------
 local function main()
-  if not build() then return end
+  local built, berr = lib.build(CC)
+  if not built then
+    broken[#broken + 1] = berr
+    return
+  end
   os.remove(OUT .. "/clients.log")
   os.remove(OUT .. "/runs.tsv")
 
@@ -617,13 +471,13 @@ local function main()
     log("bench: warning: load average %.2f before the run: other work is competing for the CPUs", ctx.load)
   end
 
-  local ok, err = start_server()
+  local ok, err = lib.start_server(SANDBOX, pin_server)
   if not ok then
     broken[#broken + 1] = "server: " .. err
     return
   end
-  ctx.url, ctx.token = server.url, server.token
-  log("bench: server %s (pid %s)", ctx.url, server.pid)
+  ctx.url, ctx.token = lib.server.url, lib.server.token
+  log("bench: server %s (pid %s)", ctx.url, lib.server.pid)
 
   local fresh, ferr = fresh_state()
   if not fresh then
@@ -682,7 +536,7 @@ local function main()
   else
     startup = { na = "n/a (" .. ctx.library_reason .. ")" }
   end
-  stop_server()
+  lib.stop_server()
   log("bench: measured in %.0f s", socket.gettime() - t0)
 
   local header = string.format(
@@ -699,7 +553,7 @@ local function main()
 end
 
 local ok, err = xpcall(main, debug.traceback)
-stop_server()
+lib.stop_server()
 if not ok then broken[#broken + 1] = "bench crashed: " .. tostring(err) end
 if #broken > 0 then
   io.stderr:write("\nbench: something broke:\n")

@@ -1,0 +1,193 @@
+-- Helpers shared by bench/bench.lua (the table) and bench/profile.lua
+-- (instruction counts): shell plumbing, medians, building the C programs,
+-- and the sandbox's life cycle. Loaded with package.path "bench/?.lua".
+local socket = require "socket"
+
+local M = {}
+
+M.OUT = "bench/out"
+-- Several runs may share bench/out (people working in one tree): each run's
+-- server files carry its id. bench/run passes its shell's pid.
+M.RUN_ID = os.getenv("BENCH_RUN_ID") or tostring(os.time())
+
+function M.env(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+function M.log(...)
+  io.stderr:write(string.format(...), "\n")
+  io.stderr:flush()
+end
+
+function M.quote(s)
+  s = tostring(s)
+  if s:match("^[%w%./:_=-]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+function M.argv_string(argv)
+  local parts = {}
+  for i, a in ipairs(argv) do parts[i] = M.quote(a) end
+  return table.concat(parts, " ")
+end
+
+function M.exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+function M.read_file(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.sh(cmd) -- true when the command exited 0
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+function M.capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local s = p:read("a")
+  local ok = p:close()
+  return s, ok
+end
+
+function M.median(list)
+  if #list == 0 then return nil end
+  local t = {}
+  for i, v in ipairs(list) do t[i] = v end
+  table.sort(t)
+  local m = (#t + 1) // 2
+  if #t % 2 == 1 then return t[m] end
+  return (t[m] + t[m + 1]) / 2
+end
+
+-- Builds bench/out/measure, raw_easy and raw_multi. Returns true, or nil and why.
+function M.build(cc)
+  local OUT = M.OUT
+  M.sh("mkdir -p " .. OUT)
+  local curl_flags = M.capture("pkg-config --cflags --libs libcurl 2>/dev/null"):gsub("%s+$", "")
+  if curl_flags == "" then
+    return nil, "pkg-config libcurl found nothing (install libcurl4-openssl-dev)"
+  end
+  local builds = {
+    { "measure", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/measure bench/measure.c" },
+    { "raw_easy", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_easy bench/raw_easy.c " .. curl_flags },
+    { "raw_multi", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_multi bench/raw_multi.c " .. curl_flags },
+  }
+  for _, b in ipairs(builds) do
+    -- Built under a temporary name and renamed, so that a run going on beside
+    -- this one never executes a half-written binary.
+    local logfile = OUT .. "/build-" .. b[1] .. ".log"
+    local tmp = OUT .. "/" .. b[1] .. ".tmp." .. M.RUN_ID
+    local cmd = b[2]:gsub("%-o " .. OUT .. "/" .. b[1] .. " ", "-o " .. tmp .. " ", 1)
+    local ok = M.sh(cmd .. " 2>" .. logfile) and M.sh("mv -f " .. tmp .. " " .. OUT .. "/" .. b[1])
+    os.remove(tmp)
+    local text = M.read_file(logfile) or ""
+    if text ~= "" then io.stderr:write(text) end
+    if not ok then return nil, "building " .. b[1] .. " failed: see " .. logfile end
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- The server: bin/leadconnector-sandbox (or BENCH_SANDBOX) on an ephemeral
+-- loopback port, in the background, its pid in bench/out/server.RUN_ID.pid
+-- (which bench/run uses to stop it after an interrupt). When the sandbox has
+-- --exit-with, it is also told to stop when bench/run's shell exits.
+---------------------------------------------------------------------------
+local server = {}
+M.server = server
+
+local function alive(pid)
+  return M.sh("kill -0 " .. pid .. " 2>/dev/null")
+end
+
+-- prefix: put before the command (e.g. "taskset -c 0 "). Returns true (and
+-- fills server.url, server.token, server.pid), or nil and why.
+function M.start_server(cmdline, prefix)
+  local base = M.OUT .. "/server." .. M.RUN_ID
+  server.files = { out = base .. ".out", log = base .. ".log", pid = base .. ".pid" }
+  os.remove(server.files.out)
+  local watch = os.getenv("BENCH_RUN_ID")
+  if watch and watch:match("^%d+$") and cmdline:match("^%S*leadconnector%-sandbox") then
+    local help = M.capture(cmdline:match("^%S+") .. " --help 2>&1")
+    if help:find("--exit-with", 1, true) then cmdline = cmdline .. " --exit-with " .. watch end
+  end
+  local cmd = string.format("%s%s >%s 2>%s </dev/null & echo $! >%s",
+    prefix or "", cmdline, server.files.out, server.files.log, server.files.pid)
+  if not M.sh(cmd) then return nil, "could not start: " .. cmdline end
+  server.pid = (M.read_file(server.files.pid) or ""):match("%d+")
+  if not server.pid then return nil, "no pid for the server" end
+  local deadline = socket.gettime() + 30
+  while socket.gettime() < deadline do
+    local out = M.read_file(server.files.out) or ""
+    local url = out:match("LEADCONNECTOR_SANDBOX_URL=(%S+)")
+    local token = out:match("LEADCONNECTOR_SANDBOX_TOKEN=(%S+)")
+    if url and token then
+      server.url, server.token = url, token
+      return true
+    end
+    if not alive(server.pid) then
+      return nil, "the server exited before printing its URL and token: see " .. server.files.log
+    end
+    socket.sleep(0.05)
+  end
+  return nil, "the server printed no URL and token within 30 s: see " .. server.files.log
+end
+
+function M.server_alive()
+  return server.pid ~= nil and alive(server.pid)
+end
+
+function M.stop_server()
+  if not server.pid then return end
+  local pid = server.pid
+  server.pid = nil
+  os.remove(server.files.pid)
+  os.remove(server.files.out)
+  M.sh("kill -TERM " .. pid .. " 2>/dev/null")
+  for _ = 1, 100 do
+    if not alive(pid) then return end
+    socket.sleep(0.05)
+  end
+  M.log("bench: the server did not stop on SIGTERM within 5 s; sending SIGKILL")
+  M.sh("kill -KILL " .. pid .. " 2>/dev/null")
+end
+
+-- The sandbox's own reset (POST /_sandbox/reset, which re-seeds it), so a run
+-- meets the same small store rather than one grown by every message sent
+-- before it; then one message, whose id and conversation id the run reads and
+-- updates. Sets ctx.reset (whether the reset worked), ctx.msg, ctx.conv.
+-- Returns true, or nil and why.
+function M.fresh_state(ctx)
+  local http = require "socket.http"
+  local ltn12 = require "ltn12"
+  local cjson = require "cjson"
+  local _, code = http.request { url = ctx.url .. "/_sandbox/reset", method = "POST",
+    headers = { ["content-length"] = "0" } }
+  ctx.reset = code == 200
+  local body = cjson.encode { type = "SMS", contactId = "contact_demo_1", message = "bench setup" }
+  local out = {}
+  local _, scode = http.request {
+    url = ctx.url .. "/conversations/messages", method = "POST",
+    source = ltn12.source.string(body), sink = ltn12.sink.table(out),
+    headers = { authorization = "Bearer " .. ctx.token, version = "2021-04-15",
+      ["content-type"] = "application/json", ["content-length"] = tostring(#body) },
+  }
+  local ok, sent = pcall(cjson.decode, table.concat(out))
+  if scode ~= 201 and scode ~= 200 or not ok or type(sent) ~= "table" or not sent.messageId then
+    return nil, "could not send the first message (HTTP " .. tostring(scode) .. ")"
+  end
+  ctx.msg, ctx.conv = sent.messageId, sent.conversationId
+  return true
+end
+
+return M
