@@ -1,0 +1,220 @@
+-- bench/profile: what each client costs in instructions per request, counted
+-- by valgrind's callgrind — exact and repeatable, whatever else the machine is
+-- doing (the timing table is not). Not part of `make bench`; run it when a CPU
+-- target is missed to see what costs what.
+--
+--   lua5.4 bench/profile.lua [CALL ...]      (CALL: get_message send_message
+--                                             update_message_status get_conversation;
+--                                             default get_message)
+--
+-- For each call, each client (raw libcurl easy loop, leadconnector, naive
+-- luasocket; for get_message also raw multi x16 and client:batch x16) runs
+-- twice under callgrind against the sandbox, with BASE and BASE + N requests;
+-- instructions per request = (Ir(BASE + N) - Ir(BASE)) / N, so start-up and
+-- the first connection drop out. Prints a table; for each leadconnector row,
+-- the same split by shared object (libcurl, libc, the Lua VM, lua-cjson, the
+-- library's core.so, ...) beside its raw loop's, which says what the extra
+-- instructions are spent on; and the functions with the most instructions of
+-- their own (callgrind_annotate; all of them in bench/out/profile-*.txt, the
+-- raw callgrind files beside them). Callgrind counts user-space instructions
+-- only: the kernel's share of a request (syscalls, loopback TCP) is not in it.
+--
+-- Knobs: BENCH_PROFILE_REQUESTS (N, default 2000), BENCH_SANDBOX, BENCH_LUA, CC.
+-- Run from the repository root with LUA_PATH/LUA_CPATH as bench/run sets them
+-- (bench/profile does).
+package.path = "bench/?.lua;" .. package.path
+local lib = require "lib"
+
+local env, log, argv_string, capture, sh = lib.env, lib.log, lib.argv_string, lib.capture, lib.sh
+local OUT = lib.OUT
+local N = tonumber(lib.env("BENCH_PROFILE_REQUESTS", "2000"))
+local BASE = 200
+local LUA = env("BENCH_LUA", "lua5.4")
+local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit")
+local TOP = 15
+
+local calls = {}
+for _, a in ipairs(arg) do calls[#calls + 1] = a end
+if #calls == 0 then calls = { "get_message" } end
+
+if not sh("command -v valgrind >/dev/null 2>&1") then
+  io.stderr:write("bench/profile: needs valgrind (apt-get install valgrind)\n")
+  os.exit(1)
+end
+local library = lib.exists("lua/leadconnector/init.lua") and lib.exists("build/lua5.4/leadconnector/core.so")
+
+local ctx = {}
+
+local function id_for(call)
+  return call == "get_conversation" and ctx.conv or ctx.msg
+end
+
+local function rows_for(call)
+  local rows = {
+    { id = "raw_" .. call, label = "raw libcurl easy: " .. call,
+      argv = function(n) return { OUT .. "/raw_easy", ctx.url, ctx.token, call, id_for(call), n } end },
+    { id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call, lc = true, base = "raw_" .. call,
+      argv = function(n) return { LUA, "bench/lc_seq.lua", ctx.url, ctx.token, call, id_for(call), n } end },
+    { id = "naive_" .. call, label = "naive luasocket+cjson: " .. call, base = "raw_" .. call,
+      argv = function(n) return { LUA, "bench/naive.lua", ctx.url, ctx.token, call, id_for(call), n } end },
+  }
+  if call == "get_message" then
+    rows[#rows + 1] = { id = "raw_multi", label = "raw libcurl multi x16: get_message",
+      argv = function(n) return { OUT .. "/raw_multi", ctx.url, ctx.token, ctx.msg, n, 16 } end }
+    rows[#rows + 1] = { id = "lc_batch", label = "leadconnector batch x16: get_message", lc = true,
+      base = "raw_multi",
+      argv = function(n) return { LUA, "bench/lc_batch.lua", ctx.url, ctx.token, ctx.msg, n, 16, 1000 } end }
+  end
+  return rows
+end
+
+-- Instructions of their own per shared object, from one callgrind file.
+local function by_object(file)
+  local ann = capture("callgrind_annotate --inclusive=no --threshold=100 --auto=no " .. file .. " 2>/dev/null")
+  local objs = {}
+  for line in ann:gmatch("[^\n]+") do
+    local n, obj = line:match("^%s*([%d,]+) %(.-%)%s+.-%[(.-)%]%s*$")
+    if n then
+      local name = obj:match("([^/]+/core%.so)$") or obj:match("([^/]+)$") or obj
+      name = name:gsub("%.so[%.%d]*$", "")
+      if name == "lua5.4" or name == "luajit" then name = name .. " (VM: the Lua code)" end
+      objs[name] = (objs[name] or 0) + tonumber((n:gsub(",", "")))
+    end
+  end
+  return objs, ann
+end
+
+-- Total instructions (Ir) of one client run under callgrind, or nil and why.
+local function count(row, n)
+  assert(lib.fresh_state(ctx))
+  local file = string.format("%s/callgrind.%s.%d.out", OUT, row.id, n)
+  local cmd = "valgrind --tool=callgrind --callgrind-out-file=" .. file .. " " ..
+    argv_string(row.argv(n)) .. " >" .. OUT .. "/profile-client.out 2>>" .. OUT .. "/profile.log"
+  if not sh(cmd) then return nil, "client failed under valgrind: see " .. OUT .. "/profile.log" end
+  local out = lib.read_file(OUT .. "/profile-client.out") or ""
+  if out:match("missing=") then return nil, "client:batch missing" end
+  local errors = tonumber(out:match("errors=(%d+)"))
+  if errors and errors > 0 then log("bench/profile: %s: %d errors", row.label, errors) end
+  local text = lib.read_file(file) or ""
+  local total = tonumber(text:match("\nsummary:%s*(%d+)") or text:match("\ntotals:%s*(%d+)"))
+  if not total then return nil, "no totals in " .. file end
+  return total, file
+end
+
+local function main()
+  local built, berr = lib.build(env("CC", "cc"))
+  if not built then return nil, berr end
+  local ok, err = lib.start_server(SANDBOX, "")
+  if not ok then return nil, "server: " .. err end
+  ctx.url, ctx.token = lib.server.url, lib.server.token
+  os.remove(OUT .. "/profile.log")
+
+  local lines = { { "row", "instructions / request", "ratio to its raw loop" } }
+  local annotations, splits = {}, {}
+  local per_object = {} -- row id -> object -> instructions per request
+  for _, call in ipairs(calls) do
+    local per = {}
+    for _, row in ipairs(rows_for(call)) do
+      if row.lc and not library then
+        lines[#lines + 1] = { row.label, "n/a (library not built)", "" }
+      else
+        log("bench/profile: %s (%d and %d requests under callgrind)", row.label, BASE, BASE + N)
+        local a, file1 = count(row, BASE)
+        local b, file = count(row, BASE + N)
+        if not (a and b) then
+          lines[#lines + 1] = { row.label, "n/a (" .. ((not a and file1) or file) .. ")", "" }
+        else
+          local small = by_object(file1)
+          local big = by_object(file)
+          local objs = {}
+          for name, v in pairs(big) do objs[name] = (v - (small[name] or 0)) / N end
+          per_object[row.id] = objs
+          if row.lc and per_object[row.base] then
+            splits[#splits + 1] = { row = row, base = row.base, label = row.label }
+          end
+          per[row.id] = (b - a) / N
+          local base = row.base and per[row.base]
+          lines[#lines + 1] = { row.label, string.format("%.0f", per[row.id]),
+            base and string.format("%.2f", per[row.id] / base) or "1.00" }
+          if row.lc then
+            local ann = capture("callgrind_annotate --inclusive=no --auto=no " .. file .. " 2>/dev/null")
+            local f = io.open(OUT .. "/profile-" .. row.id .. ".txt", "w")
+            if f then f:write(ann) f:close() end
+            annotations[#annotations + 1] = { row = row, text = ann }
+          end
+        end
+      end
+    end
+  end
+  lib.stop_server()
+
+  local widths = {}
+  for _, l in ipairs(lines) do
+    for i, c in ipairs(l) do widths[i] = math.max(widths[i] or 0, utf8.len(c) or #c) end
+  end
+  local out = {}
+  for k, l in ipairs(lines) do
+    local cells = {}
+    for i, c in ipairs(l) do cells[i] = c .. string.rep(" ", widths[i] - (utf8.len(c) or #c)) end
+    out[#out + 1] = "| " .. table.concat(cells, " | ") .. " |"
+    if k == 1 then
+      local sep = {}
+      for i = 1, #l do sep[i] = string.rep("-", widths[i]) end
+      out[#out + 1] = "| " .. table.concat(sep, " | ") .. " |"
+    end
+  end
+  io.write(string.format("\nInstructions per request (callgrind, %d requests beyond the first %d, %s)\n\n",
+    N, BASE, os.date("!%Y-%m-%d")), table.concat(out, "\n"), "\n")
+  for _, sp in ipairs(splits) do
+    local lc, raw = per_object[sp.row.id], per_object[sp.base]
+    local names, seen = {}, {}
+    for name in pairs(lc) do names[#names + 1] = name; seen[name] = true end
+    for name in pairs(raw) do if not seen[name] then names[#names + 1] = name end end
+    table.sort(names, function(x, y)
+      local dx, dy = (lc[x] or 0) - (raw[x] or 0), (lc[y] or 0) - (raw[y] or 0)
+      if dx ~= dy then return dx > dy end
+      return x < y
+    end)
+    io.write("\nWhere the instructions go, per request, ", sp.label, " vs ", sp.base,
+      " (by shared object, own instructions):\n\n")
+    io.write(string.format("| %-28s | %16s | %16s | %12s |\n", "object", sp.base, sp.row.id, "difference"))
+    io.write(string.format("| %s | %s | %s | %s |\n", string.rep("-", 28), string.rep("-", 16),
+      string.rep("-", 16), string.rep("-", 12)))
+    local tl, tr = 0, 0
+    for _, name in ipairs(names) do
+      local l, r = lc[name] or 0, raw[name] or 0
+      tl, tr = tl + l, tr + r
+      if math.abs(l) >= 50 or math.abs(r) >= 50 then
+        io.write(string.format("| %-28s | %16.0f | %16.0f | %+12.0f |\n", name, r, l, l - r))
+      end
+    end
+    io.write(string.format("| %-28s | %16.0f | %16.0f | %+12.0f |\n", "total", tr, tl, tl - tr))
+  end
+  for _, a in ipairs(annotations) do
+    io.write("\nTop ", TOP, " functions by own instructions, ", a.row.label,
+      " (whole run; all of it in bench/out/profile-", a.row.id, ".txt):\n")
+    local n, started = 0, false
+    for line in a.text:gmatch("[^\n]+") do
+      if started then
+        if line:match("^%s*[%d,]+") then
+          io.write("  ", (line:gsub("%s+$", "")), "\n")
+          n = n + 1
+          if n >= TOP then break end
+        end
+      elseif line:match("^%-%-%-%-") or line:match("^Ir%s") then
+        started = line:match("^Ir%s") ~= nil or started
+      end
+    end
+  end
+  return true
+end
+
+local ok, res, err = xpcall(main, debug.traceback)
+lib.stop_server()
+if not ok then
+  io.stderr:write("bench/profile: crashed: ", tostring(res), "\n")
+  os.exit(1)
+elseif not res then
+  io.stderr:write("bench/profile: ", tostring(err), "\n")
+  os.exit(1)
+end
