@@ -77,13 +77,15 @@ describe("regressions found by fuzzing", function()
       local c = lch.client(sb, { rate_limit = false })
       sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 200, count = 1,
         body = { id = "conv_demo_1" },
-        headers = { ["X-RateLimit-Max"] = "1e33", ["X-RateLimit-Limit-Daily"] = "18446744073709551616",
-          ["X-RateLimit-Daily-Remaining"] = "1e999" } }
+        headers = { ["X-RateLimit-Max"] = "1" .. ("0"):rep(33), ["X-RateLimit-Limit-Daily"] = "18446744073709551616",
+          ["X-RateLimit-Daily-Remaining"] = "1e999", ["X-RateLimit-Interval-Milliseconds"] = "inf" } }
       assert(c:get_conversation("conv_demo_1"))
       local rl = c:rate_limit()
       assert.equals(1e33, rl.max)
       assert.equals(2 ^ 64, rl.daily_limit)
-      assert.is_nil(rl.daily_remaining) -- not a number a header may give: not taken
+      -- not numbers a header may give (only plain decimals are): not taken
+      assert.is_nil(rl.daily_remaining)
+      assert.is_nil(rl.interval_ms)
       c:close()
     end)
 
