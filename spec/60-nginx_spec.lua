@@ -236,7 +236,7 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
 
   lazy_setup(function()
     -- more tokens for the 429 test: the rate limiter each 429 arms is per token
-    sb = helpers.start_sandbox { rate_limit = false, tokens = { "sandbox-token", "limited-1", "limited-2" } }
+    sb = helpers.start_sandbox { rate_limit = false, tokens = { "sandbox-token", "limited-1", "limited-2", "limited-3" } }
     nx = start_nginx(sb)
   end)
 
@@ -583,6 +583,26 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
       if e.method == "GET" and e.path == path then gets = gets + 1 end
     end
     assert.are.equal(2, gets)
+  end)
+
+  it("waits on the rate limiter with ngx.sleep instead of sending into a 429, the worker free meanwhile", function()
+    sb:config { rate_limit = 2, rate_interval_ms = 1500 }
+    local ok, err = pcall(function()
+      local spec = { client = { token = "limited-3" }, calls = {
+        { "get_message", "msg_demo_1" }, { "get_message", "msg_demo_2" }, { "get_message", "msg_demo_3" } } }
+      local wait = nx:start_request("POST", "/call", cjson.encode(spec))
+      socket.sleep(0.4) -- two calls done, the third waiting for the next window
+      local status, _, seconds = nx:get("/fast")
+      assert.are.equal(200, status)
+      assert.is_true(seconds < 0.1, ("a request took %.3f s during the rate-limit wait"):format(seconds))
+      local s2, body, total = wait()
+      assert.are.equal(200, s2)
+      local r = cjson.decode(body)
+      for i = 1, 3 do assert.is_true(r.results[i].ok, cjson.encode(r.results[i])) end
+      assert.is_true(total >= 1.2, "the third call did not wait for the window: " .. total)
+    end)
+    sb:config { rate_limit = false }
+    assert(ok, err)
   end)
 
   it("talks TLS with verification and SNI (lua_ssl_trusted_certificate), refusing a wrong certificate", function()
