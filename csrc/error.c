@@ -249,9 +249,15 @@ static int finish(lua_State *L, enum lc_op op, const lc_answer *a) {
 }
 
 int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
-  if ((a->status < 200 || a->status > 299) && find_secret(a->body, a->body_len, a->secret, a->secret_len)) {
+  if (find_secret(a->body, a->body_len, a->secret, a->secret_len)) {
     lc_answer r = *a;
     int n, at;
+    if (a->status >= 200 && a->status <= 299) {
+      /* A success keeps the answer as it came; a 2xx that is an error (no messageId, no id) keeps its decoded
+       * body in err.body, so it is made again from the redacted text. */
+      if (finish(L, op, a) == 1) return 1;
+      lua_pop(L, 2);
+    }
     push_redacted(L, a->body, a->body_len, a->secret, a->secret_len);
     at = lua_gettop(L);
     r.body = lua_tolstring(L, at, &r.body_len); /* stays alive: it is on the stack until finish is done */
