@@ -236,7 +236,8 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
 
   lazy_setup(function()
     -- more tokens for the 429 test: the rate limiter each 429 arms is per token
-    sb = helpers.start_sandbox { rate_limit = false, tokens = { "sandbox-token", "limited-1", "limited-2", "limited-3" } }
+    sb = helpers.start_sandbox { rate_limit = false, tokens = { "sandbox-token", "limited-1", "limited-2", "limited-3",
+      "limited-4" } }
     nx = start_nginx(sb)
   end)
 
@@ -426,6 +427,39 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
       .results[1]
     for i = 1, 3 do assert.is_true(a.batch[i].ok) end
     assert.is_true(a.seconds < 1.2, "the batch took " .. a.seconds .. " s")
+  end)
+
+  it("reads hostile header values and redacts an echoed token exactly like libcurl", function()
+    local cases = {
+      { headers = { ["Retry-After"] = " 7 " } }, { headers = { ["Retry-After"] = "1e999" } },
+      { headers = { ["Retry-After"] = "0x10" } }, { headers = { ["Retry-After"] = "-5" } },
+      { headers = { ["Retry-After"] = "2.5", ["X-RateLimit-Remaining"] = "0x10", ["X-RateLimit-Max"] = "1e3",
+        ["X-RateLimit-Limit-Daily"] = "18446744073709551616", ["X-RateLimit-Daily-Remaining"] = "inf",
+        ["X-RateLimit-Interval-Milliseconds"] = " 1500 " } },
+      { status = 401, body = { statusCode = 401, message = "Invalid token: limited-4 is not valid" } },
+      { status = 502, body = "<html>bad gateway for Bearer limited-4</html>", content_type = "text/html" },
+    }
+    for i, c in ipairs(cases) do
+      local fault = { method = "GET", path = "/conversations/conv_demo_2", status = c.status or 429,
+        headers = c.headers, body = c.body, content_type = c.content_type }
+      local spec = { client = { max_retries = 0, token = "limited-4", rate_limit = false },
+        calls = { { "get_conversation", "conv_demo_2" }, { "rate_limit" } } }
+      sb:fault(fault)
+      local a = nx:json("POST", "/call", spec).results
+      sb:fault(fault)
+      local b = plain_run(sb, spec).results
+      same_outcome(a[1], b[1], "case " .. i)
+      assert.are.equal(b[1].tostring, a[1].tostring, "case " .. i)
+      assert.are.equal(b[1].message, a[1].message, "case " .. i)
+      a[2].fields.wait, b[2].fields.wait = nil, nil
+      -- numbers crossed nginx's cjson (14 significant digits): equal to that precision
+      assert.are.same(keys(b[2].fields), keys(a[2].fields), "case " .. i .. ": rate_limit()")
+      for k, v in pairs(b[2].fields) do
+        assert.is_true(math.abs(a[2].fields[k] - v) <= math.abs(v) * 1e-13, "case " .. i .. ": rate_limit()." .. k)
+      end
+      assert.is_nil(cjson.encode(a):find("limited-4", 1, true), "case " .. i)
+      if c.status == 401 then assert.are.equal("Invalid token: [REDACTED] is not valid", a[1].message) end
+    end
   end)
 
   it("sends the same headers as the libcurl transport", function()

@@ -110,6 +110,16 @@ local RL_KEYS = { "max", "remaining", "interval_ms", "daily_limit", "daily_remai
 local MAX_HEADER_BYTES = 64 * 1024 -- status line and headers of one answer
 local MAX_STALE_RETRIES = 4        -- pooled connections found closed by the server, tried again on a fresh one
 
+-- A header's number, as the libcurl transport reads it: plain decimals only (no sign, hex, exponent, inf, nan).
+local function plain_number(v)
+  if find(v, "^%d+$") then return tonumber(v) end
+  if find(v, "^[%d%.]+$") then
+    local d = tonumber(v)
+    if d and d == d and d ~= math.huge then return d end
+  end
+  return nil
+end
+
 local function parse_base(url)
   local scheme, rest = match(url, "^(https?)://(.*)$")
   if not scheme then return nil end
@@ -197,6 +207,7 @@ function M.session(settings, auto)
   }, Session)
   local s = {
     -- Host, User-Agent, Authorization, Accept: the same headers as the libcurl transport, in one string.
+    token = token,
     head = "Host: " .. base.host_header .. "\r\nUser-Agent: " .. ua .. "\r\nAuthorization: Bearer " .. token ..
       "\r\nAccept: application/json\r\n",
   }
@@ -276,15 +287,15 @@ local function read_answer(sock, method, max_size, stop_at, where)
           if b == 32 or b == 9 then value = match(value, "^(.-)[ \t]*$") end
           local rl = RL_FIELDS[name]
           if rl then
-            local d = tonumber(value)
-            if d and d == d then
+            local d = plain_number(value)
+            if d then
               local t = h.rl
               if not t then t = {} h.rl = t end
               t[rl] = d
             end
           elseif name == "content-length" then
-            h.length = tonumber(value)
-            if not h.length or h.length < 0 or h.length % 1 ~= 0 then
+            h.length = find(value, "^%d+$") and tonumber(value)
+            if not h.length then
               return nil, "network", format("answer from %s has a bad Content-Length", where)
             end
           elseif name == "transfer-encoding" then
@@ -294,9 +305,9 @@ local function read_answer(sock, method, max_size, stop_at, where)
             if find(lv, "close", 1, true) then h.close = true end
             if find(lv, "keep-alive", 1, true) then h.keep_alive = true end
           elseif name == "retry-after" then
-            local d = tonumber(value)
+            local d = plain_number(value)
             if d then
-              if d >= 0 then h.retry_after = d end
+              h.retry_after = d
             elseif #value > 0 and #value < 64 and parse_http_time then
               local when = parse_http_time(value)
               if when then
@@ -497,7 +508,8 @@ function Session:call(op, method, path, body, version, tmo)
         e.request_sent = true
         return nil, e
       end
-      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id)
+      -- the token, so that an error answer echoing it never puts it into err.message or err.body
+      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, secrets[self].token)
     end
     sock:close()
     -- A pooled connection the server had already closed: try a fresh one, as libcurl does, but never for a POST
