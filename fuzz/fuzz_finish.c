@@ -1,8 +1,11 @@
-/* fuzz_finish - answers into results: core.finish(op, status, body, retry_after, trace_id), the step every transport
- * shares, then every field of what came back is touched (Message/Conversation: each field, tostring, to_table,
- * pairs, ==, a write that must raise; errors: tostring, every field, the decoded body).
+/* fuzz_finish - answers into results: core.finish(op, status, body, retry_after, trace_id, token), the step every
+ * transport shares, then every field of what came back is touched (Message/Conversation: each field, tostring,
+ * to_table, pairs, ==, a write that must raise; errors: tostring, every field, the decoded body), and no error may
+ * hold the token anywhere, even when the answer echoes it.
  *
- * Input: [op][status hi][status lo][retry_after mode][...retry_after][trace len][trace][body...]
+ * Input: [op][status hi][status lo][retry_after mode][...retry_after][trace len][trace][token len][token][body...]
+ *   The token is "SeCrEt" followed by the token bytes mapped onto [A-Za-z0-9._-] (a marker that appears nowhere
+ *   else, so any occurrence in an error is a leak); the fuzzer finds it in the body through the comparison hooks.
  *   op % 5 -> send status message conversation raw; status = u16 % 1000; retry_after mode 1: one byte of
  *   seconds, 2: any 8-byte double (NaN, inf, huge), 3: the same, and error fields overwritten with it before
  *   tostring, else absent; trace len 0 -> no trace id. */
@@ -36,8 +39,21 @@ static const char CHECK[] =
     "    if type(v) == 'table' then walk(v, depth + 1, seen) end\n"
     "  end\n"
     "end\n"
-    "return function(op, status, body, ra, trace, tamper)\n"
-    "  local v, err = core.finish(op, status, body, ra, trace)\n"
+    "local function leaks(v, secret, seen)\n"
+    "  if type(v) == 'string' then return v:find(secret, 1, true) ~= nil end\n"
+    "  if type(v) ~= 'table' then return false end\n"
+    "  seen = seen or {}\n"
+    "  if seen[v] then return false end\n"
+    "  seen[v] = true\n"
+    "  for k, x in pairs(v) do if leaks(k, secret, seen) or leaks(x, secret, seen) then return true end end\n"
+    "  return false\n"
+    "end\n"
+    "return function(op, status, body, ra, trace, tamper, secret)\n"
+    "  local v, err = core.finish(op, status, body, ra, trace, secret)\n"
+    "  if v == nil and secret then\n"
+    "    assert(not leaks(err, secret), 'the token is in the error object')\n"
+    "    assert(not tostring(err):find(secret, 1, true), 'the token is in tostring(err)')\n"
+    "  end\n"
     "  if v == nil then\n"
     "    assert(core.is_error(err), 'nil without an error object')\n"
     "    assert(KINDS[err.kind], 'unknown kind ' .. tostring(err.kind))\n"
@@ -112,7 +128,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned op = fz_u8(&in) % 5, mode;
   unsigned status = fz_u16(&in) % 1000;
   const char *trace;
-  size_t tlen;
+  size_t tlen, slen;
+  char secret[64];
   fz_push_check(L);
   lua_pushstring(L, OPS[op]);
   lua_pushinteger(L, (lua_Integer)status);
@@ -125,6 +142,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     else if (mode == 2 || mode == 3) ra = fz_double(&in);
     else has_ra = 0;
     trace = fz_bytes(&in, 120, &tlen);
+    {
+      static const char ALNUM[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
+      size_t k, klen;
+      const char *k0 = fz_bytes(&in, 40, &klen);
+      memcpy(secret, "SeCrEt", 6);
+      for (k = 0; k < klen; k++) secret[6 + k] = ALNUM[(unsigned char)k0[k] % (sizeof ALNUM - 1)];
+      slen = klen > 0 ? 6 + klen : 0;
+    }
     lua_pushlstring(L, (const char *)in.p + in.i, fz_left(&in)); /* body */
     if (has_ra) lua_pushnumber(L, ra);
     else lua_pushnil(L);
@@ -132,8 +157,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     else lua_pushnil(L);
     if (mode == 3) lua_pushnumber(L, ra);
     else lua_pushnil(L);
+    if (slen > 0) lua_pushlstring(L, secret, slen);
+    else lua_pushnil(L);
   }
-  fz_call(L, 6, 0);
+  fz_call(L, 7, 0);
   fz_end(L);
   return 0;
 }

@@ -157,6 +157,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_push_check(L);
   lua_getfield(L, LUA_REGISTRYINDEX, "fz_session");
   lua_pushboolean(L, !x->too_big);
+  memset(&a, 0, sizeof a);
+  a.secret = s->auth + AUTH_PREFIX_LEN; /* as xfer_result does */
+  a.secret_len = strlen(a.secret);
   a.status = status;
   a.retry_after = x->retry_after;
   a.trace_id = x->trace_id;

@@ -39,6 +39,19 @@ describe("regressions found by fuzzing", function()
     assert.is_truthy(tostring(err):find("(3 attempts)", 1, true), tostring(err))
   end)
 
+  it("a 2xx answer that is an error and echoes the token: redacted in err.body; a success is left as it came", function()
+    local token = "pit-SECRET-echo-77"
+    local _, err = core.finish("send", 201, '{"conversationId":"c1","echo":"' .. token .. '"}', nil, nil, token)
+    assert.equals("decode", err.kind)
+    assert.equals("[REDACTED]", err.body.echo)
+    assert.is_nil(tostring(err):find(token, 1, true))
+    _, err = core.finish("message", 200, '{"echo":["Bearer ' .. token .. '"]}', nil, nil, token)
+    assert.equals("decode", err.kind)
+    assert.equals("Bearer [REDACTED]", err.body.echo[1])
+    local m = assert(core.finish("message", 200, '{"id":"m1","body":"' .. token .. '"}', nil, nil, token))
+    assert.equals(token, m.body) -- a message that really says it is data, not an error
+  end)
+
   it("a sequence key of 1e300 in an array field is refused, not cast (validate.c, LuaJIT build)", function()
     for _, t in ipairs { { [1e300] = "x" }, { [2 ^ 63] = "x" }, { [-2 ^ 63] = "x" }, { "a", [1e300] = "x" } } do
       local body, err = core.build_send { type = "SMS", contactId = "c", attachments = t }
