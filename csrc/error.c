@@ -87,10 +87,21 @@ static void take_api_message(lua_State *L, int body, int err) {
   lua_pop(L, 1);
 }
 
+static const char *find_secret(const char *s, size_t n, const char *secret, size_t slen);
+static void push_redacted(lua_State *L, const char *s, size_t n, const char *secret, size_t slen);
+
 static void set_common(lua_State *L, const lc_answer *a) {
   lc_seterrfield_num(L, "status", (double)a->status);
   if (a->retry_after >= 0) lc_seterrfield_num(L, "retry_after", a->retry_after);
-  if (a->trace_id != NULL && a->trace_id[0]) lc_seterrfield_str(L, "trace_id", a->trace_id);
+  if (a->trace_id != NULL && a->trace_id[0]) {
+    size_t n = strlen(a->trace_id);
+    if (find_secret(a->trace_id, n, a->secret, a->secret_len)) { /* a header that echoes the token */
+      push_redacted(L, a->trace_id, n, a->secret, a->secret_len);
+      lua_setfield(L, -2, "trace_id");
+    } else {
+      lc_seterrfield_str(L, "trace_id", a->trace_id);
+    }
+  }
   lc_seterrfield_bool(L, "request_sent", 1);
 }
 
