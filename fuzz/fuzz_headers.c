@@ -10,7 +10,8 @@
  * header blocks follow while the next line starts with "HTTP/" (1xx answers); the rest is the body.
  * Invariants: retry_after absent or finite and >= 0; rate-limit values finite; trace id short, NUL-terminated, no
  * control characters; the body never past max_size; whatever the answer, a result or an error object, never a
- * raise; session:last() and :rate_limit() give only finite numbers. */
+ * raise; session:last() and :rate_limit() give only finite numbers; the session's token ("fuzz-token", also in
+ * fuzz/headers.dict) is in no error, whatever the answer echoes. */
 #include "../csrc/http.c"
 
 #include <math.h>
@@ -23,8 +24,18 @@ static const size_t MAX_SIZES[] = {4u * 1024 * 1024, 1, 16, 64, 1024, 4096, 1000
 static const char CHECK[] =
     "local KINDS = { network=1, timeout=1, auth=1, not_found=1, rate_limited=1, http=1, server=1, decode=1 }\n"
     "local function finite(x) return type(x) == 'number' and x == x and x > -math.huge and x < math.huge end\n"
+    "local function leaks(v, seen)\n"
+    "  if type(v) == 'string' then return v:find('fuzz-token', 1, true) ~= nil end\n"
+    "  if type(v) ~= 'table' then return false end\n"
+    "  seen = seen or {}\n"
+    "  if seen[v] then return false end\n"
+    "  seen[v] = true\n"
+    "  for k, x in pairs(v) do if leaks(k, seen) or leaks(x, seen) then return true end end\n"
+    "  return false\n"
+    "end\n"
     "return function(session, ok, v, err)\n"
     "  if v == nil then\n"
+    "    assert(not leaks(err) and not tostring(err):find('fuzz-token', 1, true), 'the token is in the error')\n"
     "    assert(core.is_error(err) and KINDS[err.kind], 'no error object of a known kind')\n"
     "    if err.retry_after ~= nil then assert(finite(err.retry_after) and err.retry_after >= 0, 'bad err.retry_after') end\n"
     "    local s = tostring(err)\n"

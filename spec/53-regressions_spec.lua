@@ -86,6 +86,17 @@ describe("regressions found by fuzzing", function()
       c:close()
     end)
 
+    it("a trace id header that echoes the token is redacted (fuzz_headers)", function()
+      local c = lch.client(sb, { rate_limit = false })
+      sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 400,
+        headers = { ["X-Request-Id"] = "req-" .. sb.token .. "-1" } }
+      local _, err = c:get_conversation("conv_demo_1")
+      c:close()
+      assert.equals("http", err.kind)
+      assert.equals("req-[REDACTED]-1", err.trace_id)
+      assert.is_nil(tostring(err):find(sb.token, 1, true))
+    end)
+
     it("X-RateLimit-* values past 2^63 are reported as numbers (fuzz_headers)", function()
       local c = lch.client(sb, { rate_limit = false })
       sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 200, count = 1,
