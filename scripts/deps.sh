@@ -8,7 +8,7 @@ PKGS=(
   libcurl4-openssl-dev ca-certificates
   lua-cjson lua-busted lua-socket luarocks
   nginx libnginx-mod-http-lua lua-resty-core
-  valgrind clang libclang-rt-14-dev
+  valgrind clang libclang-rt-14-dev openssl
 )
 # `deps.sh bench` adds what only the benchmark needs (node for the vendor's SDK, wrk, hyperfine).
 if [ "${1:-}" = "bench" ]; then
