@@ -116,7 +116,7 @@ row {
 for _, call in ipairs(CALLS) do
   row {
     id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call, base = "raw_" .. call,
-    needs = need_library, lc_seq = call,
+    needs = need_library,
     argv = function(c, n) return { LUA, "bench/lc_seq.lua", c.url, c.token, call, id_for(call), n } end,
   }
 end
