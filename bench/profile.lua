@@ -177,18 +177,25 @@ local function main()
     end)
     io.write("\nWhere the instructions go, per request, ", sp.label, " vs ", sp.base,
       " (by shared object, own instructions):\n\n")
-    io.write(string.format("| %-28s | %16s | %16s | %12s |\n", "object", sp.base, sp.row.id, "difference"))
-    io.write(string.format("| %s | %s | %s | %s |\n", string.rep("-", 28), string.rep("-", 16),
-      string.rep("-", 16), string.rep("-", 12)))
+    local w1, w2 = math.max(12, #sp.base), math.max(12, #sp.row.id)
+    local fmt = "| %-28s | %" .. w1 .. "s | %" .. w2 .. "s | %12s |\n"
+    local function num(v, signed)
+      v = math.floor(v + 0.5)
+      if v == 0 then return "0" end
+      return string.format(signed and "%+d" or "%d", v)
+    end
+    io.write(string.format(fmt, "object", sp.base, sp.row.id, "difference"))
+    io.write(string.format("| %s | %s | %s | %s |\n", string.rep("-", 28), string.rep("-", w1),
+      string.rep("-", w2), string.rep("-", 12)))
     local tl, tr = 0, 0
     for _, name in ipairs(names) do
       local l, r = lc[name] or 0, raw[name] or 0
       tl, tr = tl + l, tr + r
       if math.abs(l) >= 50 or math.abs(r) >= 50 then
-        io.write(string.format("| %-28s | %16.0f | %16.0f | %+12.0f |\n", name, r, l, l - r))
+        io.write(string.format(fmt, name, num(r), num(l), num(l - r, true)))
       end
     end
-    io.write(string.format("| %-28s | %16.0f | %16.0f | %+12.0f |\n", "total", tr, tl, tl - tr))
+    io.write(string.format(fmt, "total", num(tr), num(tl), num(tl - tr, true)))
   end
   for _, a in ipairs(annotations) do
     io.write("\nTop ", TOP, " functions by own instructions, ", a.row.label,
