@@ -584,7 +584,7 @@ static int l_call(lua_State *L) {
  * libcurl's multi interface, over the session's shared connection cache. values[i] or errors[i] is set for each i. */
 static int l_batch(lua_State *L) {
   lc_session *s = check_session(L);
-  int n, conc, next = 1, active = 0, i, values, errors;
+  int n, conc, next = 1, active = 0, i, values, errors, finished;
   luaL_checktype(L, 2, LUA_TTABLE);
   n = (int)lc_rawlen(L, 2);
   conc = (int)luaL_optinteger(L, 3, 8);
@@ -665,6 +665,7 @@ static int l_batch(lua_State *L) {
       active++;
     }
     curl_multi_perform(s->multi, &running);
+    finished = 0;
     while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
       lc_xfer *x = NULL;
       int nres;
@@ -683,7 +684,10 @@ static int l_batch(lua_State *L) {
         lua_rawseti(L, errors, x->index);
         lua_pop(L, 1);
       }
+      finished++;
     }
+    /* Refill the freed slots and start them before waiting: the pipe stays full. */
+    if (finished > 0 && next <= n) continue;
     if (active > 0 && running > 0) curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
   }
   s->busy = 0;
