@@ -247,8 +247,17 @@ static int finish(lua_State *L, enum lc_op op, const lc_answer *a) {
       take_api_message(L, body, err);
       if (a->trace_id == NULL || !a->trace_id[0]) {
         lua_getfield(L, body, "traceId");
-        if (lua_type(L, -1) == LUA_TSTRING) lua_setfield(L, err, "trace_id");
-        else lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING && lc_rawlen(L, -1) < 128) {
+          /* Shown in tostring(err): only a short, printable id is taken. */
+          size_t n, i;
+          const char *s = lua_tolstring(L, -1, &n);
+          for (i = 0; i < n && (unsigned char)s[i] >= 0x20 && s[i] != 0x7f; i++) {
+          }
+          if (i == n) lua_setfield(L, err, "trace_id");
+          else lua_pop(L, 1);
+        } else {
+          lua_pop(L, 1);
+        }
       }
       lua_setfield(L, err, "body");
     } else {

@@ -343,7 +343,7 @@ failed:
 }
 
 /* Points x at one request. The path, body and version strings must stay alive (on the Lua stack) until the
- * transfer is done. Returns 0 on out of memory. */
+ * transfer is done. Returns 1, 0 on out of memory, -1 for a version that cannot be a header value. */
 static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *method, const char *path, size_t plen,
                         const char *body, size_t blen, const char *version, double timeout_s) {
   CURL *e = x->easy;
@@ -361,6 +361,10 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   hdrs = body ? s->hdr_body : s->hdr_get;
   if (version != NULL && strcmp(version, s->version) != 0) {
     struct curl_slist *g = NULL, *b = NULL;
+    const char *c;
+    for (c = version; *c; c++) /* the Lua layer checks it; a header line is never built from a control character */
+      if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
+    if (strlen(version) > 64) return -1;
     if (!build_headers(s, version, &g, &b)) return 0;
     free_slist_wiped(body ? g : b);
     x->hdr_tmp = hdrs = body ? b : g;
@@ -571,8 +575,11 @@ static int l_call(lua_State *L) {
   const char *version = luaL_optstring(L, 6, NULL);
   double tmo = luaL_optnumber(L, 7, -1);
   CURLcode rc;
-  if (!xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, tmo))
-    return luaL_error(L, "leadconnector: out of memory");
+  switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, tmo)) {
+  case 0: return luaL_error(L, "leadconnector: out of memory");
+  case -1: return luaL_error(L, "leadconnector: version must be a short header value without control characters");
+  default: break;
+  }
   s->busy = 1;
   rc = curl_easy_perform(s->main.easy);
   s->busy = 0;
@@ -651,9 +658,10 @@ static int l_batch(lua_State *L) {
         s->busy = 0;
         return luaL_error(L, "leadconnector: batch request %d is malformed", next);
       }
-      if (!xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, tmo)) {
-        s->busy = 0;
-        return luaL_error(L, "leadconnector: out of memory");
+      switch (xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, tmo)) {
+      case 0: s->busy = 0; return luaL_error(L, "leadconnector: out of memory");
+      case -1: s->busy = 0; return luaL_error(L, "leadconnector: version must be a short header value without control characters");
+      default: break;
       }
       lua_pop(L, 7); /* the strings stay referenced by requests[next] */
       x->index = next++;

@@ -326,6 +326,7 @@ static int write_object(ctx *c, int t, const schema *s) {
       if (!write_value(c, v, f)) return 0;
       seen |= (uint64_t)1 << (f - s->fields);
     } else {
+      if (!utf8_valid((const unsigned char *)key, n)) return fail(c, "is not a valid UTF-8 name", NULL);
       lc_json_add_string(L, c->b, k);
       lc_buf_addc(L, c->b, ':');
       if (lua_type(L, v) == LUA_TSTRING && !check_string(c, v, 0)) return 0;

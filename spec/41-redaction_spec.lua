@@ -105,3 +105,42 @@ describe("time limits", function()
     assert.equals("timeout", err.field)
   end)
 end)
+
+describe("small hardenings", function()
+  local core = require "leadconnector.core"
+
+  it("takes a traceId from an error body only when it is short and printable", function()
+    local _, err = core.finish("message", 500, '{"message":"x","traceId":"abc-123"}')
+    assert.equals("abc-123", err.trace_id)
+    local _, err2 = core.finish("message", 500, '{"message":"x","traceId":"abc\\r\\nX-Evil: 1"}')
+    assert.is_nil(err2.trace_id)
+    assert.is_nil(tostring(err2):find("\n", 1, true))
+  end)
+
+  it("refuses an unknown field whose name is not UTF-8, even with allow_unknown", function()
+    local body, err = core.build_send({ type = "SMS", contactId = "c1", ["bad\255name"] = 1 }, true)
+    assert.is_nil(body)
+    assert.equals("invalid", err.kind)
+    assert.truthy(err.message:find("UTF-8", 1, true))
+    assert.truthy(core.build_send({ type = "SMS", contactId = "c1", x = 1 }, true):find('"x":1', 1, true))
+  end)
+
+  it("keeps one rate limiter per API host and token, not per token alone", function()
+    local sb = helpers.start_sandbox { rate_limit = false }
+    local ok, err = pcall(function()
+      local a = assert(leadconnector.new { token = "limiter-key-token", base_url = sb.url, max_retries = 0 })
+      local b = assert(leadconnector.new { token = "limiter-key-token", base_url = "http://localhost:" .. sb.port,
+        max_retries = 0 })
+      sb:fault { method = "GET", path_pattern = "^/conversations/", status = 429,
+        body = { statusCode = 429, message = "Too Many Requests" }, headers = { ["Retry-After"] = "30" } }
+      local _, e = a:get_conversation("conv_demo_1")
+      assert.equals("rate_limited", e.kind)
+      assert.is_true(a:rate_limit().wait > 20)   -- this host told this token to wait
+      assert.equals(0, b:rate_limit().wait)      -- another host did not
+      local c = assert(leadconnector.new { token = "limiter-key-token", base_url = sb.url })
+      assert.is_true(c:rate_limit().wait > 20)   -- same host and token: the same budget
+    end)
+    sb:stop()
+    assert(ok, err)
+  end)
+end)

@@ -98,11 +98,13 @@ Limiter.__index = Limiter
 -- request sent exactly when the window ends (the sandbox did, for 12 of 30 rounds of spec/30's limiter test).
 local WINDOW_SLACK = 0.05
 
-local function limiter_for(token)
-  local lim = limiters[token]
+local function limiter_for(base_url, token)
+  -- Limits are per app and location on one API host: key by both, so a sandbox and the real API never share one.
+  local key = base_url .. "\0" .. token
+  local lim = limiters[key]
   if not lim then
     lim = setmetatable({ remaining = nil, reset_at = nil, blocked_until = nil }, Limiter)
-    limiters[token] = lim
+    limiters[key] = lim
   end
   return lim
 end
@@ -244,7 +246,7 @@ function M.new(opts)
     retry_cap = opts.retry_cap or DEFAULTS.retry_cap,
     rate_limiting = opts.rate_limit ~= false,
     _session = session,
-    _limiter = limiter_for(opts.token),
+    _limiter = limiter_for(base_url, opts.token),
     _sleep = transport == "ngx" and require("leadconnector.ngx").sleep or core.sleep,
   }, Client)
   return self
