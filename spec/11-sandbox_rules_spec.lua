@@ -5,14 +5,7 @@
 local cjson = require "cjson"
 local rules = require "lcsandbox.rules"
 local store = require "lcsandbox.store"
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("helpers").read_file
 
 local SPEC_PATH = os.getenv("LEADCONNECTOR_OPENAPI") or "../shared/reference/conversations.openapi.json"
 local text = read(SPEC_PATH)

@@ -2,19 +2,12 @@
 -- are read only when they are plain decimals; time limits of 0 (libcurl's "no limit") are refused.
 local helpers = require "helpers"
 local leadconnector = require "leadconnector"
+local lch = require "lchelpers"
 
 local TOKEN = "sandbox-token"
 
-local function deep_contains(v, needle, seen)
-  seen = seen or {}
-  if type(v) == "string" then return v:find(needle, 1, true) ~= nil end
-  if type(v) ~= "table" or seen[v] then return false end
-  seen[v] = true
-  for k, x in pairs(v) do
-    if deep_contains(k, needle, seen) or deep_contains(x, needle, seen) then return true end
-  end
-  return false
-end
+-- true when the token is anywhere in v: fields, nested tables, keys, metatables
+local function deep_contains(v, needle) return lch.find_in(v, needle) ~= nil end
 
 describe("a token echoed back by a server", function()
   local sb, client

@@ -8,6 +8,7 @@ proxies to the sandbox. It runs in the foreground of a small shell that also sto
 local core = require "leadconnector.core"
 local leadconnector = require "leadconnector"
 local helpers = require "helpers"
+local read_file, write_file, sh, my_pid = helpers.read_file, helpers.write_file, helpers.sh, helpers.my_pid
 local lch = require "lchelpers"
 local socket = require "socket"
 
@@ -15,29 +16,6 @@ local TOKEN = "pit-SECRET-sec-5f0e7c1a-9d2b"
 local S = lch.scale
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function my_pid() return tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)")) end
 
 -- An HTTPS front for `upstream` (a base URL) on a free port, with a fresh self-signed certificate for 127.0.0.1.
 local function start_tls_front(upstream)

@@ -7,6 +7,7 @@ Tagged lua54only (nginx brings its own LuaJIT: running this under the LuaJIT sui
 (the ASan and valgrind runs of the C core in this process add nothing here either).
 ]]
 local helpers = require "helpers"
+local read_file, write_file, sh, my_pid = helpers.read_file, helpers.write_file, helpers.sh, helpers.my_pid
 local socket = require "socket"
 local cjson = require "cjson"
 local t = require "nginx.t"
@@ -18,32 +19,7 @@ local REPO = (function()
   return d
 end)()
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function my_pid()
-  return tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)"))
-end
 
 -- Pids of every process whose command line mentions the prefix (nginx master and worker).
 local function nginx_pids(prefix)

@@ -9,6 +9,7 @@
 -- SDK examples send neither. Nothing else is changed.
 
 local helpers = require "helpers"
+local read, write = helpers.read_file, helpers.write_file
 local socket = require "socket"
 local leadconnector = require "leadconnector"
 
@@ -16,20 +17,6 @@ local REF = "../shared/reference"
 local SPEC_FILE = REF .. "/conversations.openapi.json"
 local COMMON_FILE = REF .. "/common-schemas.openapi.json"
 local PRISM = "spec/prism/node_modules/.bin/prism"
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(s))
-  f:close()
-end
 
 -- Replaces `old` with `new` once, searching from `from`; fails loudly if the vendor file no longer has it.
 local function patch_once(text, from, old, new)

@@ -44,6 +44,8 @@ This interface is stable; other specs build on it.
                                               process's sanitizer settings do not reach it
   helpers.sandbox_bin()                       absolute path of bin/leadconnector-sandbox
   helpers.alive(pid)                          true while process pid exists and is not a zombie
+  helpers.read_file(path) / helpers.write_file(path, s) / helpers.sh(cmd) / helpers.my_pid()
+                                              small file and process helpers shared by the specs
 ]]
 
 local socket = require "socket"
@@ -65,6 +67,14 @@ local function read_file(path)
   f:close()
   return s
 end
+helpers.read_file = read_file
+
+local function write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+helpers.write_file = write_file
 
 local function repo_root()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
@@ -89,6 +99,7 @@ local function my_pid()
   local s = read_file("/proc/self/stat")
   return s and tonumber(s:match("^(%d+)"))
 end
+helpers.my_pid = my_pid
 
 function helpers.alive(pid)
   local s = read_file("/proc/" .. tostring(pid) .. "/stat")
@@ -110,6 +121,7 @@ local function sh(cmd)
   p:close()
   return out
 end
+helpers.sh = sh
 
 ---------------------------------------------------------------------------------------------------
 -- raw HTTP

@@ -59,12 +59,7 @@ function lch.find_in(v, needle, path, seen)
   return nil
 end
 
-local function my_pid()
-  local f = assert(io.open("/proc/self/stat", "rb"))
-  local s = f:read("*a")
-  f:close()
-  return tonumber(s:match("^(%d+)"))
-end
+local my_pid = require("helpers").my_pid
 
 -- Inodes of the sockets this process holds open.
 local function my_socket_inodes()
