@@ -2,7 +2,8 @@
 #
 #   make                 C core for Lua 5.4 into build/lua5.4/
 #   make luajit          C core for LuaJIT 2.1 (OpenResty) into build/luajit/
-#   make check           install Debian packages if missing, build both, run every test (the README's test command)
+#   make check           install Debian packages if missing, fuzz briefly, run every test on Lua 5.4, LuaJIT, ASan+UBSan
+#                        and valgrind (the README's test command)
 #   make demo            install packages if missing, build, start the sandbox, run examples/quickstart.lua
 #   make install         into $(DESTDIR)$(INST_LIBDIR) and $(DESTDIR)$(INST_LUADIR) (LuaRocks passes these)
 #   make valgrind / asan / bench / fuzz
@@ -62,11 +63,14 @@ symbols: $(SO54) $(SOJIT)
 deps:
 	@scripts/deps.sh
 
+# Everything CI runs: the fuzzers' corpus replayed and each fuzzed briefly, then the whole suite on Lua 5.4, LuaJIT,
+# an ASan+UBSan build and under valgrind. The last line is the runner's "N passed, N failed, N skipped".
 check: deps
-	@scripts/test.sh
+	@$(MAKE) -s fuzz-ci
+	@scripts/test.sh lua54 luajit asan valgrind
 
 test:
-	@scripts/test.sh
+	@scripts/test.sh lua54 luajit
 
 demo: deps all
 	@scripts/demo.sh
