@@ -95,14 +95,8 @@ function lch.count(set)
   return n
 end
 
-function lch.unused_port()
-  -- bind, read the port, close: nothing listens there afterwards (and ports below the ephemeral range are
-  -- not handed out to outgoing connections meanwhile, but a closed bound port is not reused at once either)
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+-- A port nothing listens on right now (for refused-connection tests): the sandbox helpers' free_port.
+lch.unused_port = require("helpers").free_port
 
 function lch.api_requests(sb)
   local out = {}
