@@ -148,7 +148,8 @@ function Limiter:observe(t, remaining, interval_ms, retry_after, status)
 end
 
 --------------------------------------------------------------------------------------------------------------------
--- Transports. Each has call(op, method, path, body, version, timeout) -> value | nil, err; last();
+-- Transports. Each has call(op, method, path, body, version, timeout) -> value | nil, err, then the answer's
+-- remaining, interval_ms, retry_after (nil where absent); last() (those three again);
 -- rate_limit(); close(). "curl" is the C core's libcurl session; "ngx" uses nginx cosockets (leadconnector.ngx).
 
 local function in_nginx()
@@ -287,19 +288,26 @@ function Client:_call(op, method, path, body, copts)
   local attempts = 0
   while true do
     if self.rate_limiting then
-      local w = lim:wait(t)
-      if w > 0 then
-        if t + w > stop_at then
-          local err = core.error("rate_limited",
-            ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
-          err.retry_after = w
-          err.request_sent = false
-          return finish_error(err, method, path, attempts)
+      local remaining = lim.remaining
+      if lim.blocked_until == nil and lim.reset_at == nil and (remaining == nil or remaining > 1) then
+        -- The usual case, inlined (this runs on every call): budget left and nothing scheduled, so no wait, and
+        -- spending one request cannot empty the window. Limiter:wait/spend below handle everything else.
+        if remaining then lim.remaining = remaining - 1 end
+      else
+        local w = lim:wait(t)
+        if w > 0 then
+          if t + w > stop_at then
+            local err = core.error("rate_limited",
+              ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
+            err.retry_after = w
+            err.request_sent = false
+            return finish_error(err, method, path, attempts)
+          end
+          self._sleep(w)
+          t = now()
         end
-        self._sleep(w)
-        t = now()
+        lim:spend(t, lim.interval)
       end
-      lim:spend(t, lim.interval)
     end
     local left = stop_at - t
     if left <= 0 then
@@ -308,8 +316,15 @@ function Client:_call(op, method, path, body, copts)
       return finish_error(err, method, path, attempts)
     end
     attempts = attempts + 1
-    local value, err = session:call(op, method, path, body, version, min(timeout, left))
-    local remaining, interval_ms, retry_after = session:last()
+    -- call() also returns what this answer said of the rate limit: remaining, interval_ms, retry_after.
+    local value, err, remaining, interval_ms, retry_after =
+      session:call(op, method, path, body, version, timeout < left and timeout or left)
+    if value ~= nil and remaining and remaining > 0 then
+      -- Limiter:observe for a success with budget left, inlined: the usual case again.
+      if interval_ms then lim.interval = interval_ms / 1000 end
+      lim.remaining, lim.reset_at = remaining, nil
+      return value
+    end
     lim:observe(nil, remaining, interval_ms, retry_after, err and err.status)
     if value ~= nil then return value end
     t = now()
@@ -456,8 +471,10 @@ local function prepare(call, bopts)
     return nil, err
   end
   local version = (copts and copts.version) or bopts.version or false
+  -- [6] is each attempt's time limit, set per round (the call's own, cut to what its deadline leaves); [7] the
+  -- call's own limit, when it or the batch gives one (else the client's)
   local timeout = (copts and copts.timeout) or bopts.timeout or false
-  return { op, method, path, body or false, version, timeout }
+  return { op, method, path, body or false, version, false, timeout }
 end
 
 --- Runs many calls at once: `calls[i] = { "get_message", id }`, `{ "send_message", fields [, opts] }`,
@@ -546,22 +563,27 @@ function Client:batch(calls, opts)
     end
     for k = 1, #round do
       local req = round[k]
-      if not req[6] or req[6] > left then req[6] = left end
+      local tmo = req[7] or self.timeout
+      req[6] = tmo < left and tmo or left
       attempts[round_at[k]] = attempts[round_at[k]] + 1
     end
-    local values, errors
+    local values, errors, remaining, interval_ms
     if session.batch then
-      values, errors = session:batch(round, concurrency)
+      values, errors, remaining, interval_ms = session:batch(round, concurrency)
     else -- a transport without its own batch: one after another
       values, errors = {}, {}
       for k = 1, #round do
         local r = round[k]
-        values[k], errors[k] = session:call(r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
+        local rem, int
+        values[k], errors[k], rem, int = session:call(r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
+        if rem and (not remaining or rem < remaining) then remaining = rem end
+        interval_ms = int or interval_ms
       end
     end
     t = now()
-    local rl = session:rate_limit()
-    lim:observe(t, rl.remaining, rl.interval_ms, nil, nil)
+    -- The smallest Remaining of the round's answers: they finish in any order, and the last to finish may well
+    -- carry a count from before the others were counted.
+    lim:observe(t, remaining, interval_ms, nil, nil)
     local delay = 0
     for k = 1, #round do
       local i, v = round_at[k], values[k]

@@ -428,9 +428,8 @@ local function curl_call(self, op, method, path, body, version, tmo)
   return value, err
 end
 
---- session:call(op, method, path, body|nil, version|nil, timeout_s|nil) -> value | nil, err
--- op: "send" | "status" | "message" | "conversation" | "raw". One HTTP/1.1 request on a cosocket.
-function Session:call(op, method, path, body, version, tmo)
+-- One HTTP/1.1 request on a cosocket (or through libcurl in a start-up phase): value | nil, err.
+local function call(self, op, method, path, body, version, tmo)
   check_open(self)
   local p = phase()
   if not COSOCKET_PHASES[p] then
@@ -441,12 +440,12 @@ function Session:call(op, method, path, body, version, tmo)
     return nil, phase_error(p)
   end
   if type(method) ~= "string" or type(path) ~= "string" then
-    error("leadconnector: session:call needs op, method and path", 2)
+    error("leadconnector: session:call needs op, method and path", 3)
   end
   if version == nil or version == self._version then
     version = self._version
   elseif #version > 64 or find(version, "[\r\n]") then
-    error("leadconnector: bad version", 2)
+    error("leadconnector: bad version", 3)
   end
   if not (tmo and tmo > 0) then tmo = self._timeout end
   local base = self._base
@@ -522,7 +521,17 @@ function Session:call(op, method, path, body, version, tmo)
   end
 end
 
---- session:batch(requests, concurrency) -> values, errors
+--- session:call(op, method, path, body|nil, version|nil, timeout_s|nil)
+--   -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), as the C
+--   core's session returns them
+-- op: "send" | "status" | "message" | "conversation" | "raw".
+function Session:call(op, method, path, body, version, tmo)
+  local value, err = call(self, op, method, path, body, version, tmo)
+  return value, err, self._remaining, self._interval_ms, self._retry_after
+end
+
+--- session:batch(requests, concurrency) -> values, errors, remaining, interval_ms
+-- (remaining: the smallest X-RateLimit-Remaining of the answers, which finish in any order)
 -- requests[i] = { op, method, path, body|false, version|false, timeout|false }; up to `concurrency` in flight at
 -- once, each on its own cosocket in an ngx.thread. values[i] or errors[i] is set for each i.
 function Session:batch(requests, concurrency)
@@ -530,17 +539,22 @@ function Session:batch(requests, concurrency)
   if type(requests) ~= "table" then error("leadconnector: batch expects a list of requests", 2) end
   local n = #requests
   local values, errors = {}, {}
+  local rem_min, interval_ms
   local function run(i)
     local r = requests[i]
     if type(r) ~= "table" then error(format("leadconnector: batch request %d is not a table", i), 0) end
-    values[i], errors[i] = self:call(r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
+    values[i], errors[i] = call(self, r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
+    -- this call's answer (nothing yields between its record() and here)
+    local rem = self._remaining
+    if rem and (not rem_min or rem < rem_min) then rem_min = rem end
+    interval_ms = self._interval_ms or interval_ms
   end
   concurrency = floor(tonumber(concurrency) or 8)
   if concurrency < 1 then concurrency = 1 end
   if concurrency > n then concurrency = n end
   if concurrency <= 1 or not thread_spawn or not M.cosockets_allowed() then
     for i = 1, n do run(i) end
-    return values, errors
+    return values, errors, rem_min, interval_ms
   end
   local next_i = 1
   local function worker()
@@ -558,7 +572,7 @@ function Session:batch(requests, concurrency)
     if not ok and not failure then failure = err end
   end
   if failure then error(failure, 0) end
-  return values, errors
+  return values, errors, rem_min, interval_ms
 end
 
 --- session:last() -> remaining, interval_ms, retry_after of the last call's answer (nil where absent).
