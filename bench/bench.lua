@@ -113,6 +113,22 @@ row {
   id = "raw_multi", label = "raw libcurl multi x" .. CONCURRENCY .. ": get_message", base = "raw_multi",
   argv = function(c, n) return { OUT .. "/raw_multi", c.url, c.token, c.msg, n, CONCURRENCY } end,
 }
+local function need_decode_build(name)
+  return function()
+    if exists(OUT .. "/" .. name) then return true end
+    return false, "no Lua 5.4 headers to build it"
+  end
+end
+row {
+  id = "rawdec_get_message", label = "raw libcurl easy + cjson.decode: get_message", base = "raw_get_message",
+  needs = need_decode_build("raw_easy_decode"),
+  argv = function(c, n) return { OUT .. "/raw_easy_decode", c.url, c.token, "get_message", c.msg, n } end,
+}
+row {
+  id = "rawdec_multi", label = "raw libcurl multi x" .. CONCURRENCY .. " + cjson.decode: get_message",
+  base = "raw_multi", needs = need_decode_build("raw_multi_decode"),
+  argv = function(c, n) return { OUT .. "/raw_multi_decode", c.url, c.token, c.msg, n, CONCURRENCY } end,
+}
 for _, call in ipairs(CALLS) do
   row {
     id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call, base = "raw_" .. call,
@@ -446,6 +462,19 @@ local function targets(startup, rss_run)
   else
     check(nil, "require + new < 20 ms: " .. (startup.na or startup.failed or "no data"))
   end
+  -- Not targets: how far the library is from the floor of the "+ cjson.decode" rows, the least any Lua client
+  -- that returns decoded answers does, and what decoding alone costs the raw loops.
+  local function floor_line(id, fid, what)
+    local r, f = by_id[id], by_id[fid]
+    if ready(r) and ready(f) then
+      out[#out + 1] = string.format("floor %s: %.3fx the req/s, %.3fx the CPU per request of %s", what,
+        ratio_median(r, f, "rps"), ratio_median(r, f, "cpu_per_1000"), f.label)
+    end
+  end
+  floor_line("rawdec_get_message", "raw_get_message", "raw easy + cjson.decode vs raw easy")
+  floor_line("lc_get_message", "rawdec_get_message", "leadconnector get_message vs raw easy + cjson.decode")
+  floor_line("rawdec_multi", "raw_multi", "raw multi + cjson.decode vs raw multi")
+  floor_line("lc_batch", "rawdec_multi", "leadconnector batch vs raw multi + cjson.decode")
   return table.concat(out, "\n")
 end
 

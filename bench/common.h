@@ -1,6 +1,8 @@
 /* Shared bits of the raw libcurl baselines (raw_easy.c, raw_multi.c).
  * Header-only on purpose: each program is built from one .c file with
  *   cc -O2 -Wall -Wextra raw_easy.c $(pkg-config --cflags --libs libcurl)
+ * and the "+ cjson.decode" variants from the same file with
+ *   cc -O2 -Wall -Wextra -DBENCH_DECODE raw_easy.c $(pkg-config --cflags --libs libcurl lua5.4)
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
@@ -69,6 +71,60 @@ static long parse_count(const char *s, const char *what)
     }
     return n;
 }
+
+/* Built with -DBENCH_DECODE (the "+ cjson.decode" rows), every answer is also decoded by lua-cjson in an
+ * embedded Lua 5.4 and one field of it read: the least any Lua client that hands back decoded answers must do
+ * beyond the HTTP, so these rows are the floor under every such client, the library included. Without it an
+ * answer only has to be non-empty. */
+#ifdef BENCH_DECODE
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+static lua_State *decode_L; /* cjson.decode sits at stack index 1 */
+
+static void decode_init(void)
+{
+    decode_L = luaL_newstate();
+    if (!decode_L) {
+        fprintf(stderr, "luaL_newstate failed\n");
+        exit(1);
+    }
+    luaL_openlibs(decode_L);
+    lua_getglobal(decode_L, "require");
+    lua_pushliteral(decode_L, "cjson");
+    if (lua_pcall(decode_L, 1, 1, 0) != LUA_OK) {
+        fprintf(stderr, "require \"cjson\": %s\n", lua_tostring(decode_L, -1));
+        exit(1);
+    }
+    lua_getfield(decode_L, -1, "decode");
+    lua_replace(decode_L, 1);
+    lua_settop(decode_L, 1);
+}
+
+static int answer_ok(const struct body *b, const char *field)
+{
+    lua_State *L = decode_L;
+    int ok;
+    lua_pushvalue(L, 1);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        lua_settop(L, 1);
+        return 0;
+    }
+    ok = lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, field) == LUA_TSTRING;
+    lua_settop(L, 1);
+    return ok;
+}
+#else
+static void decode_init(void) {}
+
+static int answer_ok(const struct body *b, const char *field)
+{
+    (void)field;
+    return b->len > 0;
+}
+#endif
 
 /* The one line bench/bench.lua reads from every client. */
 static void report(long requests, long errors, double seconds)

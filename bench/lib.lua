@@ -82,6 +82,15 @@ function M.build(cc)
     { "raw_easy", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_easy bench/raw_easy.c " .. curl_flags },
     { "raw_multi", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_multi bench/raw_multi.c " .. curl_flags },
   }
+  -- The "+ cjson.decode" floor rows embed Lua 5.4 (the interpreter the library rows run on); without its
+  -- headers they print n/a.
+  local lua_flags = M.capture("pkg-config --cflags --libs lua5.4 2>/dev/null"):gsub("%s+$", "")
+  if lua_flags ~= "" then
+    for _, name in ipairs { "raw_easy", "raw_multi" } do
+      builds[#builds + 1] = { name .. "_decode", cc .. " -O2 -Wall -Wextra -DBENCH_DECODE -o " .. OUT .. "/" .. name ..
+        "_decode bench/" .. name .. ".c " .. curl_flags .. " " .. lua_flags }
+    end
+  end
   for _, b in ipairs(builds) do
     -- Built under a temporary name and renamed, so that a run going on beside
     -- this one never executes a half-written binary.

@@ -22,17 +22,19 @@ int main(int argc, char **argv)
     long count = parse_count(argv[5], "COUNT");
 
     char url[2048];
-    const char *method = "GET", *payload = NULL;
+    const char *method = "GET", *payload = NULL, *field = "id";
     if (strcmp(call, "get_message") == 0) {
         snprintf(url, sizeof url, "%s/conversations/messages/%s", base, id);
     } else if (strcmp(call, "send_message") == 0) {
         snprintf(url, sizeof url, "%s/conversations/messages", base);
         method = "POST";
         payload = "{\"type\":\"SMS\",\"contactId\":\"contact_demo_1\",\"message\":\"hi\"}";
+        field = "messageId";
     } else if (strcmp(call, "update_message_status") == 0) {
         snprintf(url, sizeof url, "%s/conversations/messages/%s/status", base, id);
         method = "PUT";
         payload = "{\"status\":\"read\"}";
+        field = "messageId";
     } else if (strcmp(call, "get_conversation") == 0) {
         snprintf(url, sizeof url, "%s/conversations/%s", base, id);
     } else {
@@ -40,6 +42,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    decode_init();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "curl_global_init failed\n");
         return 1;
@@ -71,7 +74,7 @@ int main(int argc, char **argv)
         CURLcode rc = curl_easy_perform(h);
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        if (rc != CURLE_OK || status < 200 || status > 299 || body.len == 0) {
+        if (rc != CURLE_OK || status < 200 || status > 299 || !answer_ok(&body, field)) {
             if (errors++ == 0)
                 fprintf(stderr, "raw_easy %s: first error: %s, HTTP %ld\n", call,
                         rc != CURLE_OK ? curl_easy_strerror(rc) : "ok", status);

@@ -26,6 +26,7 @@ int main(int argc, char **argv)
     char url[2048];
     snprintf(url, sizeof url, "%s/conversations/messages/%s", base, id);
 
+    decode_init();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "curl_global_init failed\n");
         return 1;
@@ -79,7 +80,7 @@ int main(int argc, char **argv)
             long status = 0;
             curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&b);
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-            if (rc != CURLE_OK || status < 200 || status > 299 || b->len == 0) {
+            if (rc != CURLE_OK || status < 200 || status > 299 || !answer_ok(b, "id")) {
                 if (errors++ == 0)
                     fprintf(stderr, "raw_multi: first error: %s, HTTP %ld\n",
                             rc != CURLE_OK ? curl_easy_strerror(rc) : "ok", status);
