@@ -389,18 +389,28 @@ static int invalid(lua_State *L, const char *field, const char *fmt, const char 
   return 2;
 }
 
-/** core.path_id(id [, name]) -> percent-encoded path segment | nil, err
- * Everything but RFC 3986's unreserved characters is encoded, so an id is always exactly one segment. */
+#define UNRESERVED(ch)                                                                                                 \
+  (((ch) >= 'A' && (ch) <= 'Z') || ((ch) >= 'a' && (ch) <= 'z') || ((ch) >= '0' && (ch) <= '9') || (ch) == '-' ||     \
+   (ch) == '.' || (ch) == '_' || (ch) == '~')
+
+/** core.path_id(id [, name [, prefix [, suffix]]]) -> prefix .. percent-encoded id .. suffix | nil, err
+ * Everything but RFC 3986's unreserved characters is encoded, so an id is always exactly one segment. The
+ * optional prefix and suffix (path text of the library's own, e.g. "/conversations/messages/" and "/status") are
+ * put around it in the same buffer, which spares the caller a concatenation per call. */
 static int l_path_id(lua_State *L) {
   static const char hex[] = "0123456789ABCDEF";
   const char *name = luaL_optstring(L, 2, "id");
+  size_t plen = 0, slen = 0, n, i, clean;
+  const char *prefix = luaL_optlstring(L, 3, "", &plen);
+  const char *suffix = luaL_optlstring(L, 4, "", &slen);
   const char *s;
-  size_t n, i;
   luaL_Buffer b;
   if (lua_type(L, 1) != LUA_TSTRING) return invalid(L, name, "%s must be a string, got %s", luaL_typename(L, 1));
   s = lua_tolstring(L, 1, &n);
   if (n == 0) return invalid(L, name, "%s must not be empty%s", "");
-  if (has_ctl(s, n)) return invalid(L, name, "%s must not contain control characters%s", "");
+  for (clean = 0; clean < n && UNRESERVED((unsigned char)s[clean]); clean++) {
+  }
+  if (clean < n && has_ctl(s, n)) return invalid(L, name, "%s must not contain control characters%s", "");
   /* No piece between slashes may be "." or "..": servers and proxies that decode %2F before normalising the path
    * (nginx does) would otherwise resolve "x/../../conversations/c1" to another endpoint. */
   for (i = 0; i <= n; i++) {
@@ -411,10 +421,11 @@ static int l_path_id(lua_State *L) {
       return invalid(L, name, "%s must not be or contain a dot segment (. or .. between slashes)%s", "");
   }
   luaL_buffinit(L, &b);
-  for (i = 0; i < n; i++) {
+  luaL_addlstring(&b, prefix, plen);
+  luaL_addlstring(&b, s, clean); /* the usual id is all of it */
+  for (i = clean; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
-    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
-        ch == '_' || ch == '~') {
+    if (UNRESERVED(ch)) {
       luaL_addchar(&b, (char)ch);
     } else {
       luaL_addchar(&b, '%');
@@ -422,6 +433,7 @@ static int l_path_id(lua_State *L) {
       luaL_addchar(&b, hex[ch & 15]);
     }
   }
+  luaL_addlstring(&b, suffix, slen);
   luaL_pushresult(&b);
   return 1;
 }

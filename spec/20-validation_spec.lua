@@ -376,6 +376,15 @@ describe("ids in paths (core.path_id)", function()
     assert.equals("%C3%A9", core.path_id("\195\169"))
     assert.equals("%5C%3B%40%3A", core.path_id("\\;@:"))
   end)
+  it("puts the path's own text around the encoded id when given (what the methods use)", function()
+    assert.equals("/conversations/messages/m1", core.path_id("m1", "id", "/conversations/messages/"))
+    assert.equals("/conversations/messages/a%2Fb/status",
+      core.path_id("a/b", "messageId", "/conversations/messages/", "/status"))
+    assert.equals("/c/%C3%A9x%20y", core.path_id("\195\169x y", "id", "/c/"))
+    local seg, err = core.path_id("..", "conversationId", "/conversations/")
+    assert.is_nil(seg)
+    assert.equals("conversationId", err.field)
+  end)
   it("refuses non-strings, empty ids, control characters and dot segments", function()
     for _, bad in ipairs { { 1 }, { nil }, { {} }, { true }, { "" }, { "a\nb" }, { "a\0b" }, { "\r" }, { "a\127" },
       { "." }, { ".." } } do

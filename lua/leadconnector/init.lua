@@ -18,7 +18,7 @@ local core = require "leadconnector.core"
 local type, pairs, tostring, setmetatable, getmetatable, error, select = type, pairs, tostring, setmetatable,
   getmetatable, error, select
 local floor, min, max, random = math.floor, math.min, math.max, math.random
-local now = core.now
+local now, path_id = core.now, core.path_id
 
 local M = {
   _VERSION = core.version,
@@ -367,10 +367,13 @@ local SEND_PATH = "/conversations/messages"
 -- @tparam[opt] table opts `allow_unknown`, `version`, `timeout`, `deadline`, `max_retries`
 -- @return table {conversationId, messageId, ...} or nil, err
 function Client:send_message(fields, opts)
-  check_client(self, "send_message")
+  if getmetatable(self) ~= Client then check_client(self, "send_message") end
   if type(fields) ~= "table" then error("leadconnector: send_message expects a table of fields, got " .. type(fields), 2) end
-  local copts, err = call_options(opts)
-  if err then return finish_error(err, "POST", SEND_PATH, 0) end
+  local copts, err
+  if opts ~= nil then
+    copts, err = call_options(opts)
+    if err then return finish_error(err, "POST", SEND_PATH, 0) end
+  end
   local body
   body, err = core.build_send(fields, copts and copts.allow_unknown)
   if not body then return finish_error(err, "POST", SEND_PATH, 0) end
@@ -380,13 +383,16 @@ end
 --- Reads one message: GET /conversations/messages/{id}.
 -- @return leadconnector.Message or nil, err
 function Client:get_message(id, opts)
-  check_client(self, "get_message")
-  local copts, err = call_options(opts)
-  if err then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
-  local seg
-  seg, err = core.path_id(id, "id")
-  if not seg then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
-  return self:_call("message", "GET", "/conversations/messages/" .. seg, nil, copts)
+  if getmetatable(self) ~= Client then check_client(self, "get_message") end
+  local copts, err
+  if opts ~= nil then
+    copts, err = call_options(opts)
+    if err then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
+  end
+  local path
+  path, err = path_id(id, "id", "/conversations/messages/")
+  if not path then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
+  return self:_call("message", "GET", path, nil, copts)
 end
 
 --- Reports a message's delivery status: PUT /conversations/messages/{messageId}/status.
@@ -394,31 +400,37 @@ end
 -- @tparam table fields `status` (required), `error`, `emailMessageId`, `recipients`
 -- @return table {conversationId, messageId, ...} or nil, err
 function Client:update_message_status(id, fields, opts)
-  check_client(self, "update_message_status")
+  if getmetatable(self) ~= Client then check_client(self, "update_message_status") end
   local template = "/conversations/messages/{messageId}/status"
   if type(fields) ~= "table" then
     error("leadconnector: update_message_status expects a table of fields, got " .. type(fields), 2)
   end
-  local copts, err = call_options(opts)
-  if err then return finish_error(err, "PUT", template, 0) end
-  local seg, body
-  seg, err = core.path_id(id, "messageId")
-  if not seg then return finish_error(err, "PUT", template, 0) end
+  local copts, err
+  if opts ~= nil then
+    copts, err = call_options(opts)
+    if err then return finish_error(err, "PUT", template, 0) end
+  end
+  local path, body
+  path, err = path_id(id, "messageId", "/conversations/messages/", "/status")
+  if not path then return finish_error(err, "PUT", template, 0) end
   body, err = core.build_status(fields, copts and copts.allow_unknown)
   if not body then return finish_error(err, "PUT", template, 0) end
-  return self:_call("status", "PUT", "/conversations/messages/" .. seg .. "/status", body, copts)
+  return self:_call("status", "PUT", path, body, copts)
 end
 
 --- Reads one conversation: GET /conversations/{conversationId}.
 -- @return leadconnector.Conversation or nil, err
 function Client:get_conversation(id, opts)
-  check_client(self, "get_conversation")
-  local copts, err = call_options(opts)
-  if err then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
-  local seg
-  seg, err = core.path_id(id, "conversationId")
-  if not seg then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
-  return self:_call("conversation", "GET", "/conversations/" .. seg, nil, copts)
+  if getmetatable(self) ~= Client then check_client(self, "get_conversation") end
+  local copts, err
+  if opts ~= nil then
+    copts, err = call_options(opts)
+    if err then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
+  end
+  local path
+  path, err = path_id(id, "conversationId", "/conversations/")
+  if not path then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
+  return self:_call("conversation", "GET", path, nil, copts)
 end
 
 --------------------------------------------------------------------------------------------------------------------
@@ -442,17 +454,17 @@ local function prepare(call, bopts)
     copts, err = call_options(call[3])
     op, method, path = "message", "GET", "/conversations/messages/{id}"
     if not err then
-      seg, err = core.path_id(call[2], "id")
-      if seg then path = "/conversations/messages/" .. seg end
+      seg, err = path_id(call[2], "id", "/conversations/messages/")
+      if seg then path = seg end
     end
   elseif name == "update_message_status" then
     if type(call[3]) ~= "table" then error("leadconnector: batch update_message_status expects a table of fields", 4) end
     copts, err = call_options(call[4])
     op, method, path = "status", "PUT", "/conversations/messages/{messageId}/status"
     if not err then
-      seg, err = core.path_id(call[2], "messageId")
+      seg, err = path_id(call[2], "messageId", "/conversations/messages/", "/status")
       if seg then
-        path = "/conversations/messages/" .. seg .. "/status"
+        path = seg
         body, err = core.build_status(call[3], copts and copts.allow_unknown)
       end
     end
@@ -460,8 +472,8 @@ local function prepare(call, bopts)
     copts, err = call_options(call[3])
     op, method, path = "conversation", "GET", "/conversations/{conversationId}"
     if not err then
-      seg, err = core.path_id(call[2], "conversationId")
-      if seg then path = "/conversations/" .. seg end
+      seg, err = path_id(call[2], "conversationId", "/conversations/")
+      if seg then path = seg end
     end
   else
     error(("leadconnector: batch entries are { method_name, args... }; unknown method %s"):format(tostring(name)), 4)
