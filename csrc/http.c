@@ -11,9 +11,7 @@
  * and the caller gets a network error marked request_sent = true. Reads and status updates (idempotent) use
  * POSTFIELDS and keep libcurl's transparent retry. */
 #include <curl/curl.h>
-#include <errno.h>
 #include <math.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +48,6 @@ struct lc_session {
   int pool_n;
   CURLSH *share; /* one connection cache, DNS cache and TLS session cache for every handle of the session */
   CURLM *multi;
-  /* The multi handle runs on libcurl's event API (curl_multi_socket_action): these are the sockets libcurl asked
-   * us to watch and the one timer it asked for. Polling them ourselves and telling libcurl which socket is ready
-   * spares it the readiness poll it makes per transfer otherwise: one system call fewer per request. */
-  struct pollfd *pfd;
-  int npfd, pfd_cap;
-  double timer_at; /* when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT), monotonic s; < 0: none */
   struct curl_slist *hdr_get, *hdr_body; /* default Version */
   char *auth;                            /* "Authorization: Bearer ..." (wiped on free) */
   char *version;                         /* default Version value */
@@ -147,11 +139,8 @@ static void session_cleanup(lc_session *s) {
   free(s->pool);
   s->pool = NULL;
   s->pool_n = 0;
-  if (s->multi) curl_multi_cleanup(s->multi); /* may still call on_socket: pfd goes after it */
+  if (s->multi) curl_multi_cleanup(s->multi);
   s->multi = NULL;
-  free(s->pfd);
-  s->pfd = NULL;
-  s->npfd = s->pfd_cap = 0;
   if (s->share) curl_share_cleanup(s->share); /* after every handle using it is gone */
   s->share = NULL;
   free_slist_wiped(s->hdr_get);
@@ -300,84 +289,6 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     x->trace_id[vlen] = '\0';
   }
   return len;
-}
-
-/* --- the multi handle's event loop ------------------------------------------------------------------------------ */
-
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: libcurl says which events of which socket it wants to hear about. */
-static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
-  lc_session *s = (lc_session *)userp;
-  int i;
-  (void)e;
-  (void)socketp;
-  for (i = 0; i < s->npfd && s->pfd[i].fd != fd; i++) {
-  }
-  if (what == CURL_POLL_REMOVE) {
-    if (i < s->npfd) s->pfd[i] = s->pfd[--s->npfd];
-    return 0;
-  }
-  if (i == s->npfd) {
-    if (s->npfd == s->pfd_cap) {
-      int cap = s->pfd_cap ? s->pfd_cap * 2 : 16;
-      struct pollfd *p = (struct pollfd *)realloc(s->pfd, sizeof *p * (size_t)cap);
-      if (p == NULL) return -1; /* libcurl fails the transfers on this socket */
-      s->pfd = p;
-      s->pfd_cap = cap;
-    }
-    s->pfd[i].fd = fd;
-    s->npfd++;
-  }
-  s->pfd[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
-  s->pfd[i].revents = 0;
-  return 0;
-}
-
-/* CURLMOPT_TIMERFUNCTION: -1 deletes the timer, 0 means "as soon as you can". */
-static int on_timer(CURLM *m, long timeout_ms, void *userp) {
-  lc_session *s = (lc_session *)userp;
-  (void)m;
-  s->timer_at = timeout_ms < 0 ? -1 : mono_now() + (double)timeout_ms / 1000;
-  return 0;
-}
-
-/* One turn of the loop: waits (at most until libcurl's timer, and never past max_wait seconds) for one of the
- * watched sockets, tells libcurl about every ready one, and runs the timer when it is due. */
-static void multi_turn(lc_session *s, double max_wait) {
-  int still, i, n, nready = 0, ms;
-  double t = mono_now(), wait = max_wait;
-  struct {
-    curl_socket_t fd;
-    int mask;
-  } ready[64];
-  if (s->timer_at >= 0) {
-    if (s->timer_at <= t) wait = 0;
-    else if (s->timer_at - t < wait) wait = s->timer_at - t;
-  }
-  ms = wait <= 0 ? 0 : (int)(wait * 1000) + 1; /* rounded up: never wake before the timer, then spin */
-  n = poll(s->pfd, (nfds_t)s->npfd, ms);
-  if (n < 0 && errno != EINTR) n = 0;
-  /* Copied out first: socket_action may change the watched set through on_socket while we walk it. */
-  for (i = 0; n > 0 && i < s->npfd && nready < (int)(sizeof ready / sizeof ready[0]); i++) {
-    short re = s->pfd[i].revents;
-    if (re == 0) continue;
-    ready[nready].fd = s->pfd[i].fd;
-    ready[nready].mask = ((re & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0) | ((re & POLLOUT) ? CURL_CSELECT_OUT : 0) |
-                         ((re & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
-    nready++;
-    s->pfd[i].revents = 0;
-    if (re & POLLNVAL) s->pfd[i--] = s->pfd[--s->npfd]; /* not a socket any more: never poll it again */
-  }
-  for (i = 0; i < nready; i++) curl_multi_socket_action(s->multi, ready[i].fd, ready[i].mask, &still);
-  if (s->timer_at >= 0 && s->timer_at <= mono_now()) {
-    s->timer_at = -1; /* libcurl sets it again if it wants another */
-    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &still);
-  }
 }
 
 /* --- setting up handles ------------------------------------------------------------------------------------------ */
@@ -715,11 +626,6 @@ static int l_batch(lua_State *L) {
   if (s->multi == NULL) {
     s->multi = curl_multi_init();
     if (s->multi == NULL) return luaL_error(L, "leadconnector: out of memory");
-    s->timer_at = -1;
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, (void *)s);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, (void *)s);
   }
   if (s->pool_n < conc) {
     /* The list may move; the transfers it points to never do (their easy handles point back at them). */
@@ -741,7 +647,7 @@ static int l_batch(lua_State *L) {
   s->busy = 1;
   while (next <= n || active > 0) {
     CURLMsg *m;
-    int left;
+    int left, running = 0, finished = 0;
     /* Fill free slots. Every string used by a transfer lives in `requests`, which stays on the stack. */
     for (i = 0; i < conc && next <= n; i++) {
       lc_xfer *x = s->pool[i];
@@ -786,8 +692,7 @@ static int l_batch(lua_State *L) {
       x->added = 1;
       active++;
     }
-    /* Refilled slots start at once (adding a handle sets libcurl's timer to 0); otherwise wait for a socket. */
-    multi_turn(s, 1.0);
+    curl_multi_perform(s->multi, &running);
     while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
       lc_xfer *x = NULL;
       int nres;
@@ -811,7 +716,11 @@ static int l_batch(lua_State *L) {
         lua_rawseti(L, errors, x->index);
         lua_pop(L, 1);
       }
+      finished++;
     }
+    /* Refill the freed slots and start them before waiting: the pipe stays full. */
+    if (finished > 0 && next <= n) continue;
+    if (active > 0 && running > 0) curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
   }
   s->busy = 0;
   /* The answers finish in any order, so "the last one's" X-RateLimit-Remaining says little: the smallest is
