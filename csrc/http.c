@@ -5,11 +5,15 @@
  * it through one idempotent cleanup. The token exists only inside the Authorization header line, which is wiped
  * before it is freed, and is never copied into a message, an error or a tostring.
  *
- * Sends (POST) upload their body through a read callback with no seek callback. That is deliberate: libcurl
- * silently re-sends a request when a reused connection turns out dead with no answer, which for a non-idempotent
- * send could deliver a message twice. Without a way to rewind the body it fails instead (CURLE_SEND_FAIL_REWIND),
- * and the caller gets a network error marked request_sent = true. Reads and status updates (idempotent) use
- * POSTFIELDS and keep libcurl's transparent retry. */
+ * A send (POST) must never go out twice. libcurl silently re-sends a request when a reused connection turns out
+ * dead with no answer (Curl_retry_request), which for a non-idempotent send could deliver a message twice. So a
+ * send's transfer carries a pre-request callback (CURLOPT_PREREQFUNCTION, libcurl 7.80+) that lets the request go
+ * out once and aborts any second attempt of the same transfer: the caller gets a network error marked
+ * request_sent = true, and the Lua layer's rules decide (never to re-send, for a send). The body itself goes with
+ * POSTFIELDS, in the same write as the headers. On an older libcurl the body goes through a read callback with no
+ * seek callback instead, which makes the re-send fail for want of a rewind (CURLE_SEND_FAIL_REWIND) — the same
+ * guarantee, at the cost of a second write per send. Reads and status updates (idempotent) keep libcurl's
+ * transparent retry. */
 #include <curl/curl.h>
 #include <math.h>
 #include <stdio.h>
@@ -34,8 +38,10 @@ typedef struct lc_xfer {
   lc_ratelimit rl_now;
   double retry_after;
   char trace_id[96];
-  const char *up; /* upload (sends): points into a Lua string kept alive on the stack */
+  const char *up; /* upload (sends, older libcurl): points into a Lua string kept alive on the stack */
   size_t up_len, up_pos;
+  int once;     /* this transfer may be sent once only (a send) */
+  int attempts; /* requests libcurl started for this transfer (pre-request callback calls) */
   struct curl_slist *hdr_tmp; /* a call's own Version; freed after each call */
   char *url;
   size_t url_cap;
@@ -193,6 +199,23 @@ static size_t on_read(char *dest, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000
+#define LC_HAVE_PREREQ 1
+/* Called by libcurl right before it sends a request of the transfer: the first time, and again if it decides on
+ * its own to retry on a fresh connection. A send refuses that second time. */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port, int conn_local_port) {
+  lc_xfer *x = (lc_xfer *)ud;
+  (void)conn_primary_ip;
+  (void)conn_local_ip;
+  (void)conn_primary_port;
+  (void)conn_local_port;
+  x->attempts++;
+  return (x->once && x->attempts > 1) ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+#else
+#define LC_HAVE_PREREQ 0
+#endif
+
 static int name_is(const char *line, size_t len, const char *name, const char **value, size_t *vlen) {
   size_t n = strlen(name);
   const char *v, *end = line + len;
@@ -322,6 +345,10 @@ static int xfer_init(lc_session *s, lc_xfer *x) {
   SETOPT(CURLOPT_HEADERDATA, (void *)x);
   SETOPT(CURLOPT_READFUNCTION, on_read);
   SETOPT(CURLOPT_READDATA, (void *)x);
+#if LC_HAVE_PREREQ
+  SETOPT(CURLOPT_PREREQFUNCTION, on_prereq);
+  SETOPT(CURLOPT_PREREQDATA, (void *)x);
+#endif
   SETOPT(CURLOPT_USERAGENT, s->ua);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
   SETOPT(CURLOPT_TIMEOUT_MS, s->timeout_ms);
@@ -376,10 +403,19 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_s > 0 ? clamp_ms(timeout_s * 1000 + 0.5) : s->timeout_ms);
   x->up = NULL;
+  x->once = 0;
+  x->attempts = 0;
   if (body == NULL) {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") == 0 ? NULL : method);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   } else if (strcmp(method, "POST") == 0) {
+    x->once = 1; /* the pre-request callback lets libcurl send it once */
+#if LC_HAVE_PREREQ
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+#else
     x->up = body; /* read callback, no seek callback: libcurl cannot re-send it by itself */
     x->up_len = blen;
     x->up_pos = 0;
@@ -387,6 +423,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+#endif
   } else {
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
@@ -456,6 +493,15 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     return lc_finish(L, x->op, &a);
   }
   lua_pushnil(L);
+  if (x->once && x->attempts > 1) {
+    /* libcurl wanted to send the request again on a fresh connection: the one it went out on closed with no
+     * answer. It may have been processed, so it is not sent again. */
+    lc_push_error(L, "network", "the connection closed before any answer came; the request was sent and may have "
+                                "been processed, so it was not sent again");
+    lc_seterrfield_num(L, "curl_code", (double)rc);
+    lc_seterrfield_bool(L, "request_sent", 1);
+    return 2;
+  }
   if (capped) {
     lc_push_error(L, "decode", "answer is larger than max_response_size (%lu bytes)", (unsigned long)s->max_size);
     lc_seterrfield_num(L, "status", (double)status);
