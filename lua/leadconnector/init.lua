@@ -119,10 +119,11 @@ function Limiter:wait(t)
   return w
 end
 
-function Limiter:spend(t, interval_s)
+--- Counts n requests (default 1) going out at time t against the window's budget.
+function Limiter:spend(t, interval_s, n)
   if self.remaining then
     if self.reset_at and self.reset_at <= t then self.remaining, self.reset_at = nil, nil return end
-    self.remaining = self.remaining - 1
+    self.remaining = self.remaining - (n or 1)
     if self.remaining <= 0 and not self.reset_at and interval_s then self.reset_at = t + interval_s + WINDOW_SLACK end
   end
 end
@@ -510,13 +511,14 @@ function Client:batch(calls, opts)
   local stop_at = now() + (bopts.deadline or self.deadline)
   local session, lim = self._session, self._limiter
   local results, pending, where, attempts = {}, {}, {}, {}
+  local np = 0
   for i = 1, #calls do
     local c = calls[i]
     if type(c) ~= "table" then error(("leadconnector: batch call %d must be a table"):format(i), 2) end
     local req, err = prepare(c, bopts)
     if req then
-      pending[#pending + 1] = req
-      where[#where + 1] = i
+      np = np + 1
+      pending[np], where[np] = req, i
       attempts[i] = 0
     else
       results[i] = { err = err }
@@ -563,7 +565,7 @@ function Client:batch(calls, opts)
       else
         pending, where = {}, {}
       end
-      for _ = 1, #round do lim:spend(t, lim.interval) end
+      lim:spend(t, lim.interval, #round)
     else
       pending, where = {}, {}
     end
