@@ -260,6 +260,28 @@ describe("client:batch #batch", function()
       assert.equals("msg_demo_3", results[3].value.id)
     end)
 
+    it("an entry's own max_retries and deadline apply to it alone", function()
+      local c = lch.client(sb, { max_retries = 2 })
+      sb:fault { method = "GET", path = "/conversations/messages/msg_demo_1", count = 1, status = 503 }
+      sb:fault { method = "GET", path = "/conversations/messages/msg_demo_2", count = 1, status = 503 }
+      sb:fault { method = "GET", path = "/conversations/messages/msg_demo_3", count = 1, delay_ms = math.floor(3000 * S) }
+      local t0 = core.now()
+      local results = c:batch({
+        { "get_message", "msg_demo_1", { max_retries = 0 } }, -- its 503 stands
+        { "get_message", "msg_demo_2" },                      -- the batch's max_retries: retried
+        { "get_message", "msg_demo_3", { deadline = 0.4 * S } }, -- gives up long before the slow answer
+      }, { concurrency = 3 })
+      local took = core.now() - t0
+      c:close()
+      assert.equals("server", results[1].err.kind)
+      assert.equals(503, results[1].err.status)
+      assert.equals(1, results[1].err.attempts)
+      assert.equals("msg_demo_2", results[2].value.id)
+      assert.equals("timeout", results[3].err.kind)
+      assert.equals(1, results[3].err.attempts)
+      assert.is_true(took < 2.5 * S, ("took %.2f s: the entry's deadline was not kept"):format(took))
+    end)
+
     it("a connection dropped without an answer fails that send as request_sent, never resent", function()
       local c = lch.client(sb, { max_retries = 3 })
       sb:fault { method = "POST", path = "/conversations/messages", count = 1, action = "drop", after = true }

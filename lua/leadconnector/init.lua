@@ -301,7 +301,7 @@ function Client:_call(op, method, path, body, copts)
             local err = core.error("rate_limited",
               ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
             err.retry_after = w
-            err.request_sent = false
+            err.request_sent = attempts > 0 -- an earlier attempt of this call did go out
             return finish_error(err, method, path, attempts)
           end
           self._sleep(w)
@@ -487,7 +487,9 @@ local function prepare(call, bopts)
   -- [6] is each attempt's time limit, set per round (the call's own, cut to what its deadline leaves); [7] the
   -- call's own limit, when it or the batch gives one (else the client's)
   local timeout = (copts and copts.timeout) or bopts.timeout or false
-  return { op, method, path, body or false, version, false, timeout }
+  -- [8], [9]: the call's own max_retries and deadline (seconds from the batch's start), when it gives them
+  local retries = copts and copts.max_retries and floor(copts.max_retries) or false
+  return { op, method, path, body or false, version, false, timeout, retries, (copts and copts.deadline) or false }
 end
 
 --- Runs many calls at once: `calls[i] = { "get_message", id }`, `{ "send_message", fields [, opts] }`,
@@ -508,9 +510,12 @@ function Client:batch(calls, opts)
   local concurrency = floor(bopts.concurrency or 8)
   if concurrency < 1 then concurrency = 1 end
   local max_retries = bopts.max_retries and floor(bopts.max_retries) or self.max_retries
-  local stop_at = now() + (bopts.deadline or self.deadline)
+  local t0 = now()
+  local stop_at = t0 + (bopts.deadline or self.deadline)
   local session, lim = self._session, self._limiter
-  local results, pending, where, attempts = {}, {}, {}, {}
+  -- Per call i: results[i] once it has one; attempts[i]; stop_of[i], when its deadline (its own, or the batch's,
+  -- whichever comes first) passes. pending/where: the requests still to send and the calls they belong to.
+  local results, pending, where, attempts, stop_of = {}, {}, {}, {}, {}
   local np = 0
   for i = 1, #calls do
     local c = calls[i]
@@ -520,66 +525,75 @@ function Client:batch(calls, opts)
       np = np + 1
       pending[np], where[np] = req, i
       attempts[i] = 0
+      stop_of[i] = req[9] and min(stop_at, t0 + req[9]) or stop_at
     else
       results[i] = { err = err }
     end
   end
 
-  local function fail_rest(list, idx, err_of)
-    for k = 1, #list do
-      local i = idx[k]
-      local err = err_of(list[k])
-      err.method, err.path, err.attempts = list[k][2], list[k][3], attempts[i]
-      results[i] = { err = err }
+  local function fail(req, i, err)
+    err.method, err.path, err.attempts = req[2], req[3], attempts[i]
+    results[i] = { err = err }
+  end
+  -- Fails, with err_of(i), the pending calls whose deadline comes before `when`; keeps the others pending.
+  local function drop_before(when, err_of)
+    local keep, keep_at = {}, {}
+    for k = 1, #pending do
+      local i = where[k]
+      if stop_of[i] < when then
+        fail(pending[k], i, err_of(i))
+      else
+        keep[#keep + 1], keep_at[#keep_at + 1] = pending[k], i
+      end
     end
+    pending, where = keep, keep_at
   end
 
   while #pending > 0 do
     local t = now()
-    local round, round_at = pending, where
     if self.rate_limiting then
       local w = lim:wait(t)
       if w > 0 then
-        if t + w > stop_at then
-          fail_rest(pending, where, function()
-            local e = core.error("rate_limited", ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
-            e.retry_after, e.request_sent = w, false
-            return e
-          end)
-          break
-        end
+        -- Calls whose deadline passes before the next window opens end now, unsent, as a single call would.
+        drop_before(t + w, function(i)
+          local e = core.error("rate_limited",
+            ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
+          e.retry_after, e.request_sent = w, attempts[i] > 0
+          return e
+        end)
+        if #pending == 0 then break end
         self._sleep(w)
         t = now()
       end
-      -- Never send more at once than the budget left in this window.
-      local budget = lim.remaining
-      if budget and budget < #pending then
-        budget = max(1, budget)
-        round, round_at = {}, {}
-        local rest, rest_at = {}, {}
-        for k = 1, #pending do
-          if k <= budget then round[#round + 1], round_at[#round_at + 1] = pending[k], where[k]
-          else rest[#rest + 1], rest_at[#rest_at + 1] = pending[k], where[k] end
-        end
-        pending, where = rest, rest_at
-      else
-        pending, where = {}, {}
+    end
+    drop_before(t + 1e-9, function(i) -- deadline passed
+      local e = core.error("timeout", "deadline passed")
+      e.request_sent = attempts[i] > 0
+      return e
+    end)
+    if #pending == 0 then break end
+    local round, round_at = pending, where
+    -- Never send more at once than the budget left in this window.
+    local budget = self.rate_limiting and lim.remaining
+    if budget and budget < #pending then
+      budget = max(1, budget)
+      round, round_at = {}, {}
+      local rest, rest_at = {}, {}
+      for k = 1, #pending do
+        if k <= budget then round[#round + 1], round_at[#round_at + 1] = pending[k], where[k]
+        else rest[#rest + 1], rest_at[#rest_at + 1] = pending[k], where[k] end
       end
-      lim:spend(t, lim.interval, #round)
+      pending, where = rest, rest_at
     else
       pending, where = {}, {}
     end
-    local left = stop_at - t
-    if left <= 0 then
-      fail_rest(round, round_at, function() return core.error("timeout", "deadline passed") end)
-      fail_rest(pending, where, function() return core.error("timeout", "deadline passed") end)
-      break
-    end
+    if self.rate_limiting then lim:spend(t, lim.interval, #round) end
     for k = 1, #round do
-      local req = round[k]
+      local req, i = round[k], round_at[k]
+      local left = stop_of[i] - t
       local tmo = req[7] or self.timeout
       req[6] = tmo < left and tmo or left
-      attempts[round_at[k]] = attempts[round_at[k]] + 1
+      attempts[i] = attempts[i] + 1
     end
     local values, errors, remaining, interval_ms
     if session.batch then
@@ -600,25 +614,23 @@ function Client:batch(calls, opts)
     lim:observe(t, remaining, interval_ms, nil, nil)
     local delay = 0
     for k = 1, #round do
-      local i, v = round_at[k], values[k]
+      local req, i, v = round[k], round_at[k], values[k]
       if v ~= nil then
         results[i] = { value = v }
       else
         local err = errors[k]
         if err.status == 429 then lim:observe(t, nil, nil, err.retry_after, 429) end
-        if attempts[i] <= max_retries and retryable(round[k][1], err) then
-          pending[#pending + 1], where[#where + 1] = round[k], i
+        if attempts[i] <= (req[8] or max_retries) and retryable(req[1], err) then
           local d = err.retry_after or random() * min(self.retry_cap, self.retry_base * 2 ^ (attempts[i] - 1))
-          if d > delay then delay = d end
+          if t + d < stop_of[i] then -- else the error stands: a retry would start past the call's deadline
+            pending[#pending + 1], where[#where + 1] = req, i
+            if d > delay then delay = d end
+          end
         end
-        err.method, err.path, err.attempts = round[k][2], round[k][3], attempts[i]
-        results[i] = { err = err }
+        fail(req, i, err)
       end
     end
-    if #pending > 0 and delay > 0 then
-      if t + delay >= stop_at then break end -- the last errors stand
-      self._sleep(delay)
-    end
+    if #pending > 0 and delay > 0 then self._sleep(delay) end
   end
   return results
 end
