@@ -119,6 +119,19 @@ function Limiter:wait(t)
   return w
 end
 
+--- Admits one request at time t: returns 0 and counts it when it may go now, else the seconds to wait first
+-- (counting nothing: the caller spends after its wait). The usual case — budget left, nothing scheduled — first.
+function Limiter:admit(t)
+  local remaining = self.remaining
+  if self.blocked_until == nil and self.reset_at == nil and (remaining == nil or remaining > 1) then
+    if remaining then self.remaining = remaining - 1 end -- cannot empty the window: nothing to schedule
+    return 0
+  end
+  local w = self:wait(t)
+  if w <= 0 then self:spend(t, self.interval) end
+  return w
+end
+
 --- Counts n requests (default 1) going out at time t against the window's budget.
 function Limiter:spend(t, interval_s, n)
   if self.remaining then
@@ -289,24 +302,17 @@ function Client:_call(op, method, path, body, copts)
   local attempts = 0
   while true do
     if self.rate_limiting then
-      local remaining = lim.remaining
-      if lim.blocked_until == nil and lim.reset_at == nil and (remaining == nil or remaining > 1) then
-        -- The usual case, inlined (this runs on every call): budget left and nothing scheduled, so no wait, and
-        -- spending one request cannot empty the window. Limiter:wait/spend below handle everything else.
-        if remaining then lim.remaining = remaining - 1 end
-      else
-        local w = lim:wait(t)
-        if w > 0 then
-          if t + w > stop_at then
-            local err = core.error("rate_limited",
-              ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
-            err.retry_after = w
-            err.request_sent = attempts > 0 -- an earlier attempt of this call did go out
-            return finish_error(err, method, path, attempts)
-          end
-          self._sleep(w)
-          t = now()
+      local w = lim:admit(t)
+      if w > 0 then
+        if t + w > stop_at then
+          local err = core.error("rate_limited",
+            ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
+          err.retry_after = w
+          err.request_sent = attempts > 0 -- an earlier attempt of this call did go out
+          return finish_error(err, method, path, attempts)
         end
+        self._sleep(w)
+        t = now()
         lim:spend(t, lim.interval)
       end
     end
@@ -320,12 +326,6 @@ function Client:_call(op, method, path, body, copts)
     -- call() also returns what this answer said of the rate limit: remaining, interval_ms, retry_after.
     local value, err, remaining, interval_ms, retry_after =
       session:call(op, method, path, body, version, timeout < left and timeout or left)
-    if value ~= nil and remaining and remaining > 0 then
-      -- Limiter:observe for a success with budget left, inlined: the usual case again.
-      if interval_ms then lim.interval = interval_ms / 1000 end
-      lim.remaining, lim.reset_at = remaining, nil
-      return value
-    end
     lim:observe(nil, remaining, interval_ms, retry_after, err and err.status)
     if value ~= nil then return value end
     t = now()
