@@ -4,7 +4,6 @@
 local cjson = require "cjson"
 local core = require "leadconnector.core"
 local leadconnector = require "leadconnector"
-local helpers = require "helpers"
 local lch = require "lchelpers"
 
 local function base(extra)
@@ -438,17 +437,7 @@ end)
 describe("the client refuses invalid input before sending anything", function()
   local sb, client
 
-  lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = false }
-    client = lch.client(sb, { max_retries = 2 })
-  end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() sb:reset() end)
+  lch.suite(function(s, c) sb, client = s, c end, nil, { max_retries = 2 })
 
   -- Runs fn (which must return nil, err), checks the refusal, and that the sandbox received no request.
   local function nothing_sent(field, fn)

@@ -2,7 +2,6 @@
 -- server received (body, headers), what the library gave back, and that one client keeps one connection.
 local core = require "leadconnector.core"
 local leadconnector = require "leadconnector"
-local helpers = require "helpers"
 local lch = require "lchelpers"
 
 local TYPES = { "SMS", "RCS", "Email", "WhatsApp", "IG", "FB", "Custom", "Live_Chat", "TIKTOK" }
@@ -10,17 +9,7 @@ local TYPES = { "SMS", "RCS", "Email", "WhatsApp", "IG", "FB", "Custom", "Live_C
 describe("client against the sandbox", function()
   local sb, client
 
-  lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = false }
-    client = lch.client(sb)
-  end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() sb:reset() end)
+  lch.suite(function(s, c) sb, client = s, c end)
 
   local function last_request()
     local reqs = sb:requests()

@@ -4,7 +4,6 @@
 local cjson = require "cjson"
 local core = require "leadconnector.core"
 local leadconnector = require "leadconnector"
-local helpers = require "helpers"
 local lch = require "lchelpers"
 
 local MESSAGE = {
@@ -242,17 +241,7 @@ end)
 describe("objects from the sandbox", function()
   local sb, client
 
-  lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = false }
-    client = lch.client(sb)
-  end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() sb:reset() end)
+  lch.suite(function(s, c) sb, client = s, c end)
 
   it("a field the API adds later is readable from a real answer", function()
     sb:fault { method = "GET", path = "/conversations/messages/m_new", status = 200, body = {

@@ -13,17 +13,7 @@ local S = lch.scale
 describe("client:batch #batch", function()
   local sb, client
 
-  lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = false }
-    client = lch.client(sb)
-  end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() sb:reset() end)
+  lch.suite(function(s, c) sb, client = s, c end)
 
   local function sms(contact, text)
     return { "send_message", { type = "SMS", contactId = contact, message = text } }

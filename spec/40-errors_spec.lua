@@ -1,7 +1,6 @@
 -- Every error kind of API.md §2 from real answers of the sandbox (its faults stand in for the proxies, outages
 -- and odd answers of the real API), with the fields the error object carries, and the token kept out of all of it.
 local leadconnector = require "leadconnector"
-local helpers = require "helpers"
 local lch = require "lchelpers"
 
 local TOKEN = "pit-SECRET-4c1d9e7a-0b2f"
@@ -11,18 +10,10 @@ describe("errors", function()
   local sb, client
   local all_errors = {} -- every error seen, checked once more at the end
 
-  lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = false, tokens = { TOKEN } }
-    assert(sb.token == TOKEN)
-    client = lch.client(sb, { rate_limit = false })
+  lch.suite(function(s, c) sb, client = s, c end, { rate_limit = false, tokens = { TOKEN } }, function(s)
+    assert(s.token == TOKEN)
+    return lch.client(s, { rate_limit = false })
   end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() sb:reset() end)
 
   -- What every error must be: an error object of `kind`, one line, the token nowhere.
   local function check(err, kind)

@@ -11,15 +11,9 @@ local function deep_contains(v, needle) return lch.find_in(v, needle) ~= nil end
 
 describe("a token echoed back by a server", function()
   local sb, client
-  lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = false }
-    client = assert(leadconnector.new { token = TOKEN, base_url = sb.url, max_retries = 0, rate_limit = false })
+  lch.suite(function(s, c) sb, client = s, c end, nil, function(s)
+    return assert(leadconnector.new { token = TOKEN, base_url = s.url, max_retries = 0, rate_limit = false })
   end)
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
-  before_each(function() sb:reset() end)
 
   it("is redacted from err.message and err.body of a JSON error answer", function()
     sb:fault { method = "GET", path_pattern = "^/conversations/messages/", status = 401,

@@ -3,6 +3,10 @@ The sandbox itself is driven through spec/helpers.lua; this file only adds what 
 
   lch.client(sb, opts)        a client for the sandbox with fast test settings (tiny backoff, short timeouts);
                               opts override them
+  lch.suite(set, sb_opts, c)  inside a describe block: one sandbox (helpers.start_sandbox(sb_opts), default
+                              { rate_limit = false }) and one client (lch.client(sb, c) when c is a table or nil,
+                              c(sb) when it is a function) for the block, handed to set(sb, client) once they exist;
+                              both stopped after the block, the sandbox reset before each test
   lch.scale                   factor for time limits (valgrind and ASan runs are slower)
   lch.is_integer(v)           true for a Lua 5.4 integer; on LuaJIT, for a number with no fraction
   lch.has_integers            true when numbers have an integer subtype (Lua 5.3+)
@@ -36,6 +40,21 @@ function lch.client(sb, opts)
   }
   for k, v in pairs(opts or {}) do o[k] = v end
   return assert(leadconnector.new(o))
+end
+
+function lch.suite(set, sandbox_opts, client)
+  local busted = require "busted" -- its block functions (lazy_setup, ...) are globals only in spec files
+  local sb, c
+  busted.lazy_setup(function()
+    sb = require("helpers").start_sandbox(sandbox_opts or { rate_limit = false })
+    if type(client) == "function" then c = client(sb) else c = lch.client(sb, client) end
+    set(sb, c)
+  end)
+  busted.lazy_teardown(function()
+    if c then c:close() end
+    if sb then sb:stop() end
+  end)
+  busted.before_each(function() sb:reset() end)
 end
 
 function lch.find_in(v, needle, path, seen)
