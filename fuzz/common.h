@@ -102,4 +102,13 @@ static inline double fz_double(fz_in *in) {
   return d;
 }
 
+/* libFuzzer's set-up for a harness that needs nothing beyond fz_setup: its Lua invariants `check`. */
+#define FZ_INITIALIZE(check)                                                                                           \
+  int LLVMFuzzerInitialize(int *argc, char ***argv) {                                                                  \
+    (void)argc;                                                                                                        \
+    (void)argv;                                                                                                        \
+    fz_L = fz_setup(check);                                                                                            \
+    return 0;                                                                                                          \
+  }
+
 #endif

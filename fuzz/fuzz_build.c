@@ -179,12 +179,7 @@ static const char CHECK[] =
     "  assert(m == n, 'body has ' .. m .. ' fields, the table ' .. n)\n"
     "end\n";
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc;
-  (void)argv;
-  fz_L = fz_setup(CHECK);
-  return 0;
-}
+FZ_INITIALIZE(CHECK)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_State *L = fz_L;

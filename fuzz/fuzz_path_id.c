@@ -62,12 +62,7 @@ static const char CHECK[] =
     "  assert(seg == nil and err.kind == 'invalid')\n"
     "end\n";
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  (void)argc;
-  (void)argv;
-  fz_L = fz_setup(CHECK);
-  return 0;
-}
+FZ_INITIALIZE(CHECK)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_State *L = fz_L;
