@@ -408,46 +408,30 @@ local function targets(startup, rss_run)
   end
   local function ready(r) return r and r.rps and not r.na and not r.failed end
 
+  -- One ratio target: row rid against row bid on `field`, met when pass(x); the line reads "label: x (row vs base)",
+  -- x written with xfmt, the two rows' own figures with vsfmt.
+  local function ratio_target(rid, bid, field, pass, label, xfmt, vsfmt)
+    local r, b = by_id[rid], by_id[bid]
+    if ready(r) and ready(b) then
+      local x = ratio_median(r, b, field)
+      local v = field == "rps" and "rps" or "cpu"
+      check(pass(x), string.format("%s: " .. xfmt .. " (" .. vsfmt .. ")", label, x, r[v], b[v]))
+    else
+      check(nil, label .. ": " .. ((r.na or r.failed) or (b.na or b.failed) or "no data"))
+    end
+  end
+  local function at_least(n) return function(x) return x >= n end end
   for _, call in ipairs(CALLS) do
-    local r, b = by_id["lc_" .. call], by_id["raw_" .. call]
-    if ready(r) and ready(b) then
-      local x = ratio_median(r, b, "rps")
-      check(x >= 0.85, string.format("sequential %s >= 0.85x raw easy req/s: %.3fx (%.0f vs %.0f)",
-        call, x, r.rps, b.rps))
-    else
-      check(nil, "sequential " .. call .. " >= 0.85x raw easy req/s: " .. (r.na or r.failed or "no data"))
-    end
+    ratio_target("lc_" .. call, "raw_" .. call, "rps", at_least(0.85),
+      "sequential " .. call .. " >= 0.85x raw easy req/s", "%.3fx", "%.0f vs %.0f")
   end
-  do
-    local r, b = by_id.lc_batch, by_id.raw_multi
-    if ready(r) and ready(b) then
-      local x = ratio_median(r, b, "rps")
-      check(x >= 0.85, string.format("concurrent batch x%d >= 0.85x raw multi req/s: %.3fx (%.0f vs %.0f)",
-        CONCURRENCY, x, r.rps, b.rps))
-    else
-      check(nil, "concurrent batch >= 0.85x raw multi req/s: " .. (r.na or r.failed or "no data"))
-    end
-  end
-  do
-    local r, b = by_id.lc_get_message, by_id.node
-    if ready(r) and ready(b) then
-      local x = ratio_median(r, b, "rps")
-      check(x >= 8, string.format("sequential get_message >= 8x the Node SDK's req/s: %.1fx (%.0f vs %.0f)",
-        x, r.rps, b.rps))
-    else
-      check(nil, "sequential get_message >= 8x the Node SDK: " ..
-        ((r.na or r.failed) or (b.na or b.failed) or "no data"))
-    end
-  end
+  ratio_target("lc_batch", "raw_multi", "rps", at_least(0.85),
+    ("concurrent batch x%d >= 0.85x raw multi req/s"):format(CONCURRENCY), "%.3fx", "%.0f vs %.0f")
+  ratio_target("lc_get_message", "node", "rps", at_least(8),
+    "sequential get_message >= 8x the Node SDK's req/s", "%.1fx", "%.0f vs %.0f")
   for _, call in ipairs(CALLS) do
-    local r, b = by_id["lc_" .. call], by_id["raw_" .. call]
-    if ready(r) and ready(b) then
-      local x = ratio_median(r, b, "cpu_per_1000")
-      check(x <= 1.2, string.format("CPU per request, %s <= 1.2x raw easy: %.3fx (%.1f vs %.1f ms/1000)",
-        call, x, r.cpu, b.cpu))
-    else
-      check(nil, "CPU per request, " .. call .. " <= 1.2x raw easy: " .. (r.na or r.failed or "no data"))
-    end
+    ratio_target("lc_" .. call, "raw_" .. call, "cpu_per_1000", function(x) return x <= 1.2 end,
+      "CPU per request, " .. call .. " <= 1.2x raw easy", "%.3fx", "%.1f vs %.1f ms/1000")
   end
   if rss_run and rss_run.rss_kb then
     local mb = rss_run.rss_kb / 1024
