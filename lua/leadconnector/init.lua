@@ -535,12 +535,12 @@ function Client:batch(calls, opts)
     err.method, err.path, err.attempts = req[2], req[3], attempts[i]
     results[i] = { err = err }
   end
-  -- Fails, with err_of(i), the pending calls whose deadline comes before `when`; keeps the others pending.
+  -- Fails, with err_of(i), the pending calls whose deadline comes by `when`; keeps the others pending.
   local function drop_before(when, err_of)
     local keep, keep_at = {}, {}
     for k = 1, #pending do
       local i = where[k]
-      if stop_of[i] < when then
+      if stop_of[i] <= when then
         fail(pending[k], i, err_of(i))
       else
         keep[#keep + 1], keep_at[#keep_at + 1] = pending[k], i
@@ -566,7 +566,7 @@ function Client:batch(calls, opts)
         t = now()
       end
     end
-    drop_before(t + 1e-9, function(i) -- deadline passed
+    drop_before(t, function(i) -- deadline passed
       local e = core.error("timeout", "deadline passed")
       e.request_sent = attempts[i] > 0
       return e

@@ -420,11 +420,11 @@ local function curl_call(self, op, method, path, body, version, tmo)
     if not cs then return nil, err end
     s.curl = cs
   end
-  local value, err = s.curl:call(op, method, path, body, version, tmo)
+  local value, err, remaining, interval_ms, retry_after = s.curl:call(op, method, path, body, version, tmo)
   local rl = s.curl:rate_limit()
   local all = self._rl
   for k, v in pairs(rl) do all[k] = v end
-  self._remaining, self._interval_ms, self._retry_after = s.curl:last()
+  self._remaining, self._interval_ms, self._retry_after = remaining, interval_ms, retry_after
   return value, err
 end
 
