@@ -19,8 +19,11 @@ CC           ?= cc
 CFLAGS       ?= -O2 -g
 LIBFLAG      ?= -shared
 PKG_CONFIG   ?= pkg-config
-CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
-CURL_LIBS    ?= $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+# The C libraries of the core, all found through pkg-config: libcurl (HTTP), libcrypto (webhook signatures),
+# hiredis (the Redis client of the shared limiter and the OAuth store).
+DEP_PKGS     ?= libcurl libcrypto hiredis
+CURL_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags $(DEP_PKGS) 2>/dev/null)
+CURL_LIBS    ?= $(shell $(PKG_CONFIG) --libs $(DEP_PKGS) 2>/dev/null || echo -lcurl -lcrypto -lhiredis)
 WERROR       ?= -Werror
 PREFIX       ?= /usr/local
 INST_LIBDIR  ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
@@ -30,8 +33,9 @@ INST_BINDIR  ?= $(PREFIX)/bin
 # Always on, whatever CFLAGS the caller brings.
 LC_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -Wall -Wextra $(WERROR)
 
-SRC  = csrc/core.c csrc/json.c csrc/validate.c csrc/object.c csrc/error.c csrc/http.c
-HDRS = csrc/lc.h csrc/compat.h
+# Every C file of csrc/ is part of the core (one file per concern).
+SRC  = $(sort $(wildcard csrc/*.c))
+HDRS = $(wildcard csrc/*.h)
 LUA_SRC = $(wildcard lua/leadconnector/*.lua lua/leadconnector/*/*.lua)
 
 BUILD ?= build

@@ -23,8 +23,8 @@ OUT=fuzz/out
 BIN=build/fuzz
 CFLAGS_FUZZ=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Icsrc -I/usr/include/lua5.4)
-read -r -a CURL_CFLAGS <<<"$(pkg-config --cflags libcurl 2>/dev/null)"
-read -r -a CURL_LIBS <<<"$(pkg-config --libs libcurl 2>/dev/null || echo -lcurl)"
+read -r -a CURL_CFLAGS <<<"$(pkg-config --cflags libcurl libcrypto hiredis 2>/dev/null)"
+read -r -a CURL_LIBS <<<"$(pkg-config --libs libcurl libcrypto hiredis 2>/dev/null || echo -lcurl -lcrypto -lhiredis)"
 
 build_one() {
   local name=$1 srcs=()

@@ -5,9 +5,10 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config
   lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
-  libcurl4-openssl-dev ca-certificates
-  lua-cjson lua-busted lua-socket luarocks
-  nginx libnginx-mod-http-lua lua-resty-core
+  lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
+  libcurl4-openssl-dev libssl-dev libhiredis-dev ca-certificates
+  lua-cjson lua-busted lua-socket lua-sec luarocks
+  nginx libnginx-mod-http-lua lua-resty-core lua-nginx-redis redis-server
   valgrind clang libclang-rt-14-dev openssl
 )
 # `deps.sh bench` adds what only the benchmark needs (node for the vendor's SDK, wrk, hyperfine).

@@ -48,7 +48,8 @@ run_asan() {
   mkdir -p build/asan/leadconnector
   cc -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow \
     -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror -I/usr/include/lua5.4 \
-    $(pkg-config --cflags libcurl) -shared -o build/asan/leadconnector/core.so csrc/*.c $(pkg-config --libs libcurl) \
+    $(pkg-config --cflags libcurl libcrypto hiredis) -shared -o build/asan/leadconnector/core.so csrc/*.c \
+    $(pkg-config --libs libcurl libcrypto hiredis) \
     || { echo "!! ASan build failed"; broken=$((broken + 1)); return; }
   LEADCONNECTOR_UNDER_ASAN=1 ASAN_OPTIONS="detect_leaks=1:exitcode=98" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
