@@ -24,7 +24,7 @@ local STARTUP_SAMPLES = tonumber(env("BENCH_STARTUP_SAMPLES", QUICK and "10" or 
 local CONCURRENCY = 16
 local BATCH_SIZE = 1000
 local OUT = lib.OUT
-local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit")
+local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit --rate-limit 1000000 --rate-interval-ms 1000")
 local CC = env("CC", "cc")
 -- CPU pinning (see README): "split" puts the server on CPU 0 and the client on
 -- CPU 1; "same" puts both on CPU 0; "off" leaves it to the scheduler.
