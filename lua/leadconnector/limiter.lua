@@ -163,7 +163,7 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
   elseif not m then
     if status ~= 429 then S.set(KM, 100, 86400) m = 100 end -- the answer said nothing: the documented budget
   end
-  if learning and m then S.set(KP, 0, 0.001) end -- the probe is over
+  if learning then S.set(KP, 0, 0.001) end -- the probe is over (if it taught nothing, the next send probes)
   local q
   if dr >= 0 then
     q = S.get(KQ) or n
