@@ -87,6 +87,18 @@ local function gate(t, n, m, w)
   return min(w, v - t)               -- still in flight: it ends at least w after now, look again then
 end
 
+-- Number n will not be sent (its deadline comes first, or it is not in this round). Its slot takes the value
+-- of the slot its gate waited for, so that n + B still waits for that one: without it, numbers given back in a
+-- row would open the gate for sends while the earlier ones still count.
+local function give_back(t, n, m, w)
+  local f = S.get(KF) or 0
+  local b = m - f
+  if b < 1 then b = 1 end
+  local v = n - b >= 1 and S.get(S.key(n - b)) or 0
+  local left = (v > 0 and v) or (v < 0 and -v) or t
+  S.set(S.key(n), v, max(left - t, 0) + w + 1)
+end
+
 local function blocked(t)
   local b = S.get(KB)
   if b and b > t then return min(b - t, MAX_WAIT) end
@@ -130,7 +142,7 @@ function A.acquire(n, count, tmo)
     end
     local g = gate(t, k, m, w)
     if g > 0 and i > 1 then
-      S.set(S.key(k), 0, w + 1)      -- not this round: give it back
+      give_back(t, k, m, w)          -- not this round
       break
     end
     out[#out + 1] = k
@@ -142,8 +154,8 @@ end
 
 -- cancel(n): send n will not go (its deadline came first).
 function A.cancel(n)
-  local w = (S.get(KW) or 10000) / 1000
-  S.set(S.key(n), 0, w + 1)
+  local m, w = limits()
+  give_back(S.now(), n, m or 1, w)
 end
 
 -- done(n, ta, status, remaining, interval_ms, retry_after, max, daily_remaining): the answer to send n (sent at
@@ -442,6 +454,7 @@ function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session
   if int then self.interval_seen = int end
   local ra = sane_wait(retry_after)
   local fb = n < 0
+  if fb then mx = -1 end -- the fallback keeps its reduced Max
   call_op(self, fb, "done", fb and -n or n, ta, status or (remaining and 200) or 0, num(remaining), int or -1,
     ra or -1, mx, dr)
 end
