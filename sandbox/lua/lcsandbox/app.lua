@@ -60,6 +60,7 @@ function M.init()
   elseif limit and limit ~= "" then
     ratelimit.configure { limit = number_env("LCSB_RATE_LIMIT") }
   end
+  if os.getenv("LCSB_RATE_OFF") == "1" then ratelimit.configure { enabled = false } end -- headers still say the limit
   ratelimit.configure { interval_ms = number_env("LCSB_RATE_INTERVAL_MS"), daily = number_env("LCSB_DAILY_LIMIT") }
   local window = os.getenv("LCSB_RATE_WINDOW")
   if window and window ~= "" then assert(ratelimit.configure { window = window }) end
