@@ -356,6 +356,8 @@ local function print_table(startup, rss_run)
           or r.id == "raw_multi" and "baseline for the concurrent rows" or "baseline for its call"
       elseif r.base == "raw_multi" then
         notes[#notes + 1] = "ratios vs raw multi"
+      elseif r.base == "lim_none" then
+        notes[#notes + 1] = "ratios vs the same loop without a limiter"
       elseif r.base ~= "raw_get_message" then
         notes[#notes + 1] = "ratios vs raw easy " .. r.base:gsub("^raw_", "")
       end
@@ -530,6 +532,11 @@ local function main()
       groups[#groups + 1] = g
     end
     if r.id == r.base then table.insert(g, 1, r) else g[#g + 1] = r end
+  end
+  if ONLY ~= "" then
+    for _, r in ipairs(rows) do
+      if not r.id:find(ONLY) then r.na = "not run (BENCH_ROWS)" end
+    end
   end
   for rep = 1, REPEATS do
     log("bench: run %d of %d", rep, REPEATS)

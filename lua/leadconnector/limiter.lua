@@ -154,8 +154,9 @@ end
 
 -- cancel(n): send n will not go (its deadline came first).
 function A.cancel(n)
+  local t = S.now()
   local m, w = limits()
-  give_back(S.now(), n, m or 1, w)
+  give_back(t, n, m or 1, w)
 end
 
 -- done(n, ta, status, remaining, interval_ms, retry_after, max, daily_remaining): the answer to send n (sent at
@@ -229,25 +230,26 @@ end
 --------------------------------------------------------------------------------------------------------------------
 -- Stores.
 
--- One Lua state: a table with expiry times, swept now and then.
+-- One Lua state: a table with expiry times, swept now and then. Every operation of the algorithm starts with
+-- S.now(): the time read there serves the whole operation (one clock read instead of one per key).
 local function table_store()
   local vals, exps, sets = {}, {}, 0
+  local cur = now()
   local S = {}
-  S.now = now
+  function S.now() cur = now() return cur end
   function S.key(k) return k end
   function S.get(k)
     local e = exps[k]
-    if e and e <= now() then vals[k], exps[k] = nil, nil end
+    if e and e <= cur then vals[k], exps[k] = nil, nil end
     return vals[k]
   end
   local function sweep()
-    local t = now()
     for k, e in pairs(exps) do
-      if e <= t then vals[k], exps[k] = nil, nil end
+      if e <= cur then vals[k], exps[k] = nil, nil end
     end
   end
   function S.set(k, v, ttl)
-    vals[k], exps[k] = v, now() + ttl
+    vals[k], exps[k] = v, cur + ttl
     sets = sets + 1
     if sets >= 4096 then sets = 0 sweep() end
     return true
@@ -415,6 +417,19 @@ end
 -- Returns ta (the store's clock when they were taken), then the tickets (negative: taken on the fallback budget);
 -- or nil and the wait that would have passed stop_at (then nothing is held).
 function Handle:acquire(stop_at, sleep, tmo, count)
+  local algo = self.algo
+  if algo and (count or 1) == 1 then -- one Lua state: nothing can fail, no need for the store's bookkeeping
+    local wait, ta, n = algo.acquire(0, 1, tmo)
+    while wait > 0 do
+      if now() + wait > stop_at then
+        if n then algo.cancel(n) end
+        return nil, wait
+      end
+      sleep(wait)
+      wait, ta, n = algo.acquire(n or 0, 1, tmo)
+    end
+    return ta, n
+  end
   local n, fb = 0, false
   while true do
     local r = { call_op(self, n ~= 0 and fb, "acquire", n, n ~= 0 and 1 or (count or 1), tmo) }
@@ -453,6 +468,11 @@ function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session
   local int = sane_interval(interval_ms)
   if int then self.interval_seen = int end
   local ra = sane_wait(retry_after)
+  local algo = self.algo
+  if algo then
+    algo.done(n, ta, status or (remaining and 200) or 0, num(remaining), int or -1, ra or -1, mx, dr)
+    return
+  end
   local fb = n < 0
   if fb then mx = -1 end -- the fallback keeps its reduced Max
   call_op(self, fb, "done", fb and -n or n, ta, status or (remaining and 200) or 0, num(remaining), int or -1,
@@ -460,11 +480,13 @@ function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session
 end
 
 function Handle:cancel(n)
+  if self.algo then return self.algo.cancel(n) end
   local fb = n < 0
   call_op(self, fb, "cancel", fb and -n or n)
 end
 
 function Handle:wait()
+  if self.algo then return self.algo.wait() end
   local _, w = call_op(self, false, "wait")
   return w or 0
 end
@@ -528,8 +550,8 @@ function M.shdict(name, opts)
     error(("leadconnector.limiter.shdict: no lua_shared_dict %s (add `lua_shared_dict %s 1m;` to nginx's http " ..
       "block)"):format(name, name), 2)
   end
-  local b = new_backend("shdict:" .. name, opts, function(_, h, op, ...) return h.algo[op](...) end)
-  b.setup = function(h) h.algo = algorithm(shdict_store(dict, "lc:" .. h.key .. ":")) end
+  local b = new_backend("shdict:" .. name, opts, function(_, h, op, ...) return h.shared[op](...) end)
+  b.setup = function(h) h.shared = algorithm(shdict_store(dict, "lc:" .. h.key .. ":")) end
   return b
 end
 
