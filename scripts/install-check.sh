@@ -26,8 +26,15 @@ cleanup() {
 trap cleanup EXIT
 
 command -v luarocks >/dev/null || { not_ok "luarocks is installed (scripts/deps.sh)"; finish; }
-git clone -q "$repo" "$tmp/src" 2>"$tmp/clone.log" && ok "git clone of $(git rev-parse --short HEAD)" \
-  || { not_ok "git clone: $(cat "$tmp/clone.log")"; finish; }
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+  [ -z "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] \
+    || echo "install-check: note: uncommitted changes are not part of the clone; this checks HEAD"
+  git clone -q "$repo" "$tmp/src" 2>"$tmp/clone.log" && ok "git clone of $(git -C "$repo" rev-parse --short HEAD)" \
+    || { not_ok "git clone: $(cat "$tmp/clone.log")"; finish; }
+else # not a git checkout (an unpacked archive): a copy without build products
+  mkdir -p "$tmp/src" && tar -C "$repo" --exclude=./build --exclude=./spec/prism/node_modules -cf - . \
+    | tar -C "$tmp/src" -xf - && ok "copy of the source tree (no git checkout)" || { not_ok "copy of the source tree"; finish; }
+fi
 rockspec=$(ls "$tmp"/src/rockspec/*.rockspec | head -1)
 
 # LuaJIT is LuaRocks' Lua 5.1 with LuaJIT's headers; the config makes its command wrappers run luajit.
