@@ -13,6 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 passed=0 failed=0 skipped=0 broken=0
+# SPECS: the spec files or directories to run (default: all of spec/), e.g. SPECS=spec/90-cli_spec.lua
+read -r -a SPECS_LIST <<<"${SPECS:-spec}"
 LPATH="./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./sandbox/lua/?.lua"
 
 run_busted() { # label, then the command that runs busted (its output is parsed for the summary)
@@ -39,16 +41,16 @@ done
 make -s symbols || { echo "0 passed, 1 failed"; exit 1; }
 
 run_lua54() {
-  run_busted "Lua 5.4" lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" spec
+  run_busted "Lua 5.4" lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" "${SPECS_LIST[@]}"
 }
 run_luajit() {
   run_busted "LuaJIT" luajit /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/luajit/?.so" \
-    --exclude-tags=lua54only spec
+    --exclude-tags=lua54only "${SPECS_LIST[@]}"
 }
 run_other() { # lua51 | lua52 | lua53
   local v="5.${1#lua5}"
   run_busted "Lua $v" "lua$v" /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua$v/?.so" \
-    --exclude-tags=lua54only,nginx spec
+    --exclude-tags=lua54only,nginx "${SPECS_LIST[@]}"
 }
 run_lua51() { run_other lua51; }
 run_lua52() { run_other lua52; }
@@ -72,7 +74,7 @@ run_valgrind() {
   LEADCONNECTOR_UNDER_VALGRIND=1 run_busted "Lua 5.4 under valgrind" valgrind -q --leak-check=full \
     --show-leak-kinds=definite --errors-for-leak-kinds=definite --error-exitcode=99 \
     --suppressions=scripts/valgrind.supp \
-    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" --exclude-tags=slow spec
+    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" --exclude-tags=slow "${SPECS_LIST[@]}"
 }
 run_asan() {
   mkdir -p build/asan/leadconnector
@@ -85,7 +87,7 @@ run_asan() {
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
     LSAN_OPTIONS="suppressions=$(pwd)/scripts/lsan.supp:print_suppressions=0" \
     run_busted "Lua 5.4 with ASan+UBSan" env LD_PRELOAD="$(cc -print-file-name=libasan.so):$(cc -print-file-name=libubsan.so)" \
-    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/asan/?.so" --exclude-tags=slow spec
+    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/asan/?.so" --exclude-tags=slow "${SPECS_LIST[@]}"
 }
 
 modes=("$@")
