@@ -147,6 +147,14 @@ describe("the leadconnector command", function()
       end
       assert.same({ m1 = true, m2 = true, m3 = true }, bodies)
     end)
+
+    it("an iterator that fails: the error on stderr, exit 1", function()
+      if needs_catalogue() then return end
+      local rc, out, err = run({ "each-message", "no_such_conversation" }, env)
+      assert.equal(1, rc)
+      assert.equal("", out)
+      assert.truthy(err:find("not_found", 1, true), err)
+    end)
   end)
 
   describe("errors", function()
