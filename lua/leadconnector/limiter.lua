@@ -219,7 +219,7 @@ end
 return A
 ]==]
 
-local load_chunk = load or loadstring -- luacheck: ignore 113
+local load_chunk = loadstring or load -- luacheck: ignore 113 (Lua 5.1's load takes a function)
 
 -- The algorithm over a local store: the ops table, or raises on a store failure (caught by the handle).
 local function algorithm(store)
