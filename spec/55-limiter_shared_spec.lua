@@ -40,7 +40,7 @@ local function totals(answers)
   return ok, lch.count(pids), table.concat(kinds, ", ")
 end
 
-describe("one budget across nginx workers (lua_shared_dict) #slow #lua54only", function()
+describe("one budget across nginx workers (lua_shared_dict) #slow #lua54only #nginx", function()
   local sb, nx
   lazy_setup(function()
     sb = helpers.start_sandbox { rate_limit = LIM, rate_interval_ms = WIN * 1000, args = { "--rate-window", "sliding" } }
@@ -75,7 +75,7 @@ describe("one budget across nginx workers (lua_shared_dict) #slow #lua54only", f
   end)
 end)
 
-describe("one budget across machines (Redis) #slow #lua54only", function()
+describe("one budget across machines (Redis) #slow #lua54only #nginx", function()
   local sb, rd, nx1, nx2
   lazy_setup(function()
     sb = helpers.start_sandbox { rate_limit = LIM, rate_interval_ms = WIN * 1000, args = { "--rate-window", "sliding" } }
