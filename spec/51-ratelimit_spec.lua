@@ -208,6 +208,7 @@ end)
 -- 2 s. Each test has its own limiter (limiter.process() is a new budget), so none starts with another's sends.
 describe("the limiter against an exact sliding window #ratelimit", function()
   local limiter = require "leadconnector.limiter"
+  local leadconnector_new = require("leadconnector").new
   local sb
   local LIM, WIN_MS = 20, 2000
   local seq = 0
@@ -246,6 +247,17 @@ describe("the limiter against an exact sliding window #ratelimit", function()
     end
     return ok
   end
+
+  it("the limiter option takes only a backend; shdict needs nginx; bad backend options are refused", function()
+    local c, err = leadconnector_new { token = "t", limiter = {} }
+    assert.is_nil(c)
+    assert.equals("invalid", err.kind)
+    assert.equals("limiter", err.field)
+    assert.has_error(function() limiter.shdict("leadconnector_limits") end)
+    assert.has_error(function() limiter.process { fallback_share = 2 } end)
+    assert.has_error(function() limiter.redis { timeout_ms = 0 } end)
+    assert.has_error(function() limiter.redis { key = "" } end)
+  end)
 
   it("the sandbox's sliding window is exact: the 21st request of any 2 s is refused", function()
     local c = client { rate_limit = false }

@@ -67,6 +67,20 @@ describe("one budget across nginx workers (lua_shared_dict) #slow #lua54only #ng
     assert.is_true(took <= 2 * (120 - LIM) / (LIM / WIN) * S + 2, ("took %.1f s"):format(took))
   end)
 
+  it("a shared dict too small for the budget: the reduced local budget, said once in the log, no 429", function()
+    local t0 = core.now()
+    local answers = h.get_all(nx.port, { "/burst?n=12&threads=4&backend=tiny" })
+    local took = core.now() - t0
+    local ok, _, kinds = totals(answers)
+    assert.equals(0, (count_429(sb)), kinds)
+    assert.equals(12, ok, kinds)
+    local log = nx.read_log()
+    local _, said = log:gsub("the shared store failed", "")
+    assert.equals(1, said, log:sub(-2000))
+    -- a quarter of 20 per 2 s in this worker: 12 calls need two windows of waiting
+    assert.is_true(took >= 2 * WIN * 0.9, ("took %.1f s: not the reduced budget"):format(took))
+  end)
+
   it("8 concurrent light threads sharing one worker's client (one budget per Lua state): no 429 (was 75)", function()
     local answers = h.get_all(nx.port, { "/burst?n=64&threads=8&backend=process" })
     local ok, _, kinds = totals(answers)

@@ -267,7 +267,8 @@ local function table_store()
   return S
 end
 
--- One nginx: a lua_shared_dict. Only atomic operations: incr (with init), add, and set of the caller's own slot.
+-- One nginx: a lua_shared_dict. Only atomic operations: incr, add, and set of the caller's own slot; none that
+-- evicts (safe_add, safe_set), so a full dict is a failure of the store, never a forgotten send.
 local function shdict_store(dict, prefix)
   local update_time, ngx_now = ngx.update_time, ngx.now
   local S = {}
@@ -278,19 +279,28 @@ local function shdict_store(dict, prefix)
     if v == nil and err then error("shared dict: " .. tostring(err), 0) end
     return v
   end
+  -- safe_set / safe_add: a full dict fails (and the limiter falls back to its local budget, logged) rather than
+  -- evicting another send's slot, which would make the gate forget a send that still counts
   function S.set(k, v, ttl)
-    local ok, err = dict:set(k, v, ttl)
+    local ok, err = dict:safe_set(k, v, ttl)
     if not ok then error("shared dict: " .. tostring(err), 0) end
     return true
   end
   function S.add(k, v, ttl)
-    local ok, err = dict:add(k, v, ttl)
+    local ok, err = dict:safe_add(k, v, ttl)
     if ok then return true end
     if err == "exists" then return false end
     error("shared dict: " .. tostring(err), 0)
   end
+  -- incr of an existing number changes it in place; a missing one is first made by safe_add (an incr with init
+  -- could evict slots of sends that still count to make room)
   function S.incr(k, n)
-    local v, err = dict:incr(k, n, 0)
+    local v, err = dict:incr(k, n)
+    if not v and err == "not found" then
+      local ok, aerr = dict:safe_add(k, 0)
+      if not ok and aerr ~= "exists" then error("shared dict: " .. tostring(aerr), 0) end
+      v, err = dict:incr(k, n)
+    end
     if not v then error("shared dict: " .. tostring(err), 0) end
     return v
   end

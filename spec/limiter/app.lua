@@ -1,9 +1,9 @@
 --[[ spec/limiter/app.lua -- what spec/55-limiter_shared_spec.lua runs: inside nginx (nginx.conf beside this file)
 and, as a plain Lua process, through run_process (spec/limiter/proc.lua).
 
-  GET /burst?n=N&threads=T&backend=shdict|redis|process&id=I
+  GET /burst?n=N&threads=T&backend=shdict|redis|process|tiny&id=I
     T light threads (default N) share N get_message calls for the sandbox's token, through one client per worker
-    and backend (made on first use); answers JSON { pid, ok, kinds = { kind = count }, seconds }.
+    and backend (made on first use; tiny: a shared dict too small to hold the budget); answers JSON { pid, ok, kinds = { kind = count }, seconds }.
 ]]
 local cjson = require "cjson"
 local leadconnector = require "leadconnector"
@@ -20,6 +20,13 @@ local function backend(name)
     return limiter.redis { port = conf.redis_port, key = "spec55", timeout_ms = 200 }
   elseif name == "process" then
     return limiter.process()
+  elseif name == "tiny" then
+    -- full of other data first (as if other budgets had filled it): no room for this one's slots
+    local dict, i = ngx.shared.lc_tiny, 0
+    for _, v in ipairs { ("x"):rep(200), ("x"):rep(40), 0 } do -- every size class of the slab allocator
+      repeat i = i + 1 until not dict:safe_add("junk" .. i, v)
+    end
+    return limiter.shdict("lc_tiny", { fallback_share = 0.25 })
   end
   return nil -- the default: the shared dict leadconnector_limits
 end
@@ -54,6 +61,15 @@ function M.burst()
   local n = tonumber(args.n) or 10
   local threads = tonumber(args.threads) or n
   local c = M.client(assert(args.backend, "backend="))
+  local n = tonumber(args.n) or 10
+  local threads = tonumber(args.threads) or n
+  local c = M.client(assert(args.backend, "backend="))
+  if args.dbg then
+    local d = ngx.shared.lc_tiny
+    ngx.say(tostring(d:safe_add("probe-x", 0)), " ", tostring(select(2, d:safe_add("probe-y", 0))), " ",
+      tostring(c._limiter.backend.name), " ", tostring(c._limiter.backend.failed_at), " ", tostring(d:get("lc:" .. c._limiter.key .. ":q")))
+    return
+  end
   local t0 = ngx.now()
   local list = {}
   local ok, kinds = M.calls(c, n, threads, function(fn) list[#list + 1] = ngx.thread.spawn(fn) end, function()
