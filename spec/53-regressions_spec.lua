@@ -122,3 +122,65 @@ describe("regressions found by fuzzing", function()
     end)
   end)
 end)
+
+-- Issue 10 ("never twice, never unbounded"), the libcurl side: what a hostile server or a crash under a warm
+-- connection did to the library.
+describe("issue 10 regressions (libcurl transport)", function()
+  local fs = require "faultserver"
+  local S = lch.scale
+  local function send(c, o)
+    return c:send_message({ type = "SMS", contactId = "c_issue10", message = "never twice" }, o)
+  end
+  local function client(srv, opts)
+    local o = { token = "issue10-token", base_url = srv.url, timeout = 3 * S, connect_timeout = 1 * S,
+      deadline = 10 * S, retry_base = 0.1, retry_cap = 0.2, max_retries = 4, rate_limit = false }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return assert(leadconnector.new(o))
+  end
+
+  describe("a send processed, then the connection dropped and the port refused for 50 ms", function()
+    it("is stored once: the retry libcurl tried on a fresh connection does not make it 'never sent'", function()
+      for _ = 1, 3 do
+        local srv = fs.start("drop_refuse", 50)
+        local c = client(srv)
+        assert(send(c)) -- warms the connection (stored: 1)
+        local v, err = send(c)
+        c:close()
+        local stored = srv:count()
+        srv:stop()
+        assert.is_nil(v)
+        assert.equals("network", err.kind)
+        assert.is_true(err.request_sent)
+        assert.equals(1, err.attempts)
+        assert.equals(2, stored, "the faulted send was stored " .. (stored - 1) .. " times")
+      end
+    end)
+
+    it("with max_retries = 0 the error says request_sent = true", function()
+      local srv = fs.start("drop_refuse", 50)
+      local c = client(srv, { max_retries = 0 })
+      assert(send(c))
+      local _, err = send(c)
+      c:close()
+      srv:stop()
+      assert.equals("network", err.kind)
+      assert.is_true(err.request_sent)
+      assert.truthy(err.message:find("may have been processed", 1, true))
+    end)
+
+    it("in a batch too: stored once, request_sent = true", function()
+      local srv = fs.start("drop_refuse", 50)
+      local c = client(srv)
+      local r = c:batch { { "send_message", { type = "SMS", contactId = "c1", message = "warm" } } }
+      assert(r[1].value)
+      r = c:batch { { "send_message", { type = "SMS", contactId = "c1", message = "never twice" } } }
+      c:close()
+      local stored = srv:count()
+      srv:stop()
+      assert.is_nil(r[1].value)
+      assert.equals("network", r[1].err.kind)
+      assert.is_true(r[1].err.request_sent)
+      assert.equals(2, stored)
+    end)
+  end)
+end)
