@@ -184,3 +184,68 @@ describe("issue 10 regressions (libcurl transport)", function()
     end)
   end)
 end)
+
+describe("issue 10 regressions: redaction and batch options", function()
+  -- an OAuth-style token: long, base64 with '/' and '+'
+  local TOKEN = "eyJhbGciOiJSUzI1NiJ9." .. ("aB3/xY+9_q-Zk/"):rep(22) .. "Qw=="
+  local sb
+  lazy_setup(function() sb = helpers.start_sandbox { rate_limit = false, tokens = { TOKEN } } end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+  before_each(function() sb:reset() end)
+  local function client() return lch.client(sb, { token = TOKEN, rate_limit = false }) end
+  local function no_token_in(err)
+    for _, piece in ipairs { TOKEN:sub(1, 24), TOKEN:sub(100, 124), TOKEN:sub(-24) } do
+      assert.is_nil(lch.find_in(err, piece), "token piece in " .. tostring(lch.find_in(err, piece)))
+      assert.is_nil(tostring(err):find(piece, 1, true), "token piece in tostring(err)")
+    end
+  end
+
+  it("a long token echoed in X-Request-Id is redacted before the id is cut", function()
+    assert.is_true(#TOKEN > 300)
+    local c = client()
+    sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 400,
+      headers = { ["X-Request-Id"] = "req-" .. TOKEN .. "-1" } }
+    local _, err = c:get_conversation("conv_demo_1")
+    c:close()
+    assert.equals("http", err.kind)
+    assert.equals("req-[REDACTED]-1", err.trace_id)
+    no_token_in(err)
+  end)
+
+  it("a token echoed JSON-escaped (\\/ and \\uXXXX) is redacted from err.message, err.body and tostring", function()
+    local c = client()
+    -- cjson writes '/' as '\/': the raw text never has the token as it is
+    sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 401,
+      body = { message = "bad token " .. TOKEN, echo = { TOKEN } } }
+    local _, err = c:get_conversation("conv_demo_1")
+    assert.equals("auth", err.kind)
+    assert.truthy(err.message:find("[REDACTED]", 1, true))
+    no_token_in(err)
+    local escaped = TOKEN:gsub("[/+]", function(ch) return ("\\u%04X"):format(ch:byte()) end)
+    sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 422,
+      body = '{"message":"token ' .. escaped .. ' refused","detail":"\\/' .. escaped .. '"}' }
+    _, err = c:get_conversation("conv_demo_1")
+    c:close()
+    assert.equals("token [REDACTED] refused", err.message)
+    no_token_in(err)
+  end)
+
+  it("batch concurrency of 1e300, 2^63, 1e15 runs the batch (clamped); NaN and inf are refused clearly", function()
+    local c = lch.client(sb, { rate_limit = false })
+    for _, n in ipairs { 1e300, 2 ^ 63, 1e15, 3.7, 0 } do
+      local r = c:batch({ { "get_conversation", "conv_demo_1" }, { "get_conversation", "conv_demo_2" } },
+        { concurrency = n })
+      assert.equals("conv_demo_1", r[1].value.id, tostring(n))
+      assert.equals("conv_demo_2", r[2].value.id, tostring(n))
+    end
+    for _, n in ipairs { 0 / 0, math.huge } do
+      local ok, msg = pcall(c.batch, c, { { "get_conversation", "conv_demo_1" } }, { concurrency = n })
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find("'concurrency' must be a finite number", 1, true))
+    end
+    -- the session level too (the Lua layer clamps first; the C core must not cast out of range either)
+    local values = c._session:batch({ { "conversation", "GET", "/conversations/conv_demo_1", false, false, false } }, 1e300)
+    assert.equals("conv_demo_1", values[1].id)
+    c:close()
+  end)
+end)

@@ -516,8 +516,8 @@ function Client:batch(calls, opts)
     bopts = opts
   end
   local concurrency = bopts.concurrency or 8
-  if concurrency ~= concurrency then error("leadconnector: batch option 'concurrency' must be a number, not NaN", 2) end
-  -- clamped before any cast: 1e300 or 2^63 means "as many as allowed", never an integer-representation error
+  -- (check_options refused NaN, inf and negatives) clamped before any cast: 1e300 or 2^63 means "as many as
+  -- allowed", never an integer-representation error
   concurrency = concurrency < 1 and 1 or concurrency > MAX_CONCURRENCY and MAX_CONCURRENCY or floor(concurrency)
   local max_retries = bopts.max_retries and floor(bopts.max_retries) or self.max_retries
   local t0 = now()
