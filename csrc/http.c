@@ -37,6 +37,8 @@ typedef struct lc_xfer {
   char *body;
   size_t body_len, body_cap;
   int too_big, added, index;
+  int head_too_big;  /* the answer's status line and headers passed LC_MAX_HEADER_BYTES */
+  size_t head_bytes; /* of this answer so far */
   enum lc_op op;
   lc_ratelimit rl_now;
   double retry_after;
@@ -329,6 +331,12 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   size_t len = size * nmemb, vlen;
   const char *v;
   int i;
+  /* The cosocket transport's cap, so both take or refuse the same answers: 64 KiB of status line and headers. */
+  if (len > LC_MAX_HEADER_BYTES - x->head_bytes) {
+    x->head_too_big = 1;
+    return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+  }
+  x->head_bytes += len;
   if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new answer (after a 1xx, say): start over */
     x->rl_now.seen = 0;
     x->retry_after = -1;
@@ -501,6 +509,8 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->op = op;
   x->body_len = 0;
   x->too_big = 0;
+  x->head_too_big = 0;
+  x->head_bytes = 0;
   x->rl_now.seen = 0;
   x->retry_after = -1;
   x->trace_id[0] = '\0';
@@ -576,6 +586,12 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     lc_push_error(L, "network", "the connection closed before any answer came; the request was sent and may have "
                                 "been processed, so it was not sent again (%s)",
                   x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    lc_seterrfield_num(L, "curl_code", (double)rc);
+    lc_seterrfield_bool(L, "request_sent", 1);
+    return 2;
+  }
+  if (x->head_too_big) {
+    lc_push_error(L, "network", "answer has more than %d bytes of headers", LC_MAX_HEADER_BYTES);
     lc_seterrfield_num(L, "curl_code", (double)rc);
     lc_seterrfield_bool(L, "request_sent", 1);
     return 2;

@@ -57,7 +57,7 @@ local function make_certs(dir)
   end
 end
 
-local function start_nginx(sb)
+local function start_nginx(sb, conf_file)
   local prefix = sh("mktemp -d \"${TMPDIR:-/tmp}/lc-nginx-spec.XXXXXX\""):gsub("%s+$", "")
   assert(prefix ~= "")
   os.execute("mkdir -p " .. q(prefix .. "/tmp"))
@@ -71,7 +71,7 @@ local function start_nginx(sb)
       PREFIX = prefix, REPO = REPO, PORT = self.port, TLS_PORT = self.tls_port, TLS_BAD_PORT = self.tls_bad_port,
       SANDBOX_URL = sb.url, TOKEN = sb.token,
     }
-    local conf = assert(read_file(REPO .. "/spec/nginx/nginx.conf"))
+    local conf = assert(read_file(REPO .. "/" .. (conf_file or "spec/nginx/nginx.conf")))
       :gsub("@([%u_]+)@", function(k) return tostring(assert(vars[k], k)) end)
     write_file(prefix .. "/nginx.conf", conf)
     -- nginx in the foreground of a small shell that also stops it if this process goes away; sanitizer settings
@@ -657,5 +657,145 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function(
     assert.is_true(#nx.final_log > 0)
     assert.is_nil(nx.final_log:find(sb.token, 1, true))
     assert.is_nil(nx.final_log:find("SECRET", 1, true))
+  end)
+end)
+
+-- Issue 10: misbehaving servers (spec/faultserver.lua, another process) against the cosocket transport, each case
+-- also run against the libcurl transport in plain Lua where the two must agree.
+describe("issue 10 inside nginx: bounded time and memory, close in flight #lua54only #slow", function()
+  local fs = require "faultserver"
+  local sb, nx
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false }
+    nx = start_nginx(sb)
+  end)
+  lazy_teardown(function()
+    if nx then nx:stop() end
+    if sb then sb:stop() end
+  end)
+  local SEND = { "send_message", { type = "SMS", contactId = "c_t10", message = "bounded" } }
+  local function both(srv, client)
+    client.base_url, client.token = srv.url, "t10-token"
+    client.rate_limit, client.max_retries = false, client.max_retries or 0
+    local spec = { client = client, calls = { SEND } }
+    local ngx_r = nx:json("POST", "/call", spec).results[1]
+    local curl_r = t.run(spec, {}).results[1]
+    return ngx_r, curl_r
+  end
+
+  for _, mode in ipairs { "trickle_head", "trickle_body" } do
+    it(mode .. ": timeout = 2, deadline = 4 end the call by 2 s on both transports (one byte every 0.25 s)", function()
+      local srv = fs.start(mode, 250)
+      local a, b = both(srv, { timeout = 2, deadline = 4 })
+      srv:stop()
+      for name, r in pairs { ngx = a, curl = b } do
+        assert.is_false(r.ok, name)
+        assert.are.equal("timeout", r.kind, name .. ": " .. tostring(r.message))
+        assert.is_true(r.request_sent, name)
+        assert.is_true(r.seconds < 2.8, name .. " took " .. r.seconds .. " s")
+      end
+    end)
+  end
+
+  it("a 200 MB status line with no newline: refused at 64 KiB, the worker's memory stays flat", function()
+    local before = nx:json("GET", "/t10_rss")
+    for _, mode in ipairs { "huge_line", "huge_header" } do
+      local srv = fs.start(mode, 200 * 1024 * 1024)
+      local a, b = both(srv, { timeout = 10, deadline = 10 })
+      srv:stop()
+      for name, r in pairs { ngx = a, curl = b } do
+        assert.are.equal("network", r.kind, name .. " " .. mode .. ": " .. tostring(r.message))
+        -- (libcurl refuses a status line past its own 100 KB buffer by itself, as "Out of memory")
+        if name == "ngx" or mode == "huge_header" then
+          assert.matches("more than 65536 bytes of headers", r.message, 1, true)
+        end
+        assert.is_true(r.request_sent)
+      end
+    end
+    local after = nx:json("GET", "/t10_rss")
+    assert.are.equal(before.pid, after.pid)
+    assert.is_true(after.hwm - before.hwm < 32 * 1024, ("peak RSS grew by %d kB"):format(after.hwm - before.hwm))
+  end)
+
+  it("the transports agree: HTTP/1.1 000 and 150 KB of headers are broken answers (network), 64 KB pass", function()
+    local function raw_file(data)
+      local name = os.tmpname()
+      write_file(name, data)
+      return name
+    end
+    local body = '{"conversationId":"c","messageId":"m1"}'
+    local cases = {
+      { "HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\n{}", "network" },
+      { "HTTP/1.1 201 Created\r\nX-Big: " .. ("b"):rep(150 * 1024) .. "\r\nContent-Length: " .. #body ..
+        "\r\n\r\n" .. body, "network" },
+      { "HTTP/1.1 201 Created\r\nX-Big: " .. ("b"):rep(60 * 1024) .. "\r\nContent-Length: " .. #body ..
+        "\r\n\r\n" .. body, true },
+      { "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\n{}", "network" },
+    }
+    for i, case in ipairs(cases) do
+      local file = raw_file(case[1])
+      local srv = fs.start("raw", file)
+      local a, b = both(srv, { timeout = 3, deadline = 3 })
+      srv:stop()
+      os.remove(file)
+      for name, r in pairs { ngx = a, curl = b } do
+        if case[2] == true then
+          assert.is_true(r.ok, name .. " case " .. i .. ": " .. tostring(r.message))
+        else
+          assert.are.equal(case[2], r.kind, name .. " case " .. i .. ": " .. tostring(r.message))
+          assert.is_true(r.request_sent, name .. " case " .. i)
+        end
+      end
+    end
+  end)
+
+  it("client:close() while a call of the same client is in flight: the call returns nil, err", function()
+    local srv = fs.start("trickle_head", 200)
+    local r = nx:json("GET", "/t10_close?url=" .. srv.url)
+    srv:stop()
+    assert.is_true(r.thread_ok, tostring(r.result))
+    assert.is_false(r.result.ok)
+    assert.are.equal("invalid", r.result.kind)
+    assert.are.equal("client", r.result.field)
+    assert.is_true(r.result.request_sent)
+  end)
+
+  it("a send processed, then dropped and refused for 50 ms: stored once on cosockets too", function()
+    local srv = fs.start("drop_refuse", 50)
+    local spec = { client = { base_url = srv.url, token = "t10-token", rate_limit = false, max_retries = 4,
+      retry_base = 0.1, retry_cap = 0.2 }, calls = { SEND, SEND } }
+    local r = nx:json("POST", "/call", spec).results
+    local stored = srv:count()
+    srv:stop()
+    assert.is_true(r[1].ok)
+    assert.is_false(r[2].ok)
+    assert.are.equal("network", r[2].kind)
+    assert.is_true(r[2].request_sent)
+    assert.are.equal(2, stored)
+  end)
+end)
+
+describe("issue 10 inside nginx: a client made in init_by_lua, used by 4 forked workers #lua54only #slow", function()
+  local fs = require "faultserver"
+  it("every worker's answers are its own (no libcurl handle or connection used across fork)", function()
+    local srv = fs.start("ok")
+    local nx = start_nginx({ url = srv.url, token = "fork-token" }, "spec/nginx/fork.conf")
+    local results = {}
+    local deadline = socket.gettime() + 30
+    while socket.gettime() < deadline do
+      results = {}
+      for name in sh("ls " .. q(nx.prefix)):gmatch("fork%-%d+%.json") do
+        results[#results + 1] = cjson.decode(read_file(nx.prefix .. "/" .. name))
+      end
+      if #results >= 4 then break end
+      socket.sleep(0.1)
+    end
+    nx:stop()
+    srv:stop()
+    assert.are.equal(4, #results)
+    for _, r in ipairs(results) do
+      assert.are.equal(0, r.wrong, "worker " .. r.pid .. " got another's answers")
+      assert.are.equal(40, r.ok, "worker " .. r.pid .. ": " .. cjson.encode(r.errors))
+    end
   end)
 end)

@@ -107,7 +107,7 @@ local RL_FIELDS = {
 }
 local RL_KEYS = { "max", "remaining", "interval_ms", "daily_limit", "daily_remaining" }
 
-local MAX_HEADER_BYTES = 64 * 1024 -- status line and headers of one answer
+local MAX_HEADER_BYTES = 64 * 1024 -- status line and headers of one answer (LC_MAX_HEADER_BYTES of the C core)
 local MAX_STALE_RETRIES = 4        -- pooled connections found closed by the server, tried again on a fresh one
 
 -- A header's number, as the libcurl transport reads it: plain decimals only (no sign, hex, exponent, inf, nan).
@@ -234,6 +234,15 @@ local function no_answer(kind, msg, sent)
   return err
 end
 
+-- The session was closed (by another request of the worker) while this call waited on the network: the call
+-- ends with an error, never a raise; what was sent may have arrived, and nothing is retried (invalid).
+local function closed_meanwhile(sent)
+  local err = new_error("invalid", "the client is closed (by another request while this call was in flight)")
+  err.field = "client"
+  err.request_sent = sent
+  return err
+end
+
 local function kind_of(err)
   return err == "timeout" and "timeout" or "network"
 end
@@ -339,7 +348,7 @@ local function read_answer(sock, method, max_size, stop_at, where)
   local hbytes = 0
   local function cut(kind, err, what)
     if kind == "toolong" then
-      return nil, "network", format("answer from %s has more than %d bytes of headers", where, MAX_HEADER_BYTES)
+      return nil, "network", format("answer has more than %d bytes of headers", MAX_HEADER_BYTES)
     end
     if kind == "timeout" then
       return nil, "timeout", format("answer from %s took longer than the timeout%s", where, what or "")
@@ -522,7 +531,10 @@ end
 
 -- One HTTP/1.1 request on a cosocket (or through libcurl in a start-up phase): value | nil, err.
 local function call(self, op, method, path, body, version, tmo)
-  check_open(self)
+  if getmetatable(self) ~= Session then error("leadconnector: not an ngx session", 3) end
+  -- closed by another request during this client call's retry wait: an error for the call, not a raise (calling
+  -- a closed client is refused, with a raise, by the client itself)
+  if self._closed then return nil, closed_meanwhile(false) end
   local p = phase()
   if not COSOCKET_PHASES[p] then
     if secrets[self].curl_settings and BLOCKING_OK_PHASES[p] then
@@ -544,12 +556,13 @@ local function call(self, op, method, path, body, version, tmo)
   local stop_at = now() + tmo
   local where = base.host_header
 
+  local sec = secrets[self] -- close() from another request forgets it: this call keeps what it needs
   local req
   if body then
-    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
+    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
       "\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
   else
-    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
+    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
       "\r\n\r\n"
   end
 
@@ -558,7 +571,7 @@ local function call(self, op, method, path, body, version, tmo)
     local left = stop_at - now()
     if left <= 0 then
       record(self, nil)
-      return nil, no_answer("timeout", format("timed out after %g s before connecting to %s", tmo, where), false)
+      return nil, no_answer("timeout", format("timed out after %g s before connecting to %s", tmo, where), stale > 0)
     end
     local left_ms = floor(left * 1000) + 1
     local sock = tcp()
@@ -566,7 +579,8 @@ local function call(self, op, method, path, body, version, tmo)
     local ok, err = sock:connect(base.host, base.port, self._connect_opts)
     if not ok then
       record(self, nil)
-      return nil, no_answer(kind_of(err), format("could not connect to %s: %s", where, err), false)
+      -- after a stale pooled connection took the request (stale > 0), it may have arrived: never "never sent"
+      return nil, no_answer(kind_of(err), format("could not connect to %s: %s", where, err), stale > 0)
     end
     local reused = sock:getreusedtimes()
     if base.tls and reused == 0 then
@@ -574,7 +588,7 @@ local function call(self, op, method, path, body, version, tmo)
       if not ok then
         sock:close()
         record(self, nil)
-        return nil, no_answer(kind_of(err), format("TLS handshake with %s failed: %s", where, err), false)
+        return nil, no_answer(kind_of(err), format("TLS handshake with %s failed: %s", where, err), stale > 0)
       end
     end
     if reused == 0 then -- the connect (and handshake) took some of the time
@@ -590,6 +604,11 @@ local function call(self, op, method, path, body, version, tmo)
     else
       kind, msg, nothing = kind_of(err), format("could not send the request to %s: %s", where, err), true
     end
+    if self._closed then
+      sock:close()
+      record(self, nil)
+      return nil, closed_meanwhile(sent and true or stale > 0)
+    end
     if ans then
       if ans.keep then sock:setkeepalive() else sock:close() end
       record(self, ans)
@@ -600,7 +619,7 @@ local function call(self, op, method, path, body, version, tmo)
         return nil, e
       end
       -- the token, so that an error answer echoing it never puts it into err.message or err.body
-      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, secrets[self].token)
+      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, sec.token)
     end
     sock:close()
     -- A pooled connection the server had already closed: try a fresh one, as libcurl does, but never for a POST
@@ -635,6 +654,10 @@ function Session:batch(requests, concurrency)
   local function run(i)
     local r = requests[i]
     if type(r) ~= "table" then error(format("leadconnector: batch request %d is not a table", i), 0) end
+    if self._closed then -- closed by another request while the batch ran: the rest fail, unsent
+      values[i], errors[i] = nil, closed_meanwhile(false)
+      return
+    end
     values[i], errors[i] = call(self, r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
     -- this call's answer (nothing yields between its record() and here)
     local rem = self._remaining
