@@ -249,3 +249,57 @@ describe("issue 10 regressions: redaction and batch options", function()
     c:close()
   end)
 end)
+
+describe("issue 10 regressions: the sandbox launcher", function()
+  local socket = require "socket"
+  local LAUNCHER = "bin/leadconnector-sandbox"
+  local function health(url)
+    local host, port = url:match("^http://([^:]+):(%d+)")
+    local c = socket.tcp()
+    c:settimeout(1)
+    if not c:connect(host, tonumber(port)) then c:close() return false end
+    c:send("GET /_sandbox/health HTTP/1.0\r\nHost: x\r\n\r\n")
+    local line = c:receive("*l")
+    c:close()
+    return line ~= nil and line:find(" 200 ", 1, true) ~= nil
+  end
+  -- starts the launcher in the background: its pid and URL
+  local function launch(prefix)
+    local out = prefix .. ".out"
+    local pid = tonumber(helpers.sh(("env -u LD_PRELOAD -u ASAN_OPTIONS %s --prefix %s --no-rate-limit >%s 2>&1 </dev/null & echo $!")
+      :format(LAUNCHER, prefix, out)):match("%d+"))
+    local url
+    for _ = 1, 200 do
+      url = (helpers.read_file(out) or ""):match("LEADCONNECTOR_SANDBOX_URL=(%S+)")
+      if url then break end
+      socket.sleep(0.05)
+    end
+    assert(url, "the sandbox did not start: " .. tostring(helpers.read_file(out)))
+    return pid, url
+  end
+  local function wait_until(f, seconds)
+    local t = socket.gettime() + seconds
+    while socket.gettime() < t do
+      if f() then return true end
+      socket.sleep(0.05)
+    end
+    return f()
+  end
+
+  it("kill -9 of the launcher stops nginx; a restart with the same --prefix works; no orphan worker answers", function()
+    local prefix = helpers.sh("mktemp -d"):gsub("%s+$", "")
+    local pid, url = launch(prefix)
+    assert.is_true(health(url))
+    os.execute("kill -9 " .. pid)
+    assert.is_true(wait_until(function() return not health(url) end, 10 * lch.scale), "nginx still answers")
+    local pid2, url2 = launch(prefix)
+    assert.is_true(health(url2))
+    -- the master killed alone: its worker must not go on answering
+    local master = tonumber((helpers.read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
+    assert.truthy(master)
+    os.execute("kill -9 " .. master)
+    assert.is_true(wait_until(function() return not health(url2) end, 10 * lch.scale), "an orphaned worker answers")
+    assert.is_true(wait_until(function() return not helpers.alive(pid2) end, 10 * lch.scale))
+    os.execute("rm -rf '" .. prefix .. "' '" .. prefix .. ".out'")
+  end)
+end)
