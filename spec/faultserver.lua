@@ -2,13 +2,15 @@
 (spec/50-faults_spec.lua, spec/53-regressions_spec.lua, spec/60-nginx_spec.lua, bench/soak).
 
   local fs = require "faultserver"
-  local srv = fs.start(mode, arg)   -- srv.port, srv.url; srv:count() -> POSTs it processed; srv:stop()
+  local srv = fs.start(mode, arg [, arg2]) -- srv.port, srv.url; srv:count([method]) -> requests it processed
+                                            -- (POSTs by default); srv:stop()
 
 Modes (every request of every connection gets the mode's answer, except GET /_count, answered promptly):
-  "drop_refuse"   answers a POST with 201 and Connection: keep-alive, except the first POST that arrives on a
-                  connection that already carried a request: that one is processed (counted), then the connection
-                  is closed with no answer and the listening socket too; the port refuses connections for `arg` ms
-                  (default 50), then listens again -- a server crash and restart under a warm connection
+  "drop_refuse"   answers as "ok", except the first POST (or request of method arg2; "ANY": any method) that
+                  arrives on a connection that already carried a request: that one is processed (counted), then
+                  the connection is closed with no answer and the listening socket too; the port refuses
+                  connections for `arg` ms (default 50), then listens again -- a crash and restart under a warm
+                  connection
   "trickle_head"  the status line and headers trickled one byte every `arg` ms (default 250)
   "trickle_body"  prompt headers (Content-Length), then the body one byte every `arg` ms
   "huge_line"     a status line of `arg` bytes (default 200 MB) with no newline, sent as fast as the peer reads
@@ -23,7 +25,7 @@ local M = {}
 
 local SERVER = [==[
 local socket = require "socket"
-local mode, arg1 = arg[1], arg[2]
+local mode, arg1, arg2 = arg[1], arg[2], arg[3]
 local host = "127.0.0.1"
 local lst = assert(socket.bind(host, 0))
 local _, port = lst:getsockname()
@@ -31,6 +33,7 @@ lst:settimeout(0)
 io.stdout:write(port, "\n")
 io.stdout:flush()
 local count = 0
+local counts = {} -- method -> requests processed (control paths aside)
 local faulted = false
 local refuse_until = nil
 local conns = {} -- co -> { sock, want = "read"|"sleep", until }
@@ -107,13 +110,15 @@ local function serve(c)
     if len > 0 and not readn(c, st, len) then break end
     nreq = nreq + 1
     last_activity = socket.gettime()
-    if path == "/_count" then
-      if not send_all(c, ok_answer(tostring(count), "200 OK")) then break end
+    if path:sub(1, 2) ~= "/_" then counts[method] = (counts[method] or 0) + 1 end
+    if path:sub(1, 7) == "/_count" then
+      local m = path:match("method=(%u+)")
+      if not send_all(c, ok_answer(tostring(m and (counts[m] or 0) or count), "200 OK")) then break end
     elseif path == "/_quit" then
       send_all(c, ok_answer("bye", "200 OK"))
       c:close()
       os.exit(0)
-    elseif mode == "drop_refuse" and method == "POST" and nreq > 1 and not faulted then
+    elseif mode == "drop_refuse" and (method == (arg2 or "POST") or arg2 == "ANY") and nreq > 1 and not faulted then
       faulted = true
       count = count + 1 -- processed: the crash comes after the work, before the answer
       c:close()
@@ -231,24 +236,24 @@ local function request(port, path)
 end
 
 --- Starts the server: returns { port, url, count(), stop() }.
-function M.start(mode, arg1)
+function M.start(mode, arg1, arg2)
   local file = os.tmpname()
   local f = assert(io.open(file, "wb"))
   f:write(SERVER)
   f:close()
   local interp = (type(jit) == "table") and "luajit" or "lua5.4"
-  local p = assert(io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS %s %s %s %s"):format(interp, file, mode,
-    arg1 and ("'" .. tostring(arg1) .. "'") or ""), "r"))
+  local p = assert(io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS %s %s %s %s %s"):format(interp, file, mode,
+    arg1 and ("'" .. tostring(arg1) .. "'") or "", arg2 and ("'" .. tostring(arg2) .. "'") or ""), "r"))
   local port = tonumber(p:read("*l"))
   os.remove(file)
   assert(port, "faultserver did not start")
   return setmetatable({ port = port, url = "http://127.0.0.1:" .. port, _p = p }, Server)
 end
 
---- How many POSTs the server processed (waits for a refusing server to listen again).
-function Server:count()
+--- How many POSTs (or requests of `method`) the server processed (waits for a refusing server to listen again).
+function Server:count(method)
   for _ = 1, 100 do
-    local status, body = request(self.port, "/_count")
+    local status, body = request(self.port, "/_count" .. (method and ("?method=" .. method) or ""))
     if status then return tonumber(body) end
     socket.sleep(0.02)
   end
