@@ -587,6 +587,28 @@ describe("issue 10 inside nginx: bounded time and memory, close in flight #lua54
     end
   end)
 
+  it("the transports agree: a 10 MB id is invalid, naming the id, before anything is sent", function()
+    local srv = fs.start("ok")
+    local huge = { __rep = "i", n = 10 * 1024 * 1024 }
+    local a, b = both(srv, { timeout = 3 })
+    assert.is_true(a.ok and b.ok) -- the server works
+    local spec = { client = { base_url = srv.url, token = "t10-token", rate_limit = false },
+      calls = { { "get_message", huge }, { "update_message_status", huge, { status = "read" } } } }
+    local ngx_r = nx:json("POST", "/call", spec).results
+    local curl_r = t.run(spec, {}).results
+    local sent = srv:count("GET") + srv:count("PUT")
+    srv:stop()
+    for name, r in pairs { ngx = ngx_r, curl = curl_r } do
+      for i, field in ipairs { "id", "messageId" } do
+        assert.are.equal("invalid", r[i].kind, name)
+        assert.are.equal(field, r[i].field, name)
+        assert.is_false(r[i].request_sent, name)
+        assert.matches("at most 1024 bytes", r[i].message, 1, true)
+      end
+    end
+    assert.are.equal(0, sent)
+  end)
+
   it("client:close() while a call of the same client is in flight: the call returns nil, err", function()
     local srv = fs.start("trickle_head", 200)
     local r = nx:json("GET", "/t10_close?url=" .. srv.url)

@@ -29,6 +29,8 @@ local function call_one(client, c)
   if a1 == cjson.null then a1 = nil end
   if a2 == cjson.null then a2 = nil end
   if a3 == cjson.null then a3 = nil end
+  -- { __rep = s, n = N }: s repeated N times (a huge argument that need not travel in the request's JSON)
+  if type(a1) == "table" and a1.__rep then a1 = a1.__rep:rep(a1.n) end
   return client[method](client, a1, a2, a3)
 end
 
