@@ -727,4 +727,5 @@ end
 
 M.Session = Session
 M._parse_base = parse_base
+M._read_answer = read_answer -- for fuzz/fuzz_reader.c (with a stand-in socket)
 return M
