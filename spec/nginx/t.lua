@@ -197,6 +197,7 @@ end
 
 -- GET /t10_rss: this worker's pid and memory (VmRSS, VmHWM in kB).
 function M.rss()
+  if ngx.var.arg_gc then collectgarbage("collect") end
   local f = io.open("/proc/self/status")
   local text = f:read("*a")
   f:close()
