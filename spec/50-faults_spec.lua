@@ -387,7 +387,7 @@ end)
 
 -- The same faults on the other transport: cosockets inside a real nginx (spec/nginx/server.lua, one worker), the
 -- calls made there by spec/nginx/t.lua's /call, everything counted here.
-describe("faults on cosockets inside nginx #faults #lua54only #slow", function()
+describe("faults on cosockets inside nginx #faults #lua54only #nginx #slow", function()
   local ns = require "nginx.server"
   local sb, nx
   local seq = 0

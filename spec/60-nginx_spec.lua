@@ -500,7 +500,7 @@ end)
 
 -- Issue 10: misbehaving servers (spec/faultserver.lua, another process) against the cosocket transport, each case
 -- also run against the libcurl transport in plain Lua where the two must agree.
-describe("issue 10 inside nginx: bounded time and memory, close in flight #lua54only #slow", function()
+describe("issue 10 inside nginx: bounded time and memory, close in flight #lua54only #nginx #slow", function()
   local fs = require "faultserver"
   local sb, nx
   lazy_setup(function()
@@ -635,7 +635,7 @@ describe("issue 10 inside nginx: bounded time and memory, close in flight #lua54
   end)
 end)
 
-describe("issue 10 inside nginx: a client made in init_by_lua, used by 4 forked workers #lua54only #slow", function()
+describe("issue 10 inside nginx: a client made in init_by_lua, used by 4 forked workers #lua54only #nginx #slow", function()
   local fs = require "faultserver"
   it("every worker's answers are its own (no libcurl handle or connection used across fork)", function()
     local srv = fs.start("ok")
