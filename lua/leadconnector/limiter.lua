@@ -238,10 +238,12 @@ local function table_store()
   local S = {}
   function S.now() cur = now() return cur end
   function S.key(k) return k end
-  function S.get(k)
+  function S.get(k) -- a key that is absent (the usual case for a new slot) costs one lookup
     local e = exps[k]
-    if e and e <= cur then vals[k], exps[k] = nil, nil end
-    return vals[k]
+    if e == nil then return nil end
+    if e > cur then return vals[k] end
+    vals[k], exps[k] = nil, nil
+    return nil
   end
   local function sweep()
     for k, e in pairs(exps) do
@@ -255,13 +257,18 @@ local function table_store()
     return true
   end
   function S.add(k, v, ttl)
-    if S.get(k) ~= nil then return false end
+    local e = exps[k]
+    if e ~= nil and e > cur and vals[k] ~= nil then return false end
     return S.set(k, v, ttl)
   end
   function S.incr(k, n)
-    local v = (S.get(k) or 0) + n
+    local e = exps[k]
+    if e == nil or e <= cur then
+      vals[k], exps[k] = n, math.huge
+      return n
+    end
+    local v = (vals[k] or 0) + n
     vals[k] = v
-    if not exps[k] then exps[k] = math.huge end
     return v
   end
   return S
