@@ -121,7 +121,6 @@ function A.acquire(n, count, tmo)
   end
   local bw = blocked(t)
   if bw > 0 then return bw, t end
-  local out = { 0, t }
   if not m then
     -- nothing learned yet: one request goes alone to learn the limits, the others wait for its answer
     if not S.add(KP, 1, PROBE_TTL) then return 0.02, t end
@@ -134,6 +133,17 @@ function A.acquire(n, count, tmo)
     S.set(KD, 1, DAILY_PROBE + 1)     -- the probe a minute from now may go
     return DAILY_PROBE, t
   end
+  if count == 1 then -- the loop below for one number, without its list (a sequential call's case)
+    local k = S.incr(KQ, 1)
+    if not S.add(S.key(k), pend, ttl) then
+      k = S.incr(KQ, 1)
+      S.set(S.key(k), pend, ttl)
+    end
+    local g = gate(t, k, m, w)
+    if d then S.incr(KD, -1) end
+    return g, t, k
+  end
+  local out = { 0, t }
   for i = 1, count do
     local k = S.incr(KQ, 1)
     if not S.add(S.key(k), pend, ttl) then
