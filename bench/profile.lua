@@ -67,6 +67,8 @@ local function rows_for(call)
       argv = function(n) return { OUT .. "/raw_easy", ctx.url, ctx.token, call, id_for(call), n } end },
     { id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call, lc = true, base = "raw_" .. call,
       argv = function(n) return { LUA, "bench/lc_seq.lua", ctx.url, ctx.token, call, id_for(call), n } end },
+    { id = "rawdec_" .. call, label = "raw libcurl easy + cjson.decode: " .. call, base = "raw_" .. call,
+      argv = function(n) return { OUT .. "/raw_easy_decode", ctx.url, ctx.token, call, id_for(call), n } end },
     { id = "naive_" .. call, label = "naive luasocket+cjson: " .. call, base = "raw_" .. call,
       argv = function(n) return { LUA, "bench/naive.lua", ctx.url, ctx.token, call, id_for(call), n } end },
   }
