@@ -42,7 +42,7 @@ BUILD ?= build
 SO54  = $(BUILD)/lua$(LUA_VERSION)/leadconnector/core.so
 SOJIT = $(BUILD)/luajit/leadconnector/core.so
 
-.PHONY: all luajit deps check test test-lua54 test-luajit demo install uninstall clean valgrind asan bench fuzz symbols
+.PHONY: catalogue all luajit deps check test test-lua54 test-luajit demo install uninstall clean valgrind asan bench fuzz symbols
 
 all: $(SO54)
 
@@ -66,6 +66,13 @@ symbols: $(SO54) $(SOJIT)
 
 deps:
 	@scripts/deps.sh
+
+# The operation catalogue (lua/leadconnector/catalogue.lua) from the vendor's OpenAPI file and the overrides;
+# committed, so a build needs neither. REFERENCE defaults to ../shared/reference.
+REFERENCE ?= ../shared/reference
+catalogue:
+	$(LUA) scripts/catalogue.lua $(REFERENCE) > lua/leadconnector/catalogue.lua.tmp
+	mv lua/leadconnector/catalogue.lua.tmp lua/leadconnector/catalogue.lua
 
 # Everything CI runs: the fuzzers' corpus replayed and each fuzzed briefly, then the whole suite on Lua 5.4, LuaJIT,
 # an ASan+UBSan build and under valgrind. The last line is the runner's "N passed, N failed, N skipped".
