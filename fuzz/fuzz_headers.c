@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lc_session *s = sess;
   lc_xfer *x = &s->main;
   fz_in in = {data, size, 0};
-  unsigned op = fz_u8(&in) % 5;
+  unsigned op = fz_u8(&in) % LC_OP__COUNT;
   size_t chunk, len;
   long status = 200;
   const char *line;
@@ -112,6 +112,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   x->rl_now.seen = 0;
   x->retry_after = -1;
   x->trace_id[0] = '\0';
+  x->content_type_len = 0;
   s->rl_last.seen = 0;
 
   /* headers: libcurl hands over one whole line at a time, in a buffer it owns (copied here, so ASan sees its end) */
@@ -174,6 +175,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   a.status = status;
   a.retry_after = x->retry_after;
   a.trace_id = x->trace_id;
+  a.content_type = x->content_type;
+  a.content_type_len = x->content_type_len;
   a.body = x->body ? x->body : "";
   a.body_len = x->body_len;
   if (x->too_big && status < 300) {
