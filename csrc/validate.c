@@ -795,9 +795,10 @@ static int l_build_query(lua_State *L) {
   }
   c.b = lc_buf_new(L);
   top = lua_gettop(L);
-  lc_buf_add(L, c.b, prefix, plen);
+  if (plen > 0) lc_buf_add(L, c.b, prefix, plen);
   if (!write_params(&c, 2, s, OUT_QUERY, NULL)) return refused(L, &c, top);
-  lua_pushlstring(L, c.b->p, c.b->n);
+  if (c.b->n == 0) lua_pushliteral(L, ""); /* nothing at all: no buffer was ever allocated */
+  else lua_pushlstring(L, c.b->p, c.b->n);
   lc_buf_release(c.b);
   return 1;
 }
