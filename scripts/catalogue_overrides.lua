@@ -99,8 +99,8 @@ return {
     { id = "add-an-outbound-message", name = "add_outbound_call", answer = "table" },
     { id = "send-review-reply", name = "send_review_reply", answer = "table" },
     { id = "cancel-scheduled-message", name = "cancel_scheduled_message", answer = "table" },
-    -- update-status answers like send (messageId required); the seed's body (API.md §1) wins.
-    { id = "update-message-status", name = "update_message_status", answer = "status", body = S.status },
+    -- update-status answers like send (a 2xx must hold messageId); the seed's body (API.md §1) wins.
+    { id = "update-message-status", name = "update_message_status", answer = "send", body = S.status },
     { id = "add-message-attachments", name = "add_message_attachments", answer = "table" },
     { id = "export-messages-by-location", name = "export_messages", answer = "export_page" },
     -- The spec omits the {id} path parameter here too.

@@ -806,7 +806,7 @@ return {
         },
       },
       content = "json",
-      answer = "status",
+      answer = "send",
       retry = "read",
       batch = true,
       tags = { "Messages" },

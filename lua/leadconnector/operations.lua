@@ -20,7 +20,7 @@ local M = {}
 
 -- The catalogue's `answer` -> the C core's name for how an answer is decoded (core.finish / session:call).
 local DECODE = {
-  send = "send", status = "status", message = "message", conversation = "conversation", table = "table",
+  send = "send", message = "message", conversation = "conversation", table = "table",
   raw = "bytes", messages_page = "messages_page", conversations_page = "conversations_page",
   export_page = "export_page",
 }
