@@ -7,7 +7,17 @@ local ltn12 = require "ltn12"
 
 local LOC = "loc_sandbox"
 
+-- The sandbox serves every operation from sandbox/lua/lcsandbox/operations.lua (h12sb's work); where that is not
+-- there yet, these tests are reported pending (skipped), never passed.
+local f = io.open("sandbox/lua/lcsandbox/operations.lua", "rb")
+local sandbox_has_operations = f ~= nil
+if f then f:close() end
+
 describe("operations against the sandbox", function()
+  if not sandbox_has_operations then
+    pending("the sandbox does not serve every operation yet (sandbox/lua/lcsandbox/operations.lua)")
+    return
+  end
   local sb, client
   lch.suite(function(s, c) sb, client = s, c end)
 
