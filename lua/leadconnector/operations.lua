@@ -395,7 +395,7 @@ function M.install(Client, h)
             local last = page[items][n]
             local v = last and last[it.from]
             if type(v) == "table" and #v == 1 then v = v[1] end
-            if v == nil then return false end
+            if v == nil or v == qq[param] then return false end -- no sort value, or the same again: the end
             qq[param] = v
             return true
           end)
