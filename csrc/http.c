@@ -45,6 +45,7 @@ typedef struct lc_xfer {
   int once;     /* this transfer may be sent once only (a send) */
   int attempts; /* requests libcurl started for this transfer (pre-request callback calls) */
   struct curl_slist *hdr_tmp; /* a call's own Version; freed after each call */
+  curl_mime *mime;            /* a multipart body (uploads): libcurl's mime API; freed after each call */
   char *url;
   size_t url_cap;
   char errbuf[CURL_ERROR_SIZE];
@@ -110,8 +111,10 @@ static int build_headers(lc_session *s, const char *version, const char *ctype, 
   ADD(b, s->auth);
   ADD(b, vline);
   ADD(b, "Accept: application/json");
-  snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
-  ADD(b, cline);
+  if (ctype == NULL || *ctype) { /* "": none (libcurl's mime API sets multipart/form-data; boundary=... itself) */
+    snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
+    ADD(b, cline);
+  }
   ADD(b, "Expect:"); /* no 100-continue round trip */
 #undef ADD
   *get = g;
@@ -132,6 +135,8 @@ static void xfer_cleanup(lc_session *s, lc_xfer *x) {
   x->added = 0;
   free_slist_wiped(x->hdr_tmp);
   x->hdr_tmp = NULL;
+  curl_mime_free(x->mime);
+  x->mime = NULL;
   free(x->body);
   free(x->url);
   x->body = x->url = NULL;
@@ -390,6 +395,11 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
                         const char *body, size_t blen, const char *version, const char *ctype, double timeout_s) {
   CURL *e = x->easy;
   struct curl_slist *hdrs;
+  if (x->mime) { /* left by a call cut short by a Lua error */
+    curl_easy_setopt(e, CURLOPT_MIMEPOST, NULL);
+    curl_mime_free(x->mime);
+    x->mime = NULL;
+  }
   if (x->url_cap < s->base_len + plen + 1) {
     char *p = (char *)realloc(x->url, s->base_len + plen + 1);
     if (p == NULL) return 0;
@@ -492,6 +502,11 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
     free_slist_wiped(x->hdr_tmp);
     x->hdr_tmp = NULL;
+  }
+  if (x->mime) {
+    curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, NULL);
+    curl_mime_free(x->mime);
+    x->mime = NULL;
   }
   if (x->rl_now.seen) {
     int i;
@@ -645,7 +660,47 @@ static void push_last(lua_State *L, const lc_xfer *x) {
   else lua_pushnil(L);
 }
 
-/** session:call(op, method, path, body|nil, version|nil, timeout_seconds|nil, content_type|nil)
+/* A multipart POST through libcurl's mime API: the parts of the list at idx ({ name, data [, filename,
+ * content_type] }, checked by core.multipart_parts), headers without a Content-Type of ours, sent once only like
+ * every POST. libcurl copies the data, so nothing here depends on the Lua strings once the call returns. */
+static int xfer_mime(lua_State *L, lc_session *s, lc_xfer *x, int idx, const char *version) {
+  CURL *e = x->easy;
+  struct curl_slist *g = NULL, *b = NULL;
+  size_t n = lc_rawlen(L, idx), i;
+  if (!build_headers(s, version ? version : s->version, "", &g, &b)) return 0;
+  free_slist_wiped(g);
+  if (x->hdr_tmp) {
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    free_slist_wiped(x->hdr_tmp);
+  }
+  x->hdr_tmp = b;
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, b);
+  x->mime = curl_mime_init(e);
+  if (x->mime == NULL) return 0;
+  for (i = 1; i <= n; i++) {
+    curl_mimepart *part = curl_mime_addpart(x->mime);
+    size_t dn;
+    const char *d;
+    if (part == NULL) return 0;
+    lua_rawgeti(L, idx, (int)i);
+    lua_getfield(L, -1, "name");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_name(part, lua_tostring(L, -1));
+    lua_getfield(L, -2, "data");
+    d = lua_tolstring(L, -1, &dn);
+    if (d) curl_mime_data(part, d, dn);
+    lua_getfield(L, -3, "filename");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_filename(part, lua_tostring(L, -1));
+    lua_getfield(L, -4, "content_type");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_type(part, lua_tostring(L, -1));
+    lua_pop(L, 5);
+  }
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+  curl_easy_setopt(e, CURLOPT_MIMEPOST, x->mime);
+  x->once = 1; /* a POST: the pre-request callback lets libcurl send it once */
+  return 1;
+}
+
+/** session:call(op, method, path, body|parts|nil, version|nil, timeout_seconds|nil, content_type|nil)
  *    -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), which saves
  *    the Lua layer a session:last() on every call. */
 static int l_call(lua_State *L) {
@@ -654,7 +709,8 @@ static int l_call(lua_State *L) {
   const char *method = luaL_checkstring(L, 3);
   size_t plen, blen = 0;
   const char *path = luaL_checklstring(L, 4, &plen);
-  const char *body = luaL_optlstring(L, 5, NULL, &blen);
+  int parts = lua_type(L, 5) == LUA_TTABLE; /* a multipart body, as core.multipart_parts lists it */
+  const char *body = parts ? NULL : luaL_optlstring(L, 5, NULL, &blen);
   const char *version = luaL_optstring(L, 6, NULL);
   double tmo = luaL_optnumber(L, 7, -1);
   const char *ctype = luaL_optstring(L, 8, NULL);
@@ -664,6 +720,7 @@ static int l_call(lua_State *L) {
   case -1: return luaL_error(L, "leadconnector: version must be a short header value without control characters");
   default: break;
   }
+  if (parts && !xfer_mime(L, s, &s->main, 5, version)) return luaL_error(L, "leadconnector: out of memory");
   s->busy = 1;
   rc = curl_easy_perform(s->main.easy);
   s->busy = 0;

@@ -221,6 +221,7 @@ typedef struct ctx {
   lc_buf *b;
   int allow_unknown;
   const char *what; /* "field" or "query parameter" */
+  int parts, nparts; /* OUT_FORM: the stack slot of the list of parts being made, and its length */
   char path[120];  /* dotted name of the field being looked at */
   char why[400];   /* set on failure */
   char field[160]; /* the field the failure is about */
@@ -634,8 +635,8 @@ static int scalar_text(ctx *c, int v, const cfield *f) {
 static const cfield ANY_SCALAR = {NULL, 0, F_ANY, 0, NULL, NULL, NULL, 0};
 
 /* Emits one parameter (OUT_QUERY: name=value joined by &; OUT_FORM: a multipart part); arrays repeat it. */
-static int emit_param(ctx *c, enum out_mode mode, const char *boundary, const char *name, size_t nlen, int v,
-                      const cfield *f, int *first) {
+static int emit_param(ctx *c, enum out_mode mode, const char *name, size_t nlen, int v, const cfield *f,
+                      int *first) {
   lua_State *L = c->L;
   const cfield *it = f;
   size_t n = 1, i;
@@ -667,13 +668,12 @@ static int emit_param(ctx *c, enum out_mode mode, const char *boundary, const ch
       add_encoded(L, c->b, txt, tn);
     } else {
       if (has_ctl(name, nlen) || memchr(name, '"', nlen)) return fail(c, "has a name that cannot go in a form%s", "");
-      lc_buf_adds(L, c->b, "--");
-      lc_buf_adds(L, c->b, boundary);
-      lc_buf_adds(L, c->b, "\r\nContent-Disposition: form-data; name=\"");
-      lc_buf_add(L, c->b, name, nlen);
-      lc_buf_adds(L, c->b, "\"\r\n\r\n");
-      lc_buf_add(L, c->b, txt, tn);
-      lc_buf_adds(L, c->b, "\r\n");
+      lua_createtable(L, 0, 2); /* a part { name =, data = } */
+      lua_pushlstring(L, name, nlen);
+      lua_setfield(L, -2, "name");
+      lua_pushlstring(L, txt, tn);
+      lua_setfield(L, -2, "data");
+      lua_rawseti(L, c->parts, ++c->nparts);
     }
     *first = 0;
     lua_pop(L, 1);
@@ -687,7 +687,7 @@ static int emit_param(ctx *c, enum out_mode mode, const char *boundary, const ch
 
 /* The flat parameters of table t (query or form fields): known names in the schema's order, then (allow_unknown)
  * the others. Values are scalars or arrays of scalars. */
-static int write_params(ctx *c, int t, const cschema *s, enum out_mode mode, const char *boundary) {
+static int write_params(ctx *c, int t, const cschema *s, enum out_mode mode) {
   lua_State *L = c->L;
   uint64_t seen = 0;
   int first = 1, i, unknown = 0;
@@ -720,7 +720,7 @@ static int write_params(ctx *c, int t, const cschema *s, enum out_mode mode, con
     lua_pushlstring(L, f->name, f->nlen);
     lua_rawget(L, t);
     path_push(c, &saved, f->name, 0);
-    if (!emit_param(c, mode, boundary, f->name, f->nlen, lua_gettop(L), f, &first)) return 0;
+    if (!emit_param(c, mode, f->name, f->nlen, lua_gettop(L), f, &first)) return 0;
     path_pop(c, saved);
     lua_pop(L, 1);
   }
@@ -731,7 +731,7 @@ static int write_params(ctx *c, int t, const cschema *s, enum out_mode mode, con
       const char *key = lua_tolstring(L, -2, &n);
       if (find_field(s, key, n) == NULL) {
         path_push(c, &saved, key, 0);
-        if (!emit_param(c, mode, boundary, key, n, lua_gettop(L), &ANY_SCALAR, &first)) return 0;
+        if (!emit_param(c, mode, key, n, lua_gettop(L), &ANY_SCALAR, &first)) return 0;
         path_pop(c, saved);
       }
       lua_pop(L, 1);
@@ -796,32 +796,11 @@ static int l_build_query(lua_State *L) {
   c.b = lc_buf_new(L);
   top = lua_gettop(L);
   if (plen > 0) lc_buf_add(L, c.b, prefix, plen);
-  if (!write_params(&c, 2, s, OUT_QUERY, NULL)) return refused(L, &c, top);
+  if (!write_params(&c, 2, s, OUT_QUERY)) return refused(L, &c, top);
   if (c.b->n == 0) lua_pushliteral(L, ""); /* nothing at all: no buffer was ever allocated */
   else lua_pushlstring(L, c.b->p, c.b->n);
   lc_buf_release(c.b);
   return 1;
-}
-
-static int bytes_contain(const char *h, size_t hn, const char *needle, size_t nn);
-
-/* True when a string in the value at idx (a table of fields, or arrays in it) holds the boundary. */
-static int value_contains(lua_State *L, int idx, const char *boundary, int depth) {
-  int found = 0;
-  if (lua_type(L, idx) == LUA_TSTRING) {
-    size_t n;
-    const char *s = lua_tolstring(L, idx, &n);
-    return bytes_contain(s, n, boundary, strlen(boundary));
-  }
-  if (lua_type(L, idx) != LUA_TTABLE || depth > 2) return 0;
-  luaL_checkstack(L, 4, "leadconnector: too many values");
-  lua_pushnil(L);
-  while (!found && lua_next(L, idx)) {
-    found = value_contains(L, lua_gettop(L), boundary, depth + 1);
-    lua_pop(L, 1);
-  }
-  if (found) lua_pop(L, 1);
-  return found;
 }
 
 static int bytes_contain(const char *h, size_t hn, const char *needle, size_t nn) {
@@ -832,19 +811,20 @@ static int bytes_contain(const char *h, size_t hn, const char *needle, size_t nn
   return 0;
 }
 
-/** core.build_multipart(schema, fields, files, file_field, max_files, max_file_size [, allow_unknown])
- *    -> body, content_type | nil, err
- * A multipart/form-data body: the fields (scalars, arrays as repeated parts) checked against the schema, then one
- * part per file in file_field. files[i] = { name = string, content = string [, content_type = string] }. The
- * limits (count, bytes per file) are checked before anything is built. The boundary never occurs in any part. */
-static int l_build_multipart(lua_State *L) {
+/** core.multipart_parts(schema, fields, files, file_field, max_files, max_file_size [, allow_unknown])
+ *    -> parts | nil, err
+ * Checks a multipart/form-data request and lists its parts, in order: the fields (scalars; arrays as one part per
+ * element) checked against the schema, then one part per file in file_field. files[i] = { name = string,
+ * content = string [, content_type = string] }; the limits (count, bytes per file) are checked first.
+ * parts[i] = { name =, data = [, filename =, content_type =] }: what the libcurl transport hands to libcurl's mime
+ * API, and core.encode_multipart writes for the cosocket transport. */
+static int l_multipart_parts(lua_State *L) {
   ctx c;
-  int top, attempt;
+  int top;
   size_t nfiles, i, fflen;
   const cschema *s = check_schema(L, 1);
   const char *ffield;
   lua_Integer max_files, max_size;
-  char boundary[64];
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TTABLE);
   ffield = luaL_checklstring(L, 4, &fflen);
@@ -852,7 +832,10 @@ static int l_build_multipart(lua_State *L) {
   max_size = luaL_checkinteger(L, 6);
   ctx_init(&c, L, lua_toboolean(L, 7), "field");
   lua_settop(L, 7);
-  c.b = lc_buf_new(L);
+  c.b = lc_buf_new(L); /* unused here; refused() releases it */
+  lua_newtable(L);
+  c.parts = lua_gettop(L);
+  c.nparts = 0;
   top = lua_gettop(L);
   snprintf(c.path, sizeof c.path, "files");
   if (!sequence_length(L, 3, &nfiles)) {
@@ -869,7 +852,6 @@ static int l_build_multipart(lua_State *L) {
     fail(&c, "may hold at most %s files", tmp);
     return refused(L, &c, top);
   }
-  /* Check every file first; then choose a boundary that none of the contents holds. */
   for (i = 1; i <= nfiles; i++) {
     size_t n, saved;
     const char *nm;
@@ -902,75 +884,127 @@ static int l_build_multipart(lua_State *L) {
             if ((unsigned char)ct[k] < 0x20 || (unsigned char)ct[k] >= 0x7f) ok = fail(&c, ".content_type must be printable ASCII%s", "");
         }
       }
-      lua_pop(L, 3);
+      if (ok) { /* its part, kept aside until the fields are checked */
+        lua_createtable(L, 0, 4);
+        lua_pushlstring(L, ffield, fflen);
+        lua_setfield(L, -2, "name");
+        lua_pushvalue(L, -4);
+        lua_setfield(L, -2, "filename");
+        lua_pushvalue(L, -3);
+        lua_setfield(L, -2, "data");
+        if (lua_isnil(L, -2)) lua_pushliteral(L, "application/octet-stream");
+        else lua_pushvalue(L, -2);
+        lua_setfield(L, -2, "content_type");
+        lua_replace(L, -5); /* in place of the file table */
+        lua_pop(L, 3);
+      } else {
+        lua_pop(L, 3);
+      }
     }
-    lua_pop(L, 1);
     if (!ok) return refused(L, &c, top);
     path_pop(&c, saved);
   }
+  /* the file parts are on the stack above `top`, in order */
   c.path[0] = '\0';
+  if (!write_params(&c, 2, s, OUT_FORM)) return refused(L, &c, top);
+  for (i = 1; i <= nfiles; i++) {
+    lua_pushvalue(L, top + (int)i);
+    lua_rawseti(L, c.parts, ++c.nparts);
+  }
+  lc_buf_release(c.b);
+  lua_pushvalue(L, c.parts);
+  return 1;
+}
+
+/** core.encode_multipart(parts) -> body, content_type
+ * The multipart/form-data body of core.multipart_parts' list, with a boundary that occurs in no part's data
+ * (filenames: `"` sent as %22, as browsers and libcurl do). */
+static int l_encode_multipart(lua_State *L) {
+  lc_buf *b;
+  size_t n, i;
+  int attempt;
+  char boundary[64];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  n = lc_rawlen(L, 1);
+  b = lc_buf_new(L);
   for (attempt = 0;; attempt++) {
     static unsigned long counter = 0;
     int clash = 0;
-    unsigned long x = (unsigned long)time(NULL) ^ ((unsigned long)(size_t)c.b * 2654435761UL) ^ (++counter * 40503UL) ^
+    unsigned long x = (unsigned long)time(NULL) ^ ((unsigned long)(size_t)b * 2654435761UL) ^ (++counter * 40503UL) ^
                       ((unsigned long)attempt << 20);
-    snprintf(boundary, sizeof boundary, "leadconnector-%08lx%08lx", x & 0xffffffffUL, (x * 2246822519UL + counter) & 0xffffffffUL);
-    for (i = 1; i <= nfiles && !clash; i++) {
-      size_t n;
-      const char *cs;
-      lua_rawgeti(L, 3, (int)i);
-      lua_getfield(L, -1, "content");
-      cs = lua_tolstring(L, -1, &n);
-      clash = bytes_contain(cs, n, boundary, strlen(boundary));
+    snprintf(boundary, sizeof boundary, "leadconnector-%08lx%08lx", x & 0xffffffffUL,
+             (x * 2246822519UL + counter) & 0xffffffffUL);
+    for (i = 1; i <= n && !clash; i++) {
+      size_t dn;
+      const char *d;
+      lua_rawgeti(L, 1, (int)i);
+      luaL_checktype(L, -1, LUA_TTABLE);
+      lua_getfield(L, -1, "data");
+      d = luaL_checklstring(L, -1, &dn);
+      clash = bytes_contain(d, dn, boundary, strlen(boundary));
       lua_pop(L, 2);
     }
-    if (!clash) clash = value_contains(L, 2, boundary, 0);
     if (!clash) break;
     if (attempt > 16) return luaL_error(L, "leadconnector: no multipart boundary found");
   }
-  if (!write_params(&c, 2, s, OUT_FORM, boundary)) return refused(L, &c, top);
-  for (i = 1; i <= nfiles; i++) {
-    size_t n;
+  for (i = 1; i <= n; i++) {
+    size_t len, k;
     const char *p;
-    lua_rawgeti(L, 3, (int)i);
-    lc_buf_adds(L, c.b, "--");
-    lc_buf_adds(L, c.b, boundary);
-    lc_buf_adds(L, c.b, "\r\nContent-Disposition: form-data; name=\"");
-    lc_buf_add(L, c.b, ffield, fflen);
-    lc_buf_adds(L, c.b, "\"; filename=\"");
+    lua_rawgeti(L, 1, (int)i);
+    lc_buf_adds(L, b, "--");
+    lc_buf_adds(L, b, boundary);
+    lc_buf_adds(L, b, "\r\nContent-Disposition: form-data; name=\"");
     lua_getfield(L, -1, "name");
-    p = lua_tolstring(L, -1, &n);
-    { /* quotes and backslashes percent-encoded, as browsers do */
-      size_t k;
-      for (k = 0; k < n; k++) {
-        if (p[k] == '"') lc_buf_adds(L, c.b, "%22");
-        else if (p[k] == '\\') lc_buf_adds(L, c.b, "%5C");
-        else lc_buf_addc(L, c.b, p[k]);
+    p = luaL_checklstring(L, -1, &len);
+    lc_buf_add(L, b, p, len);
+    lua_pop(L, 1);
+    lc_buf_addc(L, b, '"');
+    lua_getfield(L, -1, "filename");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      p = lua_tolstring(L, -1, &len);
+      lc_buf_adds(L, b, "; filename=\"");
+      for (k = 0; k < len; k++) {
+        if (p[k] == '"') lc_buf_adds(L, b, "%22");
+        else lc_buf_addc(L, b, p[k]);
       }
+      lc_buf_addc(L, b, '"');
     }
-    lc_buf_adds(L, c.b, "\"\r\nContent-Type: ");
-    lua_getfield(L, -2, "content_type");
-    if (lua_isnil(L, -1)) lc_buf_adds(L, c.b, "application/octet-stream");
-    else {
-      p = lua_tolstring(L, -1, &n);
-      lc_buf_add(L, c.b, p, n);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "content_type");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      p = lua_tolstring(L, -1, &len);
+      lc_buf_adds(L, b, "\r\nContent-Type: ");
+      lc_buf_add(L, b, p, len);
     }
-    lc_buf_adds(L, c.b, "\r\n\r\n");
-    lua_getfield(L, -3, "content");
-    p = lua_tolstring(L, -1, &n);
-    lc_buf_add(L, c.b, p, n);
-    lc_buf_adds(L, c.b, "\r\n");
-    lua_pop(L, 4);
+    lua_pop(L, 1);
+    lc_buf_adds(L, b, "\r\n\r\n");
+    lua_getfield(L, -1, "data");
+    p = lua_tolstring(L, -1, &len);
+    if (len) lc_buf_add(L, b, p, len);
+    lc_buf_adds(L, b, "\r\n");
+    lua_pop(L, 2);
   }
-  lc_buf_adds(L, c.b, "--");
-  lc_buf_adds(L, c.b, boundary);
-  lc_buf_adds(L, c.b, "--\r\n");
-  lua_pushlstring(L, c.b->p, c.b->n);
+  lc_buf_adds(L, b, "--");
+  lc_buf_adds(L, b, boundary);
+  lc_buf_adds(L, b, "--\r\n");
+  lua_pushlstring(L, b->p, b->n);
   lua_pushfstring(L, "multipart/form-data; boundary=%s", boundary);
-  lc_buf_release(c.b);
+  lc_buf_release(b);
   return 2;
 }
 
+/** core.build_multipart(schema, fields, files, file_field, max_files, max_file_size [, allow_unknown])
+ *    -> body, content_type | nil, err: core.multipart_parts, then core.encode_multipart. */
+static int l_build_multipart(lua_State *L) {
+  lua_settop(L, 7);
+  lua_pushcfunction(L, l_multipart_parts);
+  lua_insert(L, 1);
+  lua_call(L, 7, 2);
+  if (lua_isnil(L, 1)) return 2;
+  lua_settop(L, 1);
+  return l_encode_multipart(L);
+}
 
 static int invalid(lua_State *L, const char *field, const char *fmt, const char *a) {
   lua_pushnil(L);
@@ -1055,6 +1089,8 @@ const luaL_Reg lc_validate_funcs[] = {{"compile", l_compile},
                                       {"build", l_build},
                                       {"build_query", l_build_query},
                                       {"build_multipart", l_build_multipart},
+                                      {"multipart_parts", l_multipart_parts},
+                                      {"encode_multipart", l_encode_multipart},
                                       {"path_id", l_path_id},
                                       {"check_token", l_check_token},
                                       {"check_header", l_check_header},

@@ -12,8 +12,8 @@ local core = require "leadconnector.core"
 local catalogue = require "leadconnector.catalogue"
 
 local type, error, pairs, ipairs, tostring, getmetatable = type, error, pairs, ipairs, tostring, getmetatable
-local compile, build, build_query, build_multipart, path_id = core.compile, core.build, core.build_query,
-  core.build_multipart, core.path_id
+local compile, build, build_query, multipart_parts, encode_multipart, path_id = core.compile, core.build,
+  core.build_query, core.multipart_parts, core.encode_multipart, core.path_id
 local open = io.open
 
 local M = {}
@@ -245,9 +245,13 @@ function M.install(Client, h)
         local list
         list, err = resolve_files(files, limits)
         if not list then return finish_error(err, method, template, 0) end
-        local body, ctype = build_multipart(d.body, fields, list, limits.field, limits.max_files,
-          limits.max_file_size, copts and copts.allow_unknown)
-        if not body then return finish_error(ctype, method, template, 0) end
+        local parts
+        parts, err = multipart_parts(d.body, fields, list, limits.field, limits.max_files, limits.max_file_size,
+          copts and copts.allow_unknown)
+        if not parts then return finish_error(err, method, template, 0) end
+        -- libcurl takes the parts (its mime API); cosockets get the body written out by the C core
+        local body, ctype = parts, nil
+        if self.transport ~= "curl" then body, ctype = encode_multipart(parts) end
         return self:_call(d.decode, method, template, body, copts, ctype)
       end
     elseif d.npos == 0 and d.body and not d.query then
