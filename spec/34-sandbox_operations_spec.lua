@@ -227,4 +227,61 @@ describe("operations against the sandbox", function()
     assert.equals("Message", require("leadconnector").typeof(results[1].value.messages[1]))
     assert.equals("audio/x-wav", results[4].value.content_type)
   end)
+
+  -- The fault matrix of spec/50, for every POST of the catalogue: on a warm kept-alive connection, a lost answer
+  -- (after the work was done), a 503, a proxy's 502 and a cut answer each reach the server once, whatever
+  -- max_retries says.
+  local seq = 0
+  local function post_args(name)
+    seq = seq + 1
+    local contact = ("contact_np_%d_%d"):format(os.time(), seq)
+    local A = {
+      create_conversation = { { locationId = LOC, contactId = contact } },
+      send_message = { { type = "SMS", contactId = contact, message = "x" } },
+      add_inbound_message = { { type = "SMS", conversationId = "conv_demo_1", contactId = "contact_demo_1",
+        conversationProviderId = "provider_sandbox", message = "x" } },
+      add_outbound_call = { { type = "Call", conversationId = "conv_demo_1", conversationProviderId = "provider_sandbox" } },
+      send_review_reply = { { conversationId = "conv_demo_1", locationId = LOC, message = "m" } },
+      upload_attachments = { { conversationId = "conv_demo_1", contactId = "contact_demo_1", locationId = LOC },
+        { { name = "a.txt", content = "x" } } },
+      initiate_upload = { { locationId = LOC, conversationId = "conv_demo_1", filename = "f.mp4",
+        contentType = "video/mp4", fileSize = 10, channel = "SMS" } },
+      complete_upload = { { uploadId = "u", filePath = "p", locationId = LOC, conversationId = "conv_demo_1",
+        filename = "f" } },
+      live_chat_typing = { { locationId = LOC, isTyping = true, visitorId = "v", conversationId = "conv_demo_1" } },
+      create_custom_subtype = { LOC, { name = "n" .. seq, channel = "sms", language = "en" } },
+      change_subscription = { { locationId = LOC, contactId = "contact_demo_1", email = "ada@example.com",
+        subscription_action = { type = "resub_all", subtype_status = "subscribed" } } },
+    }
+    return A[name]
+  end
+  local FAULTS = {
+    { action = "drop", after = true }, { status = 503 }, { action = "html502", after = true },
+    { action = "malformed", after = true },
+  }
+  for _, op in ipairs(require("leadconnector.catalogue").operations) do
+    if op.method == "POST" then
+      it(op.name .. " is sent once under every fault of the matrix", function()
+        local c = lch.client(sb, { max_retries = 3 })
+        for _, fault in ipairs(FAULTS) do
+          assert(c:get_conversation("conv_demo_1")) -- a warm connection
+          sb:clear_requests()
+          local f = { method = "POST", path = op.path, count = -1 }
+          for k, v in pairs(fault) do f[k] = v end
+          sb:fault(f)
+          local a = post_args(op.name)
+          assert.truthy(a, op.name)
+          local r, err = c[op.name](c, a[1], a[2])
+          sb:clear_faults()
+          local n = 0
+          for _, req in ipairs(lch.api_requests(sb)) do if req.method == "POST" then n = n + 1 end end
+          local what = op.name .. " " .. (fault.action or fault.status)
+          assert.is_nil(r, what)
+          assert.truthy(err, what)
+          assert.equals(1, n, what .. ": requests that reached the server")
+        end
+        c:close()
+      end)
+    end
+  end
 end)
