@@ -92,6 +92,7 @@ typedef struct cfield {
   const struct cschema *sub; /* F_OBJ / F_STR_OR_OBJ with fields (NULL: any table) */
   const struct cfield *items; /* F_ARR */
   size_t max_length; /* 0: none (strings, in bytes) */
+  int comma_list;    /* F_ENUM: the value may list several of the values, separated by commas */
 } cfield;
 
 typedef struct cschema {
@@ -136,6 +137,8 @@ static void compile_field(lua_State *L, int t, int anchor, cfield *f, int depth)
   }
   lua_getfield(L, t, "required");
   f->required = lua_toboolean(L, -1);
+  lua_getfield(L, t, "comma_list");
+  f->comma_list = lua_toboolean(L, -1);
   lua_getfield(L, t, "max_length");
   if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= 1) f->max_length = (size_t)lua_tonumber(L, -1);
   lua_settop(L, top);
@@ -376,8 +379,23 @@ static int check_enum(ctx *c, int v, const cfield *f) {
   const char *s;
   if (lua_type(L, v) != LUA_TSTRING) return fail(c, "must be a string, got %s", luaL_typename(L, v));
   s = lua_tolstring(L, v, &n);
-  for (e = f->enums; *e; e++)
-    if (strlen(*e) == n && memcmp(*e, s, n) == 0) return 1;
+  if (f->comma_list) { /* "TYPE_SMS,TYPE_CALL": each piece one of the values */
+    const char *p = s, *end = s + n;
+    int ok = 1;
+    while (ok) {
+      const char *q = memchr(p, ',', (size_t)(end - p));
+      size_t len = q ? (size_t)(q - p) : (size_t)(end - p);
+      for (e = f->enums; *e; e++)
+        if (strlen(*e) == len && memcmp(*e, p, len) == 0) break;
+      if (!*e) ok = 0;
+      if (!q) break;
+      p = q + 1;
+    }
+    if (ok) return 1;
+  } else {
+    for (e = f->enums; *e; e++)
+      if (strlen(*e) == n && memcmp(*e, s, n) == 0) return 1;
+  }
   {
     char list[200] = "";
     size_t used = 0;
@@ -632,7 +650,7 @@ static int scalar_text(ctx *c, int v, const cfield *f) {
   }
 }
 
-static const cfield ANY_SCALAR = {NULL, 0, F_ANY, 0, NULL, NULL, NULL, 0};
+static const cfield ANY_SCALAR = {NULL, 0, F_ANY, 0, NULL, NULL, NULL, 0, 0};
 
 /* Emits one parameter (OUT_QUERY: name=value joined by &; OUT_FORM: a multipart part); arrays repeat it. */
 static int emit_param(ctx *c, enum out_mode mode, const char *name, size_t nlen, int v, const cfield *f,

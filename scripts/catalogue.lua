@@ -171,7 +171,7 @@ if #left > 0 then table.sort(left) error("operations without an entry in the ove
 -- Serialiser: plain Lua data, keys in a fixed order, loadable on Lua 5.1-5.4 and LuaJIT.
 local ORDER = { "name", "method", "path", "operation_id", "summary", "args", "query", "body", "content", "files",
   "answer", "objects", "retry", "batch", "tags", "op", "cursor", "param", "more", "items", "from", "total",
-  "type", "in", "required", "enum", "fields", "max_length", "description", "field", "max_files", "max_file_size" }
+  "type", "in", "required", "enum", "comma_list", "fields", "max_length", "description", "field", "max_files", "max_file_size" }
 local RANK = {}
 for i, k in ipairs(ORDER) do RANK[k] = i end
 

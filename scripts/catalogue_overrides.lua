@@ -86,7 +86,11 @@ return {
     { id = "delete-conversation", name = "delete_conversation", answer = "table" },
     -- The live answer nests the page one level down ({ messages = { lastMessageId, nextPage, messages } },
     -- vendor docs issue #54); "messages_page" reads both and returns the flat page.
-    { id = "get-messages", name = "get_messages", answer = "messages_page" },
+    { id = "get-messages", name = "get_messages", answer = "messages_page",
+      patch = function(op)
+        -- its example filters by several types at once: "TYPE_SMS,TYPE_CALL"
+        field(op.query, "type").comma_list = true
+      end },
     -- The spec omits the {id} path parameter (SDKs generated from it have called a literal "{id}" URL).
     { id = "get-message", name = "get_message", answer = "message", path_params = { "id" } },
     { id = "send-a-new-message", name = "send_message", answer = "send", body = S.send },

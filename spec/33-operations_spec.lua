@@ -74,6 +74,17 @@ describe("operations: the requests they send", function()
     assert.equals("/conversations/c1/messages?limit=5&x%20y=a&x%20y=b%26", req.target)
   end)
 
+  it("get_messages' type filter takes several types at once, as its example does (\"TYPE_SMS,TYPE_CALL\")", function()
+    assert(client:get_messages("c1", { type = "TYPE_SMS,TYPE_CALL" }))
+    assert.equals("/conversations/c1/messages?type=TYPE_SMS%2CTYPE_CALL", srv:requests()[1].target)
+    for _, bad in ipairs { "TYPE_SMS,", "TYPE_SMS,TYPE_NOPE", ",TYPE_SMS", "" } do
+      local r, err = client:get_messages("c1", { type = bad })
+      assert.is_nil(r, bad)
+      assert.equals("type", err.field)
+    end
+    assert.equals(1, #srv:requests())
+  end)
+
   it("every POST sends its JSON body with Content-Type application/json", function()
     assert(client:create_conversation { locationId = "loc1", contactId = "ct1" })
     assert(client:live_chat_typing { locationId = "loc1", isTyping = true, visitorId = "v", conversationId = "c" })
