@@ -279,7 +279,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   default: lua_pushstring(L, "body"); break;
   }
   {
-    unsigned opn = ((mode >> 2) & 3) == 1 ? (mode & 1) : fz_u8(&g.in);
+    unsigned kind = (mode >> 2) & 3;
+    unsigned opn = kind == 1 ? (mode & 1) : kind == 3 ? fz_u8(&g.in) : 0; /* [op] only for "the body of op" */
     push_table(L, &g, 0);
     lua_pushboolean(L, (mode & 2) != 0);
     if (((mode >> 2) & 3) == 2) push_table(L, &g, 0);
