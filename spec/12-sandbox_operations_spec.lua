@@ -539,6 +539,11 @@ describe("sandbox operations", function()
       assert.matches("Too many files", body.message)
       local five = { six[1], six[2], six[3], six[4], six[5] }
       assert.equals(200, (upload(FIELDS, five)))
+      local group = { FIELDS[1], FIELDS[2], FIELDS[3], { "isGroupSms", "true" } }
+      status, body = upload(group, { six[1], six[2] })
+      assert.equals(400, status)
+      assert.matches("at most 1 per request", body.message)
+      assert.equals(200, (upload(group, { six[1] })))
       local big = ("a"):rep(5 * 1024 * 1024 + 1)
       status, body = upload(FIELDS, { { "fileAttachment", "big.bin", "application/octet-stream", big } })
       assert.equals(413, status)

@@ -271,7 +271,7 @@ H.upload_attachments = { body = false,
     local b, status, text = validated("UploadFilesDto", fields)
     if not b then return status, text end
     if b.locationId ~= ctx.loc then return 403, err_body(403, FORBIDDEN_LOCATION, "Forbidden") end
-    local fstatus, fmsg = uploads.check_files(files)
+    local fstatus, fmsg = uploads.check_files(files, b.isGroupSms == "true")
     if fstatus then return upload_error(fstatus, fmsg) end
     local c, cstatus, cmsg = store.conversation_for_upload(ctx.loc, b.conversationId, b.contactId)
     if not c then return answer(nil, nil, cstatus, cmsg) end

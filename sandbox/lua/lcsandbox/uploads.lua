@@ -4,9 +4,15 @@ local M = {}
 
 local find, sub, lower, match, gmatch = string.find, string.sub, string.lower, string.match, string.gmatch
 
-M.FIELD = "fileAttachment"          -- the form field the files come in
-M.MAX_FILES = 5                     -- per request
-M.MAX_FILE_SIZE = 5 * 1024 * 1024   -- bytes, per file
+-- The form field the files come in and the documented limits (5 files, 5 MB each) are the
+-- catalogue's (the library checks the same figures before sending).
+local files = {}
+for _, op in ipairs(require("leadconnector.catalogue").operations) do
+  if op.name == "upload_attachments" then files = op.files end
+end
+M.FIELD = assert(files.field, "the catalogue's upload_attachments has no files.field")
+M.MAX_FILES = assert(files.max_files)         -- per request (1 when isGroupSms is "true")
+M.MAX_FILE_SIZE = assert(files.max_file_size) -- bytes, per file
 M.MAX_LARGE_FILE_SIZE = 25 * 1024 * 1024 -- initiate/complete uploads (the launcher's client_max_body_size is 32m)
 
 -- The boundary of a multipart/form-data Content-Type, or nil.
@@ -98,14 +104,17 @@ function M.split(parts)
 end
 
 -- Checks the files against the limits. Returns nil, or status and message as the API answers them.
-function M.check_files(files)
+function M.check_files(files, group_sms)
   if #files == 0 then return 400, "No file was uploaded: send the files in " .. M.FIELD end
   for _, f in ipairs(files) do
     if f.name ~= M.FIELD then return 400, "Unexpected field " .. tostring(f.name) end
   end
-  if #files > M.MAX_FILES then return 400, "Too many files: at most " .. M.MAX_FILES .. " per request" end
+  local max = group_sms and 1 or M.MAX_FILES
+  if #files > max then return 400, "Too many files: at most " .. max .. " per request" end
   for _, f in ipairs(files) do
-    if #f.data > M.MAX_FILE_SIZE then return 413, "File too large: " .. f.filename .. " is over 5 MB" end
+    if #f.data > M.MAX_FILE_SIZE then
+      return 413, ("File too large: %s is over %d bytes"):format(f.filename, M.MAX_FILE_SIZE)
+    end
   end
   return nil
 end
