@@ -69,17 +69,47 @@ describe("sandbox operations", function()
       end
     end)
 
+    -- Every operation of the catalogue, its path template filled with ids that exist.
+    local catalogue = require "leadconnector.catalogue"
+    local IDS = { conversationId = "conv_demo_1", messageId = "msg_demo_6", locationId = "loc_sandbox",
+      id = "msg_demo_1", emailMessageId = "emsg_demo_3" }
+    local function every_route()
+      local out = {}
+      for _, op in ipairs(catalogue.operations) do
+        out[#out + 1] = { op.method, (op.path:gsub("{(%w+)}", function(n) return IDS[n] end)), op.name }
+      end
+      assert.equals(29, #out)
+      return out
+    end
+
     it("checks the token and the Version on every route", function()
-      for _, r in ipairs({ { "GET", "/conversations/search?locationId=loc_sandbox" },
-        { "DELETE", "/conversations/messages/x/schedule" }, { "POST", "/conversations/messages/upload" },
-        { "GET", "/conversations/preferences/custom-subtypes?locationId=loc_sandbox" } }) do
+      for _, r in ipairs(every_route()) do
         local status, body = req(r[1], r[2], nil, { Authorization = "Bearer nope" })
-        assert.equals(401, status)
+        assert.equals(401, status, r[3])
         assert.equals("Invalid token: access token is invalid", body.message)
         status, body = req(r[1], r[2], nil, { Version = false })
-        assert.equals(400, status)
+        assert.equals(400, status, r[3])
         assert.equals("Version header was not found", body.message)
       end
+    end)
+
+    it("counts every route against the rate limit, and faults every route", function()
+      sb:config({ rate_limit = 1000, rate_interval_ms = 600000 })
+      local remaining = 1000
+      for _, r in ipairs(every_route()) do
+        local status, body, h = req(r[1], r[2])
+        assert.is_true(status ~= 401 and status ~= 429, r[3] .. " answered " .. tostring(status))
+        assert.is_falsy(type(body) == "table" and tostring(body.message):match("^Cannot "), r[3] .. " was not routed")
+        remaining = remaining - 1
+        assert.equals(tostring(remaining), h["x-ratelimit-remaining"], r[3])
+      end
+      sb:fault({ count = 29, status = 418, body = { statusCode = 418, message = "teapot" } })
+      for _, r in ipairs(every_route()) do
+        local status, body = req(r[1], r[2])
+        assert.equals(418, status, r[3])
+        assert.equals("teapot", body.message)
+      end
+      assert.equals(0, #sb:control("GET", "/_sandbox/faults").faults)
     end)
 
     it("applies the rate limit and faults to the new routes too", function()
@@ -291,6 +321,20 @@ describe("sandbox operations", function()
       local _, _, _, raw = req("GET", "/conversations/conv_demo_1/messages?type=TYPE_EMAIL")
       assert.truthy(raw:find('"messages":[]', 1, true), raw)
       assert.truthy(raw:find('"lastMessageId":null', 1, true), raw)
+    end)
+
+    it("shows a provider's add_inbound_message in get_messages and the unread count", function()
+      local status, r = req("POST", "/conversations/messages/inbound", { type = "SMS", conversationId = "conv_demo_3",
+        contactId = "contact_demo_3", conversationProviderId = "provider_sandbox", message = "reply from the provider" })
+      assert.equals(201, status)
+      local _, page = req("GET", "/conversations/conv_demo_3/messages")
+      assert.equals(r.messageId, page.messages.messages[1].id)
+      assert.equals("reply from the provider", page.messages.messages[1].body)
+      local _, c = req("GET", "/conversations/conv_demo_3")
+      assert.equals(2, c.unreadCount)
+      local _, found = req("GET", "/conversations/search" .. qs({ locationId = "loc_sandbox", query = "from the provider" }))
+      assert.equals(1, found.total)
+      assert.equals("conv_demo_3", found.conversations[1].id)
     end)
 
     it("filters by type, shows injected inbound messages and counts them unread", function()
@@ -701,5 +745,32 @@ describe("sandbox operations", function()
       os.remove(state)
       assert(ok, err)
     end)
+  end)
+end)
+
+describe("sandbox store", function()
+  it("calls store.on_message once for every message it creates, from one place", function()
+    local store = require "lcsandbox.store"
+    local seen = {}
+    store.on_message = function(m, c, how) seen[#seen + 1] = { m.id, c.id, how } end
+    local ok, err = pcall(function()
+      store.seed()
+      assert.equals(6, #seen)
+      assert.equals("seed", seen[1][3])
+      seen = {}
+      local s = store.send("loc_sandbox", { type = "SMS", contactId = "contact_demo_1", message = "x" })
+      store.inbound("loc_sandbox", { type = "SMS", conversationId = "conv_demo_1", contactId = "contact_demo_1",
+        conversationProviderId = "p" })
+      store.outbound_call("loc_sandbox", { type = "Call", conversationId = "conv_demo_1", conversationProviderId = "p" })
+      store.review_reply("loc_sandbox", { conversationId = "conv_demo_3", locationId = "loc_sandbox", message = "r" })
+      store.inject("loc_sandbox", { contactId = "someone" })
+      assert.same({ "sent", "inbound", "outbound_call", "review_reply", "injected" },
+        { seen[1][3], seen[2][3], seen[3][3], seen[4][3], seen[5][3] })
+      assert.equals(s.messageId, seen[1][1])
+      assert.equals("conv_demo_1", seen[1][2])
+    end)
+    store.on_message = nil
+    store.seed()
+    assert(ok, err)
   end)
 end)
