@@ -56,7 +56,7 @@ describe("sandbox operations", function()
 
   local function req(method, path, body, headers) return sb:request(method, path, body, headers) end
   local function send(body) return req("POST", "/conversations/messages", body) end
-  local function inject(t) return sb:control("POST", "/_sandbox/inbound", t) end
+  local function inject(t) return sb:inbound(t) end
 
   describe("routing", function()
     it("tells literal segments from ids, and answers 404 for a method no operation has", function()
@@ -172,6 +172,19 @@ describe("sandbox operations", function()
       assert.equals(404, (req("GET", "/conversations/" .. c.id)))
       assert.equals(404, (req("GET", "/conversations/messages/" .. sent.messageId)))
       assert.equals(404, (req("DELETE", "/conversations/" .. c.id)))
+    end)
+
+    it("never counts below zero unread after unreadCount was set by hand", function()
+      assert.equals(200, (req("PUT", "/conversations/conv_demo_1", { locationId = "loc_sandbox", unreadCount = 0 })))
+      assert.equals(200, (req("PUT", "/conversations/messages/msg_demo_2/status", { status = "read" })))
+      local _, c = req("GET", "/conversations/conv_demo_1")
+      assert.equals(0, c.unreadCount)
+      assert.equals(200, (req("PUT", "/conversations/messages/msg_demo_2/status", { status = "delivered" })))
+      _, c = req("GET", "/conversations/conv_demo_1")
+      assert.equals(1, c.unreadCount)
+      local status, bad = req("PUT", "/conversations/conv_demo_1", { locationId = "loc_sandbox", unreadCount = -1 })
+      assert.equals(400, status)
+      assert.equals("unreadCount must be a whole number >= 0", bad.message)
     end)
 
     it("validates create and update bodies", function()
@@ -523,9 +536,7 @@ describe("sandbox operations", function()
       local bytes = "\0\1\2\255binary audio\r\n"
       local r = inject({ contactId = "contact_call", type = "Call", call = { status = "answered" },
         transcription = { { mediaChannel = 1, sentenceIndex = 1, startTime = 0, endTime = 1, transcript = "hi", confidence = 1 } } })
-      local status = req("PUT", "/_sandbox/messages/" .. r.messageId .. "/recording", bytes,
-        { ["Content-Type"] = "audio/mpeg", Authorization = false })
-      assert.equals(200, status)
+      assert.equals(#bytes, sb:recording(r.messageId, bytes, "audio/mpeg").size)
       local s2, body, h = req("GET", "/conversations/messages/" .. r.messageId .. "/locations/loc_sandbox/recording")
       assert.equals(200, s2)
       assert.equals("audio/mpeg", h["content-type"])
@@ -535,6 +546,15 @@ describe("sandbox operations", function()
       local _, m = req("GET", "/conversations/messages/" .. r.messageId)
       assert.equals("TYPE_CALL", m.messageType)
       assert.equals("answered", m.meta.callStatus)
+      sb:transcription(r.messageId, { { mediaChannel = 2, sentenceIndex = 1, startTime = 5, endTime = 7,
+        transcript = "replaced", confidence = 0.5 } })
+      local _, t = req("GET", "/conversations/locations/loc_sandbox/messages/" .. r.messageId .. "/transcription")
+      assert.equals("replaced", t[1].transcript)
+      local c = sb:inbound({ contactId = "contact_call2", type = "Call", recording = { content_type = "audio/ogg",
+        base64 = "T2dnUw==" } })
+      local _, ogg, h2 = req("GET", "/conversations/messages/" .. c.messageId .. "/locations/loc_sandbox/recording")
+      assert.equals("OggS", ogg)
+      assert.equals("audio/ogg", h2["content-type"])
     end)
   end)
 

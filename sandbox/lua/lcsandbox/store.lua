@@ -418,8 +418,8 @@ function M.update_status(loc, id, b)
   local was = unread(m)
   m.status = b.status
   local now_unread = unread(m)
-  if was ~= now_unread then
-    c.unreadCount = c.unreadCount + (now_unread and 1 or -1)
+  if was ~= now_unread then -- (update_conversation may have set the count to anything >= 0)
+    c.unreadCount = math.max(0, c.unreadCount + (now_unread and 1 or -1))
   end
   local meta = m.meta
   if b.error then meta.error = b.error end
@@ -526,7 +526,7 @@ local function remove_message(m, keep_order)
     for _, eid in ipairs(email.messageIds) do S.emails[eid] = nil end
   end
   if c and not keep_order then
-    if unread(m) then c.unreadCount = c.unreadCount - 1 end
+    if unread(m) then c.unreadCount = math.max(0, c.unreadCount - 1) end
     local order = S.order[c.id]
     for i = #order, 1, -1 do
       if order[i] == m.id then table.remove(order, i) break end
