@@ -742,6 +742,27 @@ describe("sandbox operations", function()
       assert.equals(404, status)
     end)
 
+    it("forget a message's email record with the message past --max-messages", function()
+      local sb2 = helpers.start_sandbox({ rate_limit = false, max_messages = 3 })
+      local ok, err = pcall(function()
+        local ids = {}
+        for i = 1, 4 do
+          local _, r = sb2:request("POST", "/conversations/messages", { type = "Email", contactId = "cm", subject = "s" .. i })
+          ids[i] = r
+        end
+        assert.equals(404, (sb2:request("GET", "/conversations/messages/" .. ids[1].messageId)))
+        assert.equals(404, (sb2:request("GET", "/conversations/messages/email/" .. ids[1].emailMessageId)))
+        local s, e = sb2:request("GET", "/conversations/messages/email/" .. ids[4].emailMessageId)
+        assert.equals(200, s)
+        assert.equals("s4", e.subject)
+        local _, page = sb2:request("GET", "/conversations/" .. ids[4].conversationId .. "/messages")
+        assert.equals(3, #page.messages.messages)
+        assert.is_false(page.messages.nextPage)
+      end)
+      sb2:stop()
+      assert(ok, err)
+    end)
+
     it("keep emails, subtypes and transcriptions in --state across a restart", function()
       local state = os.tmpname()
       os.remove(state)

@@ -215,9 +215,14 @@ local function remember(id)
     local old = S.fifo[head]
     S.fifo[head] = nil
     S.fifo_head = head + 1
-    if old and S.messages[old] then
+    local m = old and S.messages[old]
+    if m then
       S.messages[old] = nil
       S.count = S.count - 1
+      -- what hangs off a message goes with it
+      S.recordings[old], S.transcriptions[old] = nil, nil
+      local email = m.meta and m.meta.email
+      for _, eid in ipairs(email and email.messageIds or {}) do S.emails[eid] = nil end
     end
   end
 end
