@@ -6,7 +6,6 @@
 -- One worker process holds all the state in its Lua tables.
 local json = require "lcsandbox.json"
 local store = require "lcsandbox.store"
-local validate = require "lcsandbox.validate"
 local rules = require "lcsandbox.rules"
 local ratelimit = require "lcsandbox.ratelimit"
 local faults = require "lcsandbox.faults"
@@ -15,7 +14,7 @@ local operations = require "lcsandbox.operations"
 
 local ngx = ngx
 local type, pairs, tostring, floor = type, pairs, tostring, math.floor
-local sub, find, match, lower = string.sub, string.find, string.match, string.lower
+local sub, match = string.sub, string.match
 local unescape = ngx.unescape_uri
 local null = json.null
 
@@ -183,11 +182,11 @@ end
 
 local function not_found(msg) return 404, err_body(404, msg, "Not Found") end
 
-
 ---------------------------------------------------------------------------------------------------
--- the API
--- method + path -> operation name, derived from the library's catalogue (lcsandbox.routes).
+-- the API: method + path -> operation name, derived from the library's catalogue (lcsandbox.routes);
+-- the operations themselves are in lcsandbox.operations.
 local router = routes.default()
+
 local function location_of(hs)
   local auth = hs["authorization"]
   if type(auth) ~= "string" then return nil end

@@ -11,7 +11,7 @@ local uploads = require "lcsandbox.uploads"
 
 local ngx = ngx
 local type, pairs, ipairs, tostring, tonumber, floor = type, pairs, ipairs, tostring, tonumber, math.floor
-local find, lower, match, sub = string.find, string.lower, string.match, string.sub
+local find, lower, match = string.find, string.lower, string.match
 local null = json.null
 
 local M = {}
