@@ -93,6 +93,30 @@ describe("sandbox operations", function()
       end
     end)
 
+    it("answers 422 naming every missing required field, on every route with a body or a query", function()
+      local operations = require "lcsandbox.operations"
+      local rules = require "lcsandbox.rules"
+      local n = 0
+      for _, r in ipairs(every_route()) do
+        local h = operations.handlers[r[3]]
+        -- the query is checked first (an operation with both answers the query's messages alone)
+        local schema = (h.query and rules.queries[h.query]) or (h.body and rules.schemas[h.body])
+        if schema and #schema.required > 0 then
+          n = n + 1
+          local body = h.body and {} or nil
+          local path = r[2]:gsub("%?.*$", "")
+          local status, answer = req(r[1], path, body)
+          assert.equals(422, status, r[3])
+          assert.equals("Unprocessable Entity", answer.error)
+          for _, field in ipairs(schema.required) do
+            assert.is_true(contains(answer.message, field .. " should not be empty"), r[3] .. ": " .. field ..
+              " in " .. cjson.encode(answer.message))
+          end
+        end
+      end
+      assert.equals(18, n) -- (the multipart upload's fields are checked in "uploads")
+    end)
+
     it("counts every route against the rate limit, and faults every route", function()
       sb:config({ rate_limit = 1000, rate_interval_ms = 600000 })
       local remaining = 1000
