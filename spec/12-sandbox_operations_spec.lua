@@ -839,3 +839,35 @@ describe("sandbox store", function()
     assert(ok, err)
   end)
 end)
+
+describe("sandbox routes", function()
+  local routes = require "lcsandbox.routes"
+  local unescape = function(s) return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)) end
+  local router = routes.build({ operations = {
+    { name = "get_one", method = "GET", path = "/things/{thingId}" },
+    { name = "search", method = "GET", path = "/things/search" },
+    { name = "create", method = "POST", path = "/things/" },
+    { name = "sub", method = "GET", path = "/things/{thingId}/parts/{partId}" },
+  } })
+
+  it("matches literals before parameters, ignores one trailing slash, decodes each segment", function()
+    assert.equals("search", (routes.match(router, "GET", "/things/search", unescape)))
+    local name, params, args = routes.match(router, "GET", "/things/a%2Fb/parts/p%20q", unescape)
+    assert.equals("sub", name)
+    assert.same({ thingId = "a/b", partId = "p q" }, params)
+    assert.same({ "a/b", "p q" }, args)
+    assert.equals("create", (routes.match(router, "POST", "/things", unescape)))
+    assert.equals("create", (routes.match(router, "POST", "/things/", unescape)))
+    assert.equals("get_one", (routes.match(router, "GET", "/things/x/", unescape)))
+    assert.is_nil(routes.match(router, "GET", "/things/search/parts/x", unescape))
+    assert.is_nil(routes.match(router, "DELETE", "/things/x", unescape))
+    assert.is_nil(routes.match(router, "GET", "/things//parts/x", unescape))
+    assert.is_nil(routes.match(router, "GET", "/other", unescape))
+  end)
+
+  it("refuses a catalogue with two operations on one method and path", function()
+    assert.has_error(function()
+      routes.build({ operations = { { name = "a", method = "GET", path = "/x/{id}" }, { name = "b", method = "GET", path = "/x/{other}" } } })
+    end)
+  end)
+end)
