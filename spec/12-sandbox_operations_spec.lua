@@ -374,6 +374,20 @@ describe("sandbox operations", function()
       assert.equals("conv_demo_3", found.conversations[1].id)
     end)
 
+    it("orders a conversation's messages by date, also when one comes in with an earlier date", function()
+      local late = inject({ contactId = "contact_dates", message = "late", date = "2025-05-01T00:00:00.000Z" })
+      local early = inject({ contactId = "contact_dates", message = "early", date = "2025-04-01T00:00:00.000Z" })
+      local middle = inject({ contactId = "contact_dates", message = "middle", date = "2025-04-15T00:00:00.000Z" })
+      local _, page = req("GET", "/conversations/" .. late.conversationId .. "/messages")
+      local bodies = {}
+      for i, m in ipairs(page.messages.messages) do bodies[i] = m.body end
+      assert.same({ "late", "middle", "early" }, bodies)
+      local _, found = req("GET", "/conversations/search" .. qs({ locationId = "loc_sandbox", contactId = "contact_dates" }))
+      assert.equals("late", found.conversations[1].lastMessageBody)
+      assert.equals(1746057600000, found.conversations[1].sort[1])
+      assert.truthy(early.messageId and middle.messageId)
+    end)
+
     it("filters by type, shows injected inbound messages and counts them unread", function()
       local r = inject({ contactId = "contact_demo_1", message = "are you there?" })
       assert.equals("conv_demo_1", r.conversationId)

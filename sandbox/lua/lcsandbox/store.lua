@@ -241,11 +241,23 @@ local function add_message(c, m, how)
   m.locationId = c.locationId
   m.contactId = c.contactId
   S.messages[m.id] = m
+  -- A conversation's messages are kept in date order (oldest first): a message dated before the
+  -- latest ones (an inbound `date` in the past, imported history) goes in its place.
   local order = S.order[c.id]
-  order[#order + 1] = m.id
+  local pos = #order + 1
+  local ms = iso_ms(m.dateAdded)
+  if ms then
+    while pos > 1 do
+      local prev = S.messages[order[pos - 1]]
+      local pms = prev and iso_ms(prev.dateAdded)
+      if not pms or pms <= ms then break end
+      pos = pos - 1
+    end
+  end
+  table.insert(order, pos, m.id)
   if unread(m) then c.unreadCount = c.unreadCount + 1 end
   if not SEED_IDS[m.id] then remember(m.id) end
-  note_last(c, m)
+  if pos == #order then note_last(c, m) end
   S.conv_dates[c.id].dateUpdated = iso(now())
   mark()
   if M.on_message then M.on_message(m, c, how) end
