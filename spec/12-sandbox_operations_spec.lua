@@ -51,7 +51,7 @@ describe("sandbox operations", function()
 
   before_each(function()
     sb:reset()
-    sb:config({ rate_limit = false, rate_interval_ms = 10000, daily_limit = 200000, messages_shape = "nested" })
+    sb:config({ rate_limit = false, rate_interval_ms = 10000, daily_limit = 200000 })
   end)
 
   local function req(method, path, body, headers) return sb:request(method, path, body, headers) end
@@ -358,6 +358,11 @@ describe("sandbox operations", function()
       local _, _, _, raw = req("GET", "/conversations/conv_demo_1/messages?type=TYPE_EMAIL")
       assert.truthy(raw:find('"messages":[]', 1, true), raw)
       assert.truthy(raw:find('"lastMessageId":null', 1, true), raw)
+      sb:reset() -- back to the live shape
+      local _, nested = req("GET", "/conversations/conv_demo_1/messages")
+      assert.is_nil(nested.nextPage)
+      assert.equals(2, #nested.messages.messages)
+      assert.equals("nested", sb:control("GET", "/_sandbox/config").messages_shape)
     end)
 
     it("shows a provider's add_inbound_message in get_messages and the unread count", function()

@@ -340,6 +340,7 @@ end
 
 local function reset()
   store.seed()
+  operations.reset()
   faults.clear()
   log_clear()
   ratelimit.reset()

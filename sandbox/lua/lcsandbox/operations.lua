@@ -442,6 +442,9 @@ function M.handle_control(method, path, read_body)
   return file_control(method, path, read_body)
 end
 
+-- POST /_sandbox/reset's part: the default answer shape again.
+function M.reset() M.config.messages_shape = "nested" end
+
 -- POST /_sandbox/config's part: messages_shape. Returns nil or an error message.
 function M.configure(b)
   if b.messages_shape ~= nil then
