@@ -445,15 +445,17 @@ end
 -- POST /_sandbox/reset's part: the default answer shape again.
 function M.reset() M.config.messages_shape = "nested" end
 
--- POST /_sandbox/config's part: messages_shape. Returns nil or an error message.
-function M.configure(b)
-  if b.messages_shape ~= nil then
-    if b.messages_shape ~= "nested" and b.messages_shape ~= "flat" then
-      return "messages_shape must be \"nested\" or \"flat\""
-    end
-    M.config.messages_shape = b.messages_shape
+-- POST /_sandbox/config's part, messages_shape: check_config answers nil or what is wrong (nothing
+-- is applied before every part of the config was checked), configure applies it.
+function M.check_config(b)
+  if b.messages_shape ~= nil and b.messages_shape ~= "nested" and b.messages_shape ~= "flat" then
+    return "messages_shape must be \"nested\" or \"flat\""
   end
   return nil
+end
+
+function M.configure(b)
+  if b.messages_shape ~= nil then M.config.messages_shape = b.messages_shape end
 end
 
 M.CT_JSON = CT_JSON
