@@ -909,7 +909,7 @@ end
 function M.typing_state(id) return S.typing[id] end
 
 -- Custom subtypes (/conversations/preferences/custom-subtypes).
-function M.get_custom_subtypes(loc)
+local function custom_subtypes(loc)
   local out = {}
   for _, s in pairs(S.subtypes) do
     if s.locationId == loc then out[#out + 1] = s end
@@ -918,7 +918,11 @@ function M.get_custom_subtypes(loc)
     if a.dateAdded ~= b.dateAdded then return a.dateAdded < b.dateAdded end
     return a.id < b.id
   end)
-  return { customSubtypes = json.array(out) }
+  return out
+end
+
+function M.get_custom_subtypes(loc)
+  return { customSubtypes = json.array(custom_subtypes(loc)) }
 end
 
 function M.create_custom_subtype(loc, b)
@@ -962,7 +966,7 @@ end
 local function subscription_status(loc, contact, email)
   local r = S.subscriptions[contact_key(loc, contact)] or { default = {}, custom = {} }
   local list = { { type = "default", subtype_name = "One on One", subtype_status = r.default["One on One"] or "subscribed" } }
-  for _, s in ipairs(M.get_custom_subtypes(loc).customSubtypes) do
+  for _, s in ipairs(custom_subtypes(loc)) do
     if type(s) == "table" then
       list[#list + 1] = { type = "custom", subtype_id = s.id, subtype_name = s.name,
         subtype_status = r.custom[s.id] or "subscribed" }
