@@ -83,6 +83,7 @@ int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a);
 /* object.c */
 void lc_object_init(lua_State *L);
 void lc_push_object(lua_State *L, const char *mt, int tidx); /* wraps the table at tidx */
+void lc_add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max, int *first); /* `k=value` for tostring */
 
 /* validate.c */
 int lc_check_token(const char *s, size_t len, char *why, size_t whylen);
@@ -95,5 +96,7 @@ extern const luaL_Reg lc_validate_funcs[];
 extern const luaL_Reg lc_http_funcs[];
 extern const luaL_Reg lc_error_funcs[];
 extern const luaL_Reg lc_object_funcs[];
+extern const luaL_Reg lc_webhook_funcs[]; /* webhook.c */
+void lc_webhook_init(lua_State *L);
 
 #endif
