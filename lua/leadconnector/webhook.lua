@@ -241,7 +241,7 @@ function M.memory_seen(max)
   max = max or 100000
   local until_, queue, qexp, head, tail = {}, {}, {}, 1, 0
   local store = {}
-  local function clock() return ngx and ngx.now() or os.time() end
+  local clock = ngx and ngx.now or core.now
   function store.add(_, id, ttl)
     local t = clock()
     while head <= tail and (qexp[head] <= t or tail - head + 1 >= max) do -- expired, or full: oldest first
