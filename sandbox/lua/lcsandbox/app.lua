@@ -10,6 +10,7 @@ local validate = require "lcsandbox.validate"
 local rules = require "lcsandbox.rules"
 local ratelimit = require "lcsandbox.ratelimit"
 local faults = require "lcsandbox.faults"
+local webhooks = require "lcsandbox.webhooks"
 
 local ngx = ngx
 local type, pairs, tostring, floor = type, pairs, tostring, math.floor
@@ -71,6 +72,7 @@ function M.init()
     if ok == nil then error(err) end -- nginx refuses to start; the launcher shows this line
     if ok == false then store.save(state) end -- first run: write the seed, so the path is known writable
   end
+  webhooks.init()
 end
 
 local function flush()
@@ -431,10 +433,12 @@ local function reset()
   faults.clear()
   log_clear()
   ratelimit.reset()
+  webhooks.clear()
   flush()
 end
 
 local control = {}
+webhooks.control(control, ok, bad, control_body)
 
 control["GET /_sandbox/health"] = function()
   return ok(200, { ok = true, service = "leadconnector-sandbox", pid = ngx.worker.pid(), instance = settings.instance })
