@@ -8,7 +8,8 @@ line (never with the library under test), and a real nginx started from a config
   wh.iso(t)                 -> ISO 8601 UTC text of epoch seconds t, with milliseconds (as HighLevel writes it)
   wh.nginx{ http = "...", workers = N, main = "..." } -> nginx running the given http-block directives (the
                                server blocks included) from its own temporary prefix; @PREFIX@ and @REPO@ are filled
-                               in; lua_path = "dir/?.lua;" goes first in lua_package_path. Methods: :request(method, path, body, headers, port) -> status, body;
+                               in (and o.vars); lua_path = "dir/?.lua;" goes first in
+                               lua_package_path; conf = a whole config template instead; env = {NAME = value} for nginx. Methods: :request(method, path, body, headers, port) -> status, body;
                                :log(); :stop(). Ports: wh.free_port().
   wh.rm(dir)
 ]]
@@ -138,7 +139,8 @@ function wh.nginx(o)
   os.execute("mkdir -p " .. q(prefix .. "/tmp"))
   local self = setmetatable({ prefix = prefix, port = o.port or helpers.free_port() }, Nginx)
   local modules = os.getenv("LEADCONNECTOR_NGINX_MODULES") or "/usr/lib/nginx/modules"
-  local vars = { PREFIX = prefix, REPO = wh.REPO, PORT = self.port }
+  local vars = { PREFIX = prefix, REPO = wh.REPO, PORT = self.port, MODULES = modules,
+    USER = sh("id -u"):match("^0") and "user root;" or "" }
   for k, v in pairs(o.vars or {}) do vars[k] = v end
   local conf = ([[
 load_module %s/ndk_http_module.so;
@@ -163,9 +165,12 @@ http {
 %s
 }
 ]]):format(modules, modules, sh("id -u"):match("^0") and "user root;" or "", o.workers or 1, o.main or "", o.lua_path or "", o.http)
+  if o.conf then conf = o.conf end -- a whole config of the caller's (a template with the same names)
   conf = conf:gsub("@([%u_]+)@", function(k) return tostring(assert(vars[k], k)) end)
   write_file(prefix .. "/nginx.conf", conf)
-  local script = ("nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
+  local env = {}
+  for k, v in pairs(o.env or {}) do env[#env + 1] = k .. "=" .. q(v) end
+  local script = (table.concat(env, " ") .. " nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
     "while kill -0 %d 2>/dev/null && [ -e /proc/$n ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$n/stat; do sleep 0.3; done; " ..
     "kill -TERM $n 2>/dev/null; wait $n"):format(q(prefix), q(prefix), q(prefix), q(prefix), helpers.my_pid())
   self.watcher = tonumber(sh((helpers.CLEAN_ENV .. " sh -c %s >/dev/null 2>&1 </dev/null & echo $!"):format(q(script)))
