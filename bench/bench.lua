@@ -30,6 +30,7 @@ local CC = env("CC", "cc")
 -- CPU 1; "same" puts both on CPU 0; "off" leaves it to the scheduler.
 local PIN = env("BENCH_PIN", "split")
 local LUA = env("BENCH_LUA", "lua5.4")
+local ONLY = env("BENCH_ONLY", "") -- a Lua pattern: only the rows whose id matches run (e.g. "^wh_")
 
 local broken = {} -- what went wrong, for the exit status
 local ctx = {}    -- the server's URL and token, the ids of this run, what can run
@@ -157,6 +158,8 @@ row {
     return argv
   end,
 }
+
+require("wh_rows").add(row, { OUT = OUT, LUA = LUA, CC = CC, need_library = need_library, need_node = need_node })
 
 local by_id = {}
 for _, r in ipairs(rows) do by_id[r.id] = r end
@@ -337,7 +340,9 @@ local function print_table(startup, rss_run)
       local ratio, cpu_ratio
       ratio = ratio_median(r, base, "rps")
       cpu_ratio = ratio_median(r, base, "cpu_per_1000")
-      if r.base == r.id then
+      if r.note then
+        notes[#notes + 1] = r.note
+      elseif r.base == r.id then
         notes[#notes + 1] = r.id == "raw_get_message" and "the baseline"
           or r.id == "raw_multi" and "baseline for the concurrent rows" or "baseline for its call"
       elseif r.base == "raw_multi" then
@@ -433,6 +438,7 @@ local function targets(startup, rss_run)
     ratio_target("lc_" .. call, "raw_" .. call, "cpu_per_1000", function(x) return x <= 1.2 end,
       "CPU per request, " .. call .. " <= 1.2x raw easy", "%.3fx", "%.1f vs %.1f ms/1000")
   end
+  require("wh_rows").targets(ratio_target, at_least)
   if rss_run and rss_run.rss_kb then
     local mb = rss_run.rss_kb / 1024
     check(mb <= 16, string.format("peak RSS <= 16 MB over %d get_message requests: %.1f MB%s", rss_run.requests, mb,
@@ -522,7 +528,11 @@ local function main()
     for _, g in ipairs(groups) do
       for k = 1, #g do
         local r = g[rep % 2 == 1 and k or #g + 1 - k]
-        if runnable(r) then run_row(r, rep) end
+        if ONLY ~= "" and not r.id:find(ONLY) then
+          r.na = "not run (BENCH_ONLY)"
+        elseif runnable(r) then
+          run_row(r, rep)
+        end
       end
     end
   end
