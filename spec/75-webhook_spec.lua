@@ -403,3 +403,49 @@ return M
     assert.are.equal(0, calls("h-huge").n)
   end)
 end)
+
+---------------------------------------------------------------------------------------------------------------------
+
+describe("webhook.redis_seen against a real redis-server", function()
+  local ok_redis = pcall(require, "leadconnector.redis")
+  local port, pid, dir
+
+  lazy_setup(function()
+    if not ok_redis then return end
+    port = wh.free_port()
+    dir = wh.tmpdir("lc-wh-redis")
+    pid = tonumber(require("helpers").sh(("%s redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no " ..
+      "--dir %s >/dev/null 2>&1 & echo $!"):format(require("helpers").CLEAN_ENV, port, wh.q(dir))):match("%d+"))
+    local socket = require "socket"
+    for _ = 1, 100 do
+      local c = socket.connect("127.0.0.1", port)
+      if c then c:close() break end
+      socket.sleep(0.05)
+    end
+  end)
+  lazy_teardown(function()
+    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
+    if dir then wh.rm(dir) end
+  end)
+
+  it("takes a webhookId once, forgets it on remove and after the ttl, and fails closed when Redis is gone", function()
+    if not ok_redis then
+      pending("leadconnector.redis is not on this branch yet")
+      return
+    end
+    local s = webhook.redis_seen { host = "127.0.0.1", port = port, timeout = 1 }
+    local id = "wh-" .. os.time() .. "-" .. math.random(1e9)
+    assert.is_true(s:add(id, 60))
+    assert.is_false(s:add(id, 60))
+    assert.is_false(webhook.redis_seen({ host = "127.0.0.1", port = port }):add(id, 60)) -- another store, same Redis
+    s:remove(id)
+    assert.is_true(s:add(id, 60))
+    assert.is_true(s:add(id .. "-short", 0.1))
+    require("socket").sleep(0.3)
+    assert.is_true(s:add(id .. "-short", 60))
+    local dead = webhook.redis_seen { host = "127.0.0.1", port = wh.free_port(), timeout = 0.2 }
+    local v, err = dead:add("x", 60)
+    assert.is_nil(v)
+    assert.is_string(err)
+  end)
+end)

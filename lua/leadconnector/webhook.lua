@@ -277,6 +277,33 @@ function M.shdict_seen(name)
   return store
 end
 
+--- webhook.redis_seen(opts) -> a store in Redis, shared by every process and machine using it.
+-- opts: leadconnector.redis's connect options (host, port, timeout, password, db) and prefix (key prefix, default
+-- "lc:webhook:"). Connects for each call (inside nginx the connection goes back to the pool): a store made once
+-- serves every request.
+function M.redis_seen(opts)
+  if type(opts) ~= "table" then error("leadconnector.webhook.redis_seen: opts must be a table", 2) end
+  local prefix = opts.prefix or "lc:webhook:"
+  local conn = {}
+  for k, v in pairs(opts) do if k ~= "prefix" then conn[k] = v end end
+  local function call(...)
+    local r, err = require("leadconnector.redis").connect(conn)
+    if not r then return nil, err end
+    local v, cerr = r:call(...)
+    r:close()
+    return v, cerr
+  end
+  local store = {}
+  function store.add(_, id, ttl)
+    local v, err = call("SET", prefix .. id, "1", "NX", "PX", tostring(floor((ttl or 86400) * 1000)))
+    if v == "OK" then return true end
+    if v == false then return false end
+    return nil, err or ("unexpected reply " .. tostring(v))
+  end
+  function store.remove(_, id) return call("DEL", prefix .. id) end
+  return store
+end
+
 ---------------------------------------------------------------------------------------------------------------------
 -- nginx: content_by_lua_block { require("leadconnector.webhook").handler { on_event = f, ... } }
 
