@@ -182,7 +182,7 @@ local function schedule(d, delay)
 end
 
 function attempt(premature, d)
-  if premature then return end
+  if premature or d.cancelled then return end
   local t0 = ngx.now()
   local status, err = http_post(d.url, d.raw_body, d.headers)
   ngx.update_time()
@@ -295,8 +295,9 @@ local function listing()
   return json.array(out)
 end
 
-function M.clear()
+function M.clear() -- also stops the retries of what is forgotten
   local n = #order
+  for _, d in pairs(deliveries) do d.cancelled = true end
   deliveries, order = {}, {}
   return n
 end
