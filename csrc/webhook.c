@@ -14,6 +14,7 @@
  *   core.webhook_event(body) -> event | nil, message   (the body's JSON; the signature must be checked first)
  *   core.webhook_is_event(v) -> boolean */
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
@@ -73,6 +74,7 @@ static int l_webhook_key(lua_State *L) {
   if (bio == NULL) return luaL_error(L, "leadconnector: out of memory");
   pk = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
   BIO_free(bio);
+  ERR_clear_error(); /* a refused PEM leaves errors queued; libcurl's TLS would report them as its own */
   if (pk == NULL) {
     lua_pushnil(L);
     lua_pushliteral(L, "not a PEM public key (-----BEGIN PUBLIC KEY-----)");
@@ -174,6 +176,7 @@ static int l_webhook_check(lua_State *L) {
   ok = EVP_DigestVerifyInit(ctx, NULL, k->kind == KEY_ED25519 ? NULL : EVP_sha256(), NULL, k->pk) == 1 &&
        EVP_DigestVerify(ctx, raw, k->siglen, (const unsigned char *)body, blen) == 1;
   EVP_MD_CTX_free(ctx);
+  if (!ok) ERR_clear_error(); /* as above: nothing of a refused signature stays in OpenSSL's error queue */
   lua_pushboolean(L, ok);
   if (ok) return 1;
   lua_pushliteral(L, "does not match");
