@@ -180,5 +180,17 @@ describe("sandbox webhook deliveries #lua54only #slow", function()
     assert.are.equal("SMS", types.ProviderOutboundMessage.channel)
     assert.are.equal("via p9", types.ProviderOutboundMessage.message)
     assert.is_truthy(types.OutboundMessage)
+    -- type Custom without a conversationProviderId goes to the provider URL given without an id
+    sb:control("POST", "/_sandbox/webhooks/config", { providers = { [""] = "http://127.0.0.1:" .. rx.port .. "/hook" } })
+    reset()
+    sent = assert(client:send_message { type = "Custom", contactId = "contact_demo_1", message = "custom" })
+    d = eventually("two deliveries", function() local g = got() return #g >= 2 and g end)
+    local seen_provider
+    for i = 1, 2 do
+      local ev = verified(d[i])
+      if ev.type == "ProviderOutboundMessage" then seen_provider = ev end
+    end
+    assert.are.equal(sent.messageId, seen_provider.messageId)
+    assert.are.equal("custom", seen_provider.message)
   end)
 end)

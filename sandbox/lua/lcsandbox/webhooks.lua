@@ -248,30 +248,49 @@ local function to_webhooks(event)
   for _, u in ipairs(settings.webhook_urls) do emit(u, event, true) end
 end
 
+local EMAIL_TYPES = { TYPE_EMAIL = true, TYPE_CUSTOM_EMAIL = true, TYPE_CUSTOM_PROVIDER_EMAIL = true }
+local CUSTOM_TYPES = { TYPE_CUSTOM_SMS = true, TYPE_CUSTOM_EMAIL = true, TYPE_CUSTOM_PROVIDER_SMS = true,
+  TYPE_CUSTOM_PROVIDER_EMAIL = true }
+
+-- A message was stored. how: "sent" (POST /conversations/messages), "inbound" (POST .../inbound), or another way
+-- the API creates messages ("seed" ones send nothing). b: the request body, when the caller has it at hand (the
+-- fields of a ProviderOutboundMessage the stored message does not keep, such as toNumber).
+function M.message_created(m, c, how, b)
+  if how == "seed" then return end
+  b = b or {}
+  local hooks = #settings.webhook_urls > 0
+  if how == "sent" then
+    local provider = m.conversationProviderId
+    local url = provider and settings.providers[provider]
+    if not url and (b.type == "Custom" or CUSTOM_TYPES[m.messageType]) then url = settings.providers[""] end
+    if url then
+      local email = EMAIL_TYPES[m.messageType] or b.type == "Email"
+      local me = m.meta and m.meta.email
+      local html = m.contentType == "text/html"
+      emit(url, {
+        contactId = m.contactId, locationId = m.locationId, messageId = m.id,
+        emailMessageId = email and me and me.messageIds and me.messageIds[1] or nil,
+        type = email and "Email" or "SMS", attachments = m.attachments or json.empty_array(),
+        message = b.message or (not html and m.body) or nil, html = b.html or (html and m.body) or nil,
+        phone = not email and (b.toNumber or "+15550100000") or nil,
+        emailTo = email and (b.emailTo or (m.contactId .. "@example.com")) or nil, emailFrom = b.emailFrom,
+        subject = b.subject or (me and me.subject), userId = b.userId or m.userId,
+      }, false)
+    end
+  end
+  if hooks then
+    to_webhooks(message_event(m.direction == "inbound" and "InboundMessage" or "OutboundMessage", m))
+    if m.direction == "inbound" then to_webhooks(unread_event(c)) end
+  end
+end
+
 -- The store's hook: what = "send" | "inbound" | "status"; unread_changed for "status".
 function M.on_change(what, loc, m, c, b, unread_changed)
   local ok, err = pcall(function()
     if what == "send" then
-      local provider = b.conversationProviderId
-      local url = provider and settings.providers[provider]
-      if not url and b.type == "Custom" then url = settings.providers[""] end
-      if url then
-        local email = b.type == "Email"
-        emit(url, {
-          contactId = m.contactId, locationId = loc, messageId = m.id,
-          emailMessageId = email and m.meta.email and m.meta.email.messageIds[1] or nil,
-          type = email and "Email" or "SMS", attachments = b.attachments or json.empty_array(),
-          message = b.message, phone = not email and (b.toNumber or "+15550100000") or nil,
-          emailTo = email and (b.emailTo or (m.contactId .. "@example.com")) or nil, emailFrom = b.emailFrom,
-          html = b.html, subject = b.subject, userId = b.userId,
-        }, false)
-      end
-      if #settings.webhook_urls > 0 then to_webhooks(message_event("OutboundMessage", m)) end
+      M.message_created(m, c, "sent", b)
     elseif what == "inbound" then
-      if #settings.webhook_urls > 0 then
-        to_webhooks(message_event(m.direction == "outbound" and "OutboundMessage" or "InboundMessage", m))
-        if m.direction ~= "outbound" then to_webhooks(unread_event(c)) end
-      end
+      M.message_created(m, c, "inbound", b)
     elseif what == "status" and unread_changed and #settings.webhook_urls > 0 then
       to_webhooks(unread_event(c))
     end
