@@ -7,6 +7,7 @@ local cjson = require "cjson"
 local wh = require "whhelpers"
 
 local NOW = 1767225600 -- 2026-01-01T00:00:00Z
+local function lch_scale() return require("lchelpers").scale end
 
 local function inbound(extra)
   local t = { type = "InboundMessage", locationId = "loc1", messageId = "m1", conversationId = "c1",
@@ -447,5 +448,53 @@ describe("webhook.redis_seen against a real redis-server", function()
     local v, err = dead:add("x", 60)
     assert.is_nil(v)
     assert.is_string(err)
+  end)
+end)
+
+---------------------------------------------------------------------------------------------------------------------
+
+describe("webhook.handler does not block its worker #lua54only #slow", function()
+  local K, nx
+
+  lazy_setup(function()
+    K = wh.keys()
+    require("helpers").write_file(K.dir .. "/slowapp.lua", ([[
+local webhook = require "leadconnector.webhook"
+return { handle = function()
+  webhook.handler { public_key = %q, on_event = function(ev) ngx.sleep(1.5) return true end }
+end }
+]]):format(K.ed_pub))
+    nx = wh.nginx { workers = 1, lua_path = K.dir .. "/?.lua;", http = [[
+  server {
+    listen 127.0.0.1:@PORT@;
+    location = /_probe { return 200; }
+    location = /hook { content_by_lua_block { require("slowapp").handle() } }
+    location = /ping { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
+  }
+]] }
+  end)
+  lazy_teardown(function()
+    if nx then nx:stop() end
+    if K then wh.rm(K.dir) end
+  end)
+
+  it("answers another request on the same (only) worker while on_event waits", function()
+    local socket = require "socket"
+    local body = inbound { timestamp = wh.iso(os.time()) }
+    local c = socket.tcp()
+    c:settimeout(10)
+    assert(c:connect("127.0.0.1", nx.port))
+    local sig = wh.sign_ed(K, body)
+    c:send(("POST /hook HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-GHL-Signature: %s\r\nContent-Length: %d\r\n\r\n%s")
+      :format(sig, #body, body))
+    socket.sleep(0.2) -- the handler is now in on_event
+    local t0 = socket.gettime()
+    local status = nx:request("GET", "/ping")
+    local took = socket.gettime() - t0
+    assert.are.equal(200, status)
+    assert.is_true(took < 0.8 * lch_scale(), "the worker was blocked for " .. took .. " s")
+    local answer = c:receive("*a")
+    c:close()
+    assert.matches("^HTTP/1%.1 200", answer)
   end)
 end)
