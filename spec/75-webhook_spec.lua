@@ -91,7 +91,7 @@ describe("leadconnector.webhook.verify", function()
       '{"type":"InboundMessage","amount":10.50,"webhookId":"w2"}',
       '{ "type" : "InboundMessage" ,\n\t"body" : "x"  }\n',
       '{"webhookId":"w3","zeta":1,"alpha":2,"type":"OutboundMessage"}',
-      '{"type":"InboundMessage","body":"caf\xc3\xa9 \\/ \\"q\\""}',
+      '{"type":"InboundMessage","body":"caf\195\169 \\/ \\"q\\""}',
       '{"type":"InboundMessage","n":1e2,"big":12345678901234567890}',
     }
     for i, body in ipairs(bodies) do
@@ -100,7 +100,7 @@ describe("leadconnector.webhook.verify", function()
       assert.are.equal(body, body) -- the bytes were not touched
     end
     local ev = assert(webhook.verify(bodies[1], { ["X-GHL-Signature"] = wh.sign_ed(K, bodies[1]) }, opts()))
-    assert.are.equal("caf\xc3\xa9", ev.body)
+    assert.are.equal("caf\195\169", ev.body)
     ev = assert(webhook.verify(bodies[2], { ["X-GHL-Signature"] = wh.sign_ed(K, bodies[2]) }, opts()))
     assert.are.equal(10.5, ev.amount)
     -- and the re-serialised body (what the Node SDK verifies) is NOT accepted with the original's signature
@@ -297,7 +297,7 @@ end)
 
 ---------------------------------------------------------------------------------------------------------------------
 
-describe("webhook.handler in a real nginx #lua54only #slow", function()
+describe("webhook.handler in a real nginx #lua54only #slow #nginx", function()
   local K, nx
 
   lazy_setup(function()
@@ -453,7 +453,7 @@ end)
 
 ---------------------------------------------------------------------------------------------------------------------
 
-describe("webhook.handler does not block its worker #lua54only #slow", function()
+describe("webhook.handler does not block its worker #lua54only #slow #nginx", function()
   local K, nx
 
   lazy_setup(function()

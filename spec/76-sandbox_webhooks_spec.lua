@@ -21,7 +21,7 @@ local function eventually(what, f, seconds)
   end
 end
 
-describe("sandbox webhook deliveries #lua54only #slow", function()
+describe("sandbox webhook deliveries #lua54only #slow #nginx", function()
   local sb, rx, client, keys
 
   lazy_setup(function()

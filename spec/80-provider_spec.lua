@@ -24,7 +24,7 @@ local function eventually(what, f, seconds)
   end
 end
 
-describe("examples/provider end to end #lua54only #slow", function()
+describe("examples/provider end to end #lua54only #slow #nginx", function()
   local sb, nx, client, keyfile, port, carrier_port
 
   lazy_setup(function()
