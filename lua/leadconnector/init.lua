@@ -26,6 +26,9 @@ local M = {
   DEFAULT_VERSION = "2021-04-15",
 }
 
+-- The most calls a batch has in flight at once (libcurl's pool and the ngx threads): a bigger concurrency is this.
+local MAX_CONCURRENCY = 256
+
 local DEFAULTS = {
   timeout = 30,              -- seconds, one attempt
   connect_timeout = 10,      -- seconds
@@ -283,8 +286,11 @@ local function retryable(op, err)
   return false
 end
 
-local function finish_error(err, method, path, attempts)
+-- `sent`: an earlier attempt of the call may have reached the server. Then the call's request did leave this
+-- machine, whatever the last attempt says (a retry refused at connect): request_sent is never false.
+local function finish_error(err, method, path, attempts, sent)
   err.method, err.path, err.attempts = method, path, attempts
+  if sent and err.request_sent == false then err.request_sent = true end
   return nil, err
 end
 
@@ -300,6 +306,7 @@ function Client:_call(op, method, path, body, copts)
   local t = now()
   local stop_at = t + deadline
   local attempts = 0
+  local sent = false -- an attempt so far may have reached the server
   while true do
     if self.rate_limiting then
       local w = lim:admit(t)
@@ -308,7 +315,7 @@ function Client:_call(op, method, path, body, copts)
           local err = core.error("rate_limited",
             ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
           err.retry_after = w
-          err.request_sent = attempts > 0 -- an earlier attempt of this call did go out
+          err.request_sent = sent -- an earlier attempt of this call did go out
           return finish_error(err, method, path, attempts)
         end
         self._sleep(w)
@@ -319,7 +326,7 @@ function Client:_call(op, method, path, body, copts)
     local left = stop_at - t
     if left <= 0 then
       local err = core.error("timeout", ("deadline of %g s passed"):format(deadline))
-      err.request_sent = attempts > 0
+      err.request_sent = sent
       return finish_error(err, method, path, attempts)
     end
     attempts = attempts + 1
@@ -330,8 +337,9 @@ function Client:_call(op, method, path, body, copts)
     if value ~= nil then return value end
     t = now()
     if attempts > max_retries or not retryable(op, err) then
-      return finish_error(err, method, path, attempts)
+      return finish_error(err, method, path, attempts, sent)
     end
+    if err.request_sent ~= false then sent = true end
     local delay
     if err.retry_after then
       delay = err.retry_after
@@ -341,7 +349,7 @@ function Client:_call(op, method, path, body, copts)
       local window = min(self.retry_cap, self.retry_base * 2 ^ (attempts - 1))
       delay = random() * window
     end
-    if t + delay >= stop_at then return finish_error(err, method, path, attempts) end
+    if t + delay >= stop_at then return finish_error(err, method, path, attempts, sent) end
     if delay > 0 then
       self._sleep(delay)
       t = now() -- the next attempt's share of the deadline starts after the wait
@@ -507,8 +515,10 @@ function Client:batch(calls, opts)
     if not ok then error("leadconnector: " .. err.message, 2) end
     bopts = opts
   end
-  local concurrency = floor(bopts.concurrency or 8)
-  if concurrency < 1 then concurrency = 1 end
+  local concurrency = bopts.concurrency or 8
+  -- (check_options refused NaN, inf and negatives) clamped before any cast: 1e300 or 2^63 means "as many as
+  -- allowed", never an integer-representation error
+  concurrency = concurrency < 1 and 1 or concurrency > MAX_CONCURRENCY and MAX_CONCURRENCY or floor(concurrency)
   local max_retries = bopts.max_retries and floor(bopts.max_retries) or self.max_retries
   local t0 = now()
   local stop_at = t0 + (bopts.deadline or self.deadline)
@@ -516,6 +526,7 @@ function Client:batch(calls, opts)
   -- Per call i: results[i] once it has one; attempts[i]; stop_of[i], when its deadline (its own, or the batch's,
   -- whichever comes first) passes. pending/where: the requests still to send and the calls they belong to.
   local results, pending, where, attempts, stop_of = {}, {}, {}, {}, {}
+  local sent = {} -- sent[i]: an attempt of call i so far may have reached the server (see finish_error)
   local np = 0
   for i = 1, #calls do
     local c = calls[i]
@@ -533,6 +544,7 @@ function Client:batch(calls, opts)
 
   local function fail(req, i, err)
     err.method, err.path, err.attempts = req[2], req[3], attempts[i]
+    if sent[i] and err.request_sent == false then err.request_sent = true end
     results[i] = { err = err }
   end
   -- Fails, with err_of(i), the pending calls whose deadline comes by `when`; keeps the others pending.
@@ -558,7 +570,7 @@ function Client:batch(calls, opts)
         drop_before(t + w, function(i)
           local e = core.error("rate_limited",
             ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
-          e.retry_after, e.request_sent = w, attempts[i] > 0
+          e.retry_after, e.request_sent = w, sent[i] == true
           return e
         end)
         if #pending == 0 then break end
@@ -568,7 +580,7 @@ function Client:batch(calls, opts)
     end
     drop_before(t, function(i) -- deadline passed
       local e = core.error("timeout", "deadline passed")
-      e.request_sent = attempts[i] > 0
+      e.request_sent = sent[i] == true
       return e
     end)
     if #pending == 0 then break end
@@ -628,6 +640,7 @@ function Client:batch(calls, opts)
           end
         end
         fail(req, i, err)
+        if err.request_sent ~= false then sent[i] = true end
       end
     end
     if #pending > 0 and delay > 0 then self._sleep(delay) end
