@@ -101,6 +101,8 @@ void lc_http_init(lua_State *L);
 extern const luaL_Reg lc_validate_funcs[];
 extern const luaL_Reg lc_http_funcs[];
 extern const luaL_Reg lc_error_funcs[];
+extern const luaL_Reg lc_redis_funcs[]; /* redis.c */
+void lc_redis_init(lua_State *L);
 extern const luaL_Reg lc_object_funcs[];
 extern const luaL_Reg lc_webhook_funcs[]; /* webhook.c */
 void lc_webhook_init(lua_State *L);
