@@ -498,3 +498,60 @@ end }
     assert.matches("^HTTP/1%.1 200", answer)
   end)
 end)
+
+---------------------------------------------------------------------------------------------------------------------
+
+describe("webhook.handler with webhook.redis_seen in nginx #lua54only #slow #nginx", function()
+  local helpers = require "helpers"
+  local K, nx, port, pid, dir
+
+  lazy_setup(function()
+    K = wh.keys()
+    port = wh.free_port()
+    dir = wh.tmpdir("lc-wh-redis2")
+    pid = tonumber(helpers.sh(("%s redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s " ..
+      ">/dev/null 2>&1 & echo $!"):format(helpers.CLEAN_ENV, port, wh.q(dir))):match("%d+"))
+    local socket = require "socket"
+    for _ = 1, 100 do
+      local c = socket.connect("127.0.0.1", port)
+      if c then c:close() break end
+      socket.sleep(0.05)
+    end
+    helpers.write_file(K.dir .. "/redisapp.lua", ([[
+local webhook = require "leadconnector.webhook"
+local seen = webhook.redis_seen { host = "127.0.0.1", port = %d, timeout = 1 }
+return { handle = function()
+  webhook.handler { public_key = %q, seen = seen, on_event = function(ev)
+    ngx.shared.calls:incr(ev.webhookId, 1, 0)
+    if ngx.var.arg_mode == "fail" then return nil, "not now" end
+    return true
+  end }
+end }
+]]):format(port, K.ed_pub))
+    nx = wh.nginx { workers = 2, lua_path = K.dir .. "/?.lua;", http = [[
+  lua_shared_dict calls 1m;
+  server {
+    listen 127.0.0.1:@PORT@;
+    location = /_probe { return 200; }
+    location = /hook { content_by_lua_block { require("redisapp").handle() } }
+    location = /calls { content_by_lua_block { ngx.say(ngx.shared.calls:get(ngx.var.arg_id) or 0) } }
+  }
+]] }
+  end)
+  lazy_teardown(function()
+    if nx then nx:stop() end
+    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
+    if K then wh.rm(K.dir) end
+    if dir then wh.rm(dir) end
+  end)
+
+  it("handles a webhookId once across workers, and again after on_event failed", function()
+    local id = "r-" .. os.time() .. "-" .. math.random(1e9)
+    local body = inbound { webhookId = id, timestamp = wh.iso(os.time()) }
+    local h = { ["X-GHL-Signature"] = wh.sign_ed(K, body) }
+    assert.are.equal(500, (nx:request("POST", "/hook?mode=fail", body, h)))
+    for _ = 1, 4 do assert.are.equal(200, (nx:request("POST", "/hook", body, h))) end
+    local _, n = nx:request("GET", "/calls?id=" .. id)
+    assert.are.equal("2", n:match("%d+"))
+  end)
+end)
