@@ -163,6 +163,40 @@ for _, call in ipairs(CALLS) do
     argv = function(c, n) return { LUA, "bench/naive.lua", c.url, c.token, call, id_for(call), n } end,
   }
 end
+-- Paging: get_messages (a page of 20 Message userdata) and each_message over 5 pages of 20, against the raw
+-- libcurl loop making the same requests (and, for the page, decoding the same answers with cjson). They need a
+-- conversation of 100 messages, which lib.fresh_state injects where the sandbox can (ctx.paging).
+local function need_paging()
+  if not ctx.paging then return false, ctx.paging_reason or "the sandbox cannot hold 100 messages in one conversation" end
+  return true
+end
+local function need_paging_library()
+  if not ctx.library then return false, ctx.library_reason end
+  return need_paging()
+end
+for _, call in ipairs { "get_messages", "each_message" } do
+  row {
+    id = "raw_" .. call, label = "raw libcurl easy: " .. call .. (call == "each_message" and " (5 pages)" or " (20)"),
+    base = "raw_" .. call, needs = need_paging,
+    argv = function(c, n) return { OUT .. "/raw_easy", c.url, c.token, call, c.conv, n } end,
+  }
+end
+row {
+  id = "rawdec_get_messages", label = "raw libcurl easy + cjson.decode: get_messages (20)", base = "raw_get_messages",
+  needs = function()
+    local ok, why = need_decode_build("raw_easy_decode")()
+    if not ok then return ok, why end
+    return need_paging()
+  end,
+  argv = function(c, n) return { OUT .. "/raw_easy_decode", c.url, c.token, "get_messages", c.conv, n } end,
+}
+for _, call in ipairs { "get_messages", "each_message" } do
+  row {
+    id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call .. (call == "each_message" and " (5 pages)" or " (20)"),
+    base = "raw_" .. call, needs = need_paging_library,
+    argv = function(c, n) return { LUA, "bench/lc_seq.lua", c.url, c.token, call, c.conv, n } end,
+  }
+end
 row {
   id = "node", label = "node SDK: get_message", base = "raw_get_message", needs = need_node, n = NODE_N,
   argv = function(c, n)
@@ -292,7 +326,15 @@ local function ratio_median(r, base, field)
   return median(ratios)
 end
 
+-- BENCH_ONLY=id,id,...: run just those rows (e.g. BENCH_ONLY=raw_get_messages,lc_get_messages).
+local ONLY
+if env("BENCH_ONLY", "") ~= "" then
+  ONLY = {}
+  for id in env("BENCH_ONLY", ""):gmatch("[^,%s]+") do ONLY[id] = true end
+end
+
 local function runnable(r)
+  if ONLY and not ONLY[r.id] then r.na = "n/a (not in BENCH_ONLY)" return false end
   if r.na or r.failed then return false end
   if r.needs then
     local ok, why = r.needs()

@@ -52,6 +52,7 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_setfuncs(L, lc_http_funcs, 0);
   lc_setfuncs(L, lc_webhook_funcs, 0);
   lc_setfuncs(L, lc_redis_funcs, 0);
+  lc_validate_init(L, -1);
   lua_pushliteral(L, LC_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
