@@ -206,6 +206,8 @@ row {
   end,
 }
 
+require("wh_rows").add(row, { OUT = OUT, LUA = LUA, CC = CC, need_library = need_library, need_node = need_node })
+
 local by_id = {}
 for _, r in ipairs(rows) do by_id[r.id] = r end
 
@@ -393,7 +395,9 @@ local function print_table(startup, rss_run)
       local ratio, cpu_ratio
       ratio = ratio_median(r, base, "rps")
       cpu_ratio = ratio_median(r, base, "cpu_per_1000")
-      if r.base == r.id then
+      if r.note then
+        notes[#notes + 1] = r.note
+      elseif r.base == r.id then
         notes[#notes + 1] = r.id == "raw_get_message" and "the baseline"
           or r.id == "raw_multi" and "baseline for the concurrent rows" or "baseline for its call"
       elseif r.base == "raw_multi" then
@@ -491,6 +495,7 @@ local function targets(startup, rss_run)
     ratio_target("lc_" .. call, "raw_" .. call, "cpu_per_1000", function(x) return x <= 1.2 end,
       "CPU per request, " .. call .. " <= 1.2x raw easy", "%.3fx", "%.1f vs %.1f ms/1000")
   end
+  require("wh_rows").targets(ratio_target, at_least)
   if rss_run and rss_run.rss_kb then
     local mb = rss_run.rss_kb / 1024
     check(mb <= 16, string.format("peak RSS <= 16 MB over %d get_message requests: %.1f MB%s", rss_run.requests, mb,

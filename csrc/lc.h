@@ -98,6 +98,7 @@ void lc_redact_copy(char *dst, size_t cap, const char *src, size_t n, const char
 /* object.c */
 void lc_object_init(lua_State *L);
 void lc_push_object(lua_State *L, const char *mt, int tidx); /* wraps the table at tidx */
+void lc_add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max, int *first); /* `k=value` for tostring */
 
 /* validate.c */
 int lc_check_token(const char *s, size_t len, char *why, size_t whylen);
@@ -113,5 +114,7 @@ extern const luaL_Reg lc_error_funcs[];
 extern const luaL_Reg lc_redis_funcs[]; /* redis.c */
 void lc_redis_init(lua_State *L);
 extern const luaL_Reg lc_object_funcs[];
+extern const luaL_Reg lc_webhook_funcs[]; /* webhook.c */
+void lc_webhook_init(lua_State *L);
 
 #endif

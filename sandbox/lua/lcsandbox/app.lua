@@ -9,6 +9,7 @@ local store = require "lcsandbox.store"
 local rules = require "lcsandbox.rules"
 local ratelimit = require "lcsandbox.ratelimit"
 local faults = require "lcsandbox.faults"
+local webhooks = require "lcsandbox.webhooks"
 local routes = require "lcsandbox.routes"
 local operations = require "lcsandbox.operations"
 
@@ -75,6 +76,7 @@ function M.init()
     if ok == nil then error(err) end -- nginx refuses to start; the launcher shows this line
     if ok == false then store.save(state) end -- first run: write the seed, so the path is known writable
   end
+  webhooks.init()
 end
 
 local function flush()
@@ -348,10 +350,12 @@ local function reset()
   faults.clear()
   log_clear()
   ratelimit.reset()
+  webhooks.clear()
   flush()
 end
 
 local control = {}
+webhooks.control(control, ok, bad, control_body)
 
 control["GET /_sandbox/health"] = function()
   return ok(200, { ok = true, service = "leadconnector-sandbox", pid = ngx.worker.pid(), instance = settings.instance })

@@ -10,6 +10,9 @@ local unpack = table.unpack or unpack
 local now = (ngx and ngx.now) or os.time
 
 M.DEFAULT_LOCATION = "loc_sandbox"
+-- Called after each change an API call made: on_change("send"|"inbound"|"status", loc, msg, conv, body,
+-- unread_changed). Set by lcsandbox.webhooks; nil otherwise.
+M.on_change = nil
 
 -- The vendor's MessageType enum, in its numeric order (TYPE_CALL = 1, TYPE_SMS = 2, TYPE_EMAIL = 3 ...).
 -- TYPE_RCS is a late addition whose number is not published; the sandbox gives it 42.
@@ -410,6 +413,7 @@ function M.send(loc, b)
   if b.scheduledTimestamp then meta.scheduledTimestamp = b.scheduledTimestamp end
   add_message(c, m, "sent")
   if email_id then add_email(m, email_id, b) end
+  if M.on_change then M.on_change("send", loc, m, c, b) end
   return {
     conversationId = c.id,
     messageId = m.id,
@@ -443,6 +447,7 @@ function M.update_status(loc, id, b)
   if b.recipients then meta.recipients = json.array(b.recipients) end
   if b.emailMessageId then meta.emailMessageId = b.emailMessageId end
   mark()
+  if M.on_change then M.on_change("status", loc, m, c, b, was ~= now_unread) end
   local email = meta.email
   local rec = email and email.messageIds and S.emails[email.messageIds[1]]
   if rec then rec.status = m.status end
@@ -499,6 +504,7 @@ function M.inbound(loc, b)
   end
   add_message(c, m, "inbound")
   if email_id then add_email(m, email_id, b) end
+  if M.on_change then M.on_change("inbound", loc, m, c, b) end
   return {
     success = true,
     conversationId = c.id,
