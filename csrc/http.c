@@ -91,23 +91,25 @@ static char *dupstr(const char *s) {
   return p;
 }
 
-static int build_headers(lc_session *s, const char *version, struct curl_slist **get, struct curl_slist **body) {
-  char vline[128];
+static int build_headers(lc_session *s, const char *version, const char *ctype, struct curl_slist **get,
+                         struct curl_slist **body) {
+  char vline[128], cline[160];
   struct curl_slist *g = NULL, *b = NULL, *t;
   snprintf(vline, sizeof vline, "Version: %s", version);
+  snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
 #define ADD(list, str)                                                                                                 \
   do {                                                                                                                 \
     t = curl_slist_append(list, str);                                                                                  \
     if (t == NULL) goto oom;                                                                                           \
     list = t;                                                                                                          \
   } while (0)
-  ADD(g, s->auth);
+  if (s->auth) ADD(g, s->auth); /* a session made with token = false sends none (OAuth token requests) */
   ADD(g, vline);
   ADD(g, "Accept: application/json");
-  ADD(b, s->auth);
+  if (s->auth) ADD(b, s->auth);
   ADD(b, vline);
   ADD(b, "Accept: application/json");
-  ADD(b, "Content-Type: application/json");
+  ADD(b, cline);
   ADD(b, "Expect:"); /* no 100-continue round trip */
 #undef ADD
   *get = g;
@@ -375,7 +377,7 @@ failed:
 /* Points x at one request. The path, body and version strings must stay alive (on the Lua stack) until the
  * transfer is done. Returns 1, 0 on out of memory, -1 for a version that cannot be a header value. */
 static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *method, const char *path, size_t plen,
-                        const char *body, size_t blen, const char *version, double timeout_s) {
+                        const char *body, size_t blen, const char *version, const char *ctype, double timeout_s) {
   CURL *e = x->easy;
   struct curl_slist *hdrs;
   if (x->url_cap < s->base_len + plen + 1) {
@@ -389,13 +391,19 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->url[s->base_len + plen] = '\0';
 
   hdrs = body ? s->hdr_body : s->hdr_get;
-  if (version != NULL && strcmp(version, s->version) != 0) {
+  if ((version != NULL && strcmp(version, s->version) != 0) || (ctype != NULL && body != NULL)) {
     struct curl_slist *g = NULL, *b = NULL;
     const char *c;
+    if (version == NULL) version = s->version;
     for (c = version; *c; c++) /* the Lua layer checks it; a header line is never built from a control character */
       if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
     if (strlen(version) > 64) return -1;
-    if (!build_headers(s, version, &g, &b)) return 0;
+    if (ctype != NULL) {
+      for (c = ctype; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
+      if (strlen(ctype) > 120) return -1;
+    }
+    if (!build_headers(s, version, ctype, &g, &b)) return 0;
     free_slist_wiped(body ? g : b);
     x->hdr_tmp = hdrs = body ? b : g;
   }
@@ -482,8 +490,8 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   a.retry_after = x->retry_after;
   a.trace_id = x->trace_id;
-  a.secret = s->auth + AUTH_PREFIX_LEN; /* the token itself */
-  a.secret_len = strlen(a.secret);
+  a.secret = s->auth ? s->auth + AUTH_PREFIX_LEN : NULL; /* the token itself */
+  a.secret_len = a.secret ? strlen(a.secret) : 0;
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
   if (rc == CURLE_OK || (capped && status >= 300)) {
     /* A complete answer, or an error answer cut at the size cap: classify it by its status. */
@@ -546,7 +554,8 @@ static int l_session(lua_State *L) {
   lc_session *s;
   const char *token, *base, *version, *ua;
   char why[160];
-  size_t toklen;
+  size_t toklen = 0;
+  int notoken;
   double max_size;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -558,7 +567,8 @@ static int l_session(lua_State *L) {
 
   lua_getfield(L, 1, "token");
   token = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &toklen) : NULL;
-  if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
+  notoken = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1); /* false: no Authorization header */
+  if (!notoken && (token == NULL || !lc_check_token(token, toklen, why, sizeof why))) {
     lua_pushnil(L);
     lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
     lc_seterrfield_str(L, "field", "token");
@@ -581,17 +591,17 @@ static int l_session(lua_State *L) {
   s->verify = !(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1));
   lua_pop(L, 1);
 
-  s->auth = (char *)malloc(toklen + 32);
+  s->auth = notoken ? NULL : (char *)malloc(toklen + 32);
   s->version = dupstr(version);
   s->base = dupstr(base);
   s->ua = dupstr(ua);
   s->ca = dupstr(opt_string(L, 1, "ca_file"));
   s->proxy = dupstr(opt_string(L, 1, "proxy"));
-  if (s->auth == NULL || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
-  snprintf(s->auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
+  if ((s->auth == NULL && !notoken) || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
+  if (s->auth) snprintf(s->auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
   lua_pop(L, 1); /* token */
   s->base_len = strlen(s->base);
-  if (!build_headers(s, s->version, &s->hdr_get, &s->hdr_body)) goto oom;
+  if (!build_headers(s, s->version, NULL, &s->hdr_get, &s->hdr_body)) goto oom;
   s->share = curl_share_init();
   if (s->share == NULL) goto oom;
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
@@ -623,7 +633,7 @@ static void push_last(lua_State *L, const lc_xfer *x) {
   else lua_pushnil(L);
 }
 
-/** session:call(op, method, path, body|nil, version|nil, timeout_seconds|nil)
+/** session:call(op, method, path, body|nil, version|nil, timeout_seconds|nil, content_type|nil)
  *    -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), which saves
  *    the Lua layer a session:last() on every call. */
 static int l_call(lua_State *L) {
@@ -635,10 +645,11 @@ static int l_call(lua_State *L) {
   const char *body = luaL_optlstring(L, 5, NULL, &blen);
   const char *version = luaL_optstring(L, 6, NULL);
   double tmo = luaL_optnumber(L, 7, -1);
+  const char *ctype = luaL_optstring(L, 8, NULL);
   CURLcode rc;
-  switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, tmo)) {
+  switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, ctype, tmo)) {
   case 0: return luaL_error(L, "leadconnector: out of memory");
-  case -1: return luaL_error(L, "leadconnector: version must be a short header value without control characters");
+  case -1: return luaL_error(L, "leadconnector: version and content type must be short header values without control characters");
   default: break;
   }
   s->busy = 1;
@@ -724,7 +735,7 @@ static int l_batch(lua_State *L) {
         s->busy = 0;
         return luaL_error(L, "leadconnector: batch request %d is malformed", next);
       }
-      switch (xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, tmo)) {
+      switch (xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, NULL, tmo)) {
       case 0: s->busy = 0; return luaL_error(L, "leadconnector: out of memory");
       case -1: s->busy = 0; return luaL_error(L, "leadconnector: version must be a short header value without control characters");
       default: break;
@@ -806,6 +817,56 @@ static int l_last(lua_State *L) {
   return 3;
 }
 
+/** session:set_token(token | false) -> true | nil, err: the token of the calls that follow (an OAuth access token
+ * changes after a refresh); false sends no Authorization header. The old header line is wiped before it is freed. */
+static int l_set_token(lua_State *L) {
+  lc_session *s = check_session(L);
+  size_t toklen = 0;
+  const char *token = NULL;
+  char why[160], *auth = NULL, *old;
+  struct curl_slist *g = NULL, *b = NULL;
+  if (!(lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2))) {
+    token = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &toklen) : NULL;
+    if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
+      lua_pushnil(L);
+      lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
+      lc_seterrfield_str(L, "field", "token");
+      lc_seterrfield_bool(L, "request_sent", 0);
+      return 2;
+    }
+    if (s->auth && strlen(s->auth + AUTH_PREFIX_LEN) == toklen && memcmp(s->auth + AUTH_PREFIX_LEN, token, toklen) == 0) {
+      lua_pushboolean(L, 1); /* the usual case: unchanged */
+      return 1;
+    }
+    auth = (char *)malloc(toklen + 32);
+    if (auth == NULL) return luaL_error(L, "leadconnector: out of memory");
+    snprintf(auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
+  } else if (s->auth == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  old = s->auth;
+  s->auth = auth;
+  if (!build_headers(s, s->version, NULL, &g, &b)) {
+    s->auth = old;
+    if (auth) {
+      wipe(auth, strlen(auth));
+      free(auth);
+    }
+    return luaL_error(L, "leadconnector: out of memory");
+  }
+  free_slist_wiped(s->hdr_get);
+  free_slist_wiped(s->hdr_body);
+  s->hdr_get = g;
+  s->hdr_body = b;
+  if (old) {
+    wipe(old, strlen(old));
+    free(old);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_close(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
   if (s->busy) return luaL_error(L, "leadconnector: cannot close a client during its own call");
@@ -833,6 +894,7 @@ static int l_closed(lua_State *L) {
 
 static const luaL_Reg session_methods[] = {{"call", l_call},   {"batch", l_batch},   {"rate_limit", l_rate_limit},
                                            {"last", l_last},   {"close", l_close},   {"closed", l_closed},
+                                           {"set_token", l_set_token},
                                            {NULL, NULL}};
 
 static int l_curl_version(lua_State *L) {
