@@ -24,8 +24,8 @@
 local core = require "leadconnector.core"
 local cjson = require "cjson.safe"
 
-local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error, pcall = type, pairs, ipairs,
-  tostring, tonumber, setmetatable, getmetatable, error, pcall
+local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error, pcall, rawget = type, pairs,
+  ipairs, tostring, tonumber, setmetatable, getmetatable, error, pcall, rawget
 local format, find, sub, gsub, byte, concat = string.format, string.find, string.sub, string.gsub, string.byte,
   table.concat
 local floor, min = math.floor, math.min
@@ -479,7 +479,7 @@ end
 
 -- The HTTP session for token requests: the client's own transports (libcurl, or cosockets in nginx).
 function App:_session()
-  local s = self._session
+  local s = rawget(self, "_http")
   if s and not s:closed() then return s end
   local transport = self._transport
   local auto = transport == nil
@@ -493,7 +493,7 @@ function App:_session()
     return nil, invalid("transport", "option 'transport' must be \"curl\" or \"ngx\"")
   end
   if not s then return nil, err end
-  self._session = s
+  self._http = s
   return s
 end
 
