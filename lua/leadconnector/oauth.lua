@@ -662,6 +662,10 @@ function App:_refresh(key, stale)
           if gerr.refused and gerr.path == "/oauth/token" then -- that refresh token is dead: no one tries it again
             rec.dead = format("HTTP %s%s", tostring(gerr.status), gerr.message and (": " .. gerr.message) or "")
             store:set(key, cjson.encode(rec))
+            store:unlock(key, owner)
+            local e = dead_error(key, rec)
+            e.status, e.body, e.trace_id, e.request_sent = gerr.status, gerr.body, gerr.trace_id, true
+            return nil, e
           end
           store:unlock(key, owner)
           return nil, gerr
