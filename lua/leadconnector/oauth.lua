@@ -65,7 +65,8 @@ end
 -- A token store failure (file, shdict, Redis): kind `network` (`timeout` when the store said so), err.store = true.
 local function store_error(what, msg)
   msg = tostring(msg)
-  local err = core.error(find(msg, "^timeout") and "timeout" or "network", "token store: " .. what .. ": " .. msg)
+  local timed_out = find(msg, "^timeout") or find(msg, "^redis: timeout")
+  local err = core.error(timed_out and "timeout" or "network", "token store: " .. what .. ": " .. msg)
   err.store, err.request_sent = true, false
   return err
 end
