@@ -336,6 +336,65 @@ io.write("NOT REACHED\n")
     assert.equals(n, stats(sb).token_requests)
   end)
 
+  it("session:set_token changes the token of later calls; false sends no Authorization header at all", function()
+    local s = assert(core.session { base_url = sb.url, version = "2021-04-15", user_agent = "t", token = false })
+    local v, err = s:call("conversation", "GET", "/conversations/conv_demo_1")
+    assert.is_nil(v)
+    assert.equals(401, err.status)
+    assert.is_true(s:set_token(sb.token))
+    assert(s:call("conversation", "GET", "/conversations/conv_demo_1"))
+    local ok, e2 = s:set_token("bad\ntoken")
+    assert.is_nil(ok)
+    assert.equals("invalid", e2.kind)
+    assert(s:call("conversation", "GET", "/conversations/conv_demo_1")) -- the refused token changed nothing
+    assert.is_true(s:set_token(false))
+    assert.equals(401, select(2, s:call("conversation", "GET", "/conversations/conv_demo_1")).status)
+    s:close()
+    local reqs = lch.api_requests(sb)
+    assert.equals(4, #reqs)
+    assert.is_nil(reqs[1].headers.authorization)
+    assert.equals("Bearer [redacted]", reqs[2].headers.authorization)
+    assert.is_nil(reqs[4].headers.authorization)
+  end)
+
+  it("a form POST goes out form-urlencoded, the call's content type only", function()
+    local app = new_app(sb)
+    install(sb, app)
+    local reqs = lch.api_requests(sb)
+    assert.equals("/oauth/token", reqs[1].path)
+    assert.equals("application/x-www-form-urlencoded", reqs[1].headers["content-type"])
+    assert.truthy(reqs[1].raw_body:find("grant_type=authorization_code", 1, true))
+    assert.is_nil(reqs[1].headers.authorization)
+    local c = client_for(sb, app)
+    assert(c:send_message { type = "SMS", contactId = "contact_oauth_2", message = "x" })
+    reqs = lch.api_requests(sb)
+    assert.equals("application/json", reqs[#reqs].headers["content-type"])
+  end)
+
+  it("a batch with auth: one refresh when due, every call answered", function()
+    local app = new_app(sb)
+    local tok = install(sb, app)
+    expire(app, LOC)
+    local c = client_for(sb, app)
+    local calls = {}
+    for i = 1, 6 do calls[i] = { "get_conversation", "conv_demo_1" } end
+    local res = c:batch(calls, { concurrency = 3 })
+    for i = 1, 6 do assert.truthy(res[i].value, tostring(res[i].err)) end
+    assert.equals(1, stats(sb, tok.refresh_token).uses)
+  end)
+
+  it("a record cached by one app does not hide another's refresh after a 401", function()
+    local app = new_app(sb)
+    local tok = install(sb, app)
+    local c = client_for(sb, app)
+    assert(c:get_conversation("conv_demo_1")) -- tok is now cached
+    local other = new_app(sb, { store = app.store })
+    assert(other:token_source(LOC):refresh(tok.access_token))
+    sb:control("POST", "/_sandbox/oauth/revoke", { access_token = tok.access_token }) -- the old one stops working
+    assert(c:get_conversation("conv_demo_1")) -- 401, the stored token differs: retried with it, no refresh
+    assert.equals(1, stats(sb).refreshes)
+  end)
+
   it("refuses bad options and a client with both token and auth", function()
     local _, err = oauth.app { client_id = "x" }
     assert.equals("invalid", err.kind)

@@ -405,6 +405,7 @@ local APP_OPTIONS = {
   client_id = "string", client_secret = "string", store = "table", base_url = "string", leeway = "number",
   lock_ttl = "number", wait = "number", timeout = "number", connect_timeout = "number", verify = "boolean",
   ca_file = "string", transport = "string", app_id = "string", authorize_url = "string", user_agent = "string",
+  cache_ttl = "number",
 }
 
 local function check_store(s)
@@ -419,7 +420,8 @@ end
 -- refresh when this close to expiry, at most half the token's lifetime), lock_ttl (s, default 30: how long a
 -- refresher's lock lives if it dies), wait (s, default lock_ttl + timeout: how long to wait for another's
 -- refresh), timeout, connect_timeout, verify, ca_file, transport ("curl" | "ngx"), app_id (for
--- installed_locations), authorize_url, user_agent.
+-- installed_locations), authorize_url, user_agent, cache_ttl (s, default 5: how long a record read from the store
+-- is used without reading it again; a refresh, a save and every 401 read the store itself).
 function M.app(opts)
   if type(opts) ~= "table" then error("leadconnector.oauth.app expects a table of options, got " .. type(opts), 2) end
   for k, v in pairs(opts) do
@@ -456,6 +458,7 @@ function M.app(opts)
     timeout = timeout,
     app_id = opts.app_id,
     authorize_base = opts.authorize_url or M.AUTHORIZE_URL,
+    cache_ttl = opts.cache_ttl or 5,
     _settings = {
       base_url = base_url, version = M.VERSION, timeout = timeout, connect_timeout = opts.connect_timeout or 10,
       verify = opts.verify ~= false, ca_file = opts.ca_file, token = false, max_response_size = 1024 * 1024,
@@ -464,7 +467,7 @@ function M.app(opts)
     },
     _transport = opts.transport,
   }, App)
-  hidden[self] = { secret = opts.client_secret }
+  hidden[self] = { secret = opts.client_secret, cache = {} } -- cache: key -> { rec, at } (records hold tokens)
   return self
 end
 
@@ -582,6 +585,7 @@ function App:save(token)
   end
   local ok, err = self.store:set(key, cjson.encode(rec))
   if not ok then return nil, store_error("set " .. key, err) end
+  hidden[self].cache[key] = nil
   return key
 end
 
@@ -602,8 +606,14 @@ end
 function App:_get(key)
   local text, err = self.store:get(key)
   if err then return nil, store_error("get " .. key, err) end
-  if not text then return false end
-  return decode_record(text, key)
+  if not text then
+    hidden[self].cache[key] = nil
+    return false
+  end
+  local rec
+  rec, err = decode_record(text, key)
+  if rec and self.cache_ttl > 0 then hidden[self].cache[key] = { rec = rec, at = now() } end
+  return rec, err
 end
 
 local function dead_error(key, rec)
@@ -672,6 +682,7 @@ function App:_refresh(key, stale)
           return nil, gerr
         end
         local ok, serr = store:set(key, cjson.encode(new))
+        hidden[self].cache[key] = nil
         if not ok then
           -- The old refresh token is spent and the new pair is not stored. The lock stays until it expires, so no
           -- one refreshes with the retired token meanwhile; after that a refresh is refused (an `auth` error,
@@ -733,6 +744,7 @@ function App:location_token(company, location)
   if not rec then return nil, err end
   local ok, serr = self.store:set(location, cjson.encode(rec))
   if not ok then return nil, store_error("set " .. location, serr) end
+  hidden[self].cache[location] = nil
   return as_token(rec)
 end
 
@@ -800,8 +812,14 @@ end
 --- source:token() -> access token | nil, err: the stored one, refreshed first when it is due.
 function Source:token()
   local app, key = self.app, self.key
-  local rec, err = app:_get(key)
-  if rec == nil then return nil, err end
+  local c = hidden[app].cache[key]
+  local rec, err
+  if c and now() - c.at < app.cache_ttl then
+    rec = c.rec
+  else
+    rec, err = app:_get(key)
+    if rec == nil then return nil, err end
+  end
   if not rec then return nil, auth_error(("no token stored for %s: exchange_code or app:save one first"):format(key)) end
   if rec.dead then return nil, dead_error(key, rec) end
   if not app:_due(rec) then return rec.access_token end
