@@ -179,7 +179,7 @@ io.write("OK ", n, "\n")
   it("survives a crash between getting a new pair and storing it: no second refresh while the lock lives, " ..
      "then a clear auth error, never a loop", function()
     local dir = tmpdir()
-    local app = new_app(sb, { store = oauth.file_store(dir), lock_ttl = 2 * lch.scale })
+    local app = new_app(sb, { store = oauth.file_store(dir), lock_ttl = 2 * lch.scale, timeout = 0.9 * lch.scale })
     local tok = install(sb, app)
     expire(app, LOC)
     local script = [[
@@ -188,7 +188,7 @@ local fs = oauth.file_store(arg[1])
 -- the process dies right after the refresh answered, before the new pair is stored
 local store = setmetatable({ set = function() os.exit(3) end }, { __index = fs })
 local app = assert(oauth.app { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = arg[2],
-  store = store, lock_ttl = tonumber(arg[3]) })
+  store = store, lock_ttl = tonumber(arg[3]), timeout = tonumber(arg[3]) / 2.2 })
 app:token_source("loc_sandbox"):token()
 io.write("NOT REACHED\n")
 ]]
@@ -401,6 +401,8 @@ io.write("NOT REACHED\n")
     assert.equals("client_secret", err.field)
     local _, err2 = oauth.app { client_id = "x", client_secret = "y", stor = {} }
     assert.equals("invalid", err2.kind)
+    local _, err2b = oauth.app { client_id = "x", client_secret = "y", timeout = 10, lock_ttl = 15 }
+    assert.equals("lock_ttl", err2b.field)
     local app = new_app(sb)
     local _, err3 = leadconnector.new { token = "t", auth = app:token_source(LOC) }
     assert.equals("invalid", err3.kind)

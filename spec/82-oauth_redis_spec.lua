@@ -128,7 +128,7 @@ io.write("OK ", n, "\n")
   it("Redis going down during a refresh wait: the waiters get the store's error, not a refresh of their own", function()
     local r2 = start_redis()
     local store = oauth.redis_store { port = r2.port, timeout = 0.2 }
-    local app = new_app(store, { lock_ttl = 5 })
+    local app = new_app(store, { lock_ttl = 5, timeout = 2 })
     local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_sandbox" }).code
     local tok = assert(app:exchange_code(code, "https://app.example/cb"))
     local rec = assert(app:token("loc_sandbox"))

@@ -417,8 +417,8 @@ end
 
 --- oauth.app(opts) -> app | nil, err.
 -- opts: client_id, client_secret (required), store (default memory_store()), base_url, leeway (s, default 300:
--- refresh when this close to expiry, at most half the token's lifetime), lock_ttl (s, default 30: how long a
--- refresher's lock lives if it dies), wait (s, default lock_ttl + timeout: how long to wait for another's
+-- refresh when this close to expiry, at most half the token's lifetime), lock_ttl (s, default 2 * timeout + 5,
+-- and longer than 2 * timeout: how long a refresher's lock lives if it dies), wait (s, default lock_ttl + timeout: how long to wait for another's
 -- refresh), timeout, connect_timeout, verify, ca_file, transport ("curl" | "ngx"), app_id (for
 -- installed_locations), authorize_url, user_agent, cache_ttl (s, default 5: how long a record read from the store
 -- is used without reading it again; a refresh, a save and every 401 read the store itself).
@@ -447,7 +447,13 @@ function M.app(opts)
     return nil, invalid("base_url", "option 'base_url' must be an http(s) URL such as https://services.leadconnectorhq.com")
   end
   local timeout = opts.timeout or 15
-  local lock_ttl = opts.lock_ttl or 30
+  -- A token request (two attempts at most, the second only when the first never left) must end before the lock
+  -- expires: else a second refresher would present the same refresh token, and one of them be refused.
+  local lock_ttl = opts.lock_ttl or (2 * timeout + 5)
+  if lock_ttl <= 2 * timeout then
+    return nil, invalid("lock_ttl", ("option 'lock_ttl' (%g s) must be longer than two token requests " ..
+      "(2 x timeout = %g s)"):format(lock_ttl, 2 * timeout))
+  end
   local self = setmetatable({
     client_id = opts.client_id,
     store = store,
@@ -672,7 +678,10 @@ function App:_refresh(key, stale)
         if not new then
           if gerr.refused and gerr.path == "/oauth/token" then -- that refresh token is dead: no one tries it again
             rec.dead = format("HTTP %s%s", tostring(gerr.status), gerr.message and (": " .. gerr.message) or "")
-            store:set(key, cjson.encode(rec))
+            local now_rec = self:_get(key)
+            -- marked only if the refused token is still the stored one (a refresher that overran its lock may
+            -- just have stored a good pair)
+            if now_rec and now_rec.refresh_token == rec.refresh_token then store:set(key, cjson.encode(rec)) end
             store:unlock(key, owner)
             local e = dead_error(key, rec)
             e.status, e.body, e.trace_id, e.request_sent = gerr.status, gerr.body, gerr.trace_id, true
