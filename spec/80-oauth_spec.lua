@@ -450,3 +450,66 @@ describe("oauth stores", function()
     assert.is_true(e.store)
   end)
 end)
+
+describe("the sandbox's /oauth endpoints", function()
+  local sb
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false, args = { "--oauth-expires", "120", "--oauth-client", "c2:s2" } }
+  end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+
+  local FORM = { ["Content-Type"] = "application/x-www-form-urlencoded", Authorization = false }
+  local function token(body) return sb:request("POST", "/oauth/token", body, FORM) end
+
+  it("answers the grants, refuses a reused refresh token and code, and says what is missing", function()
+    local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_x", client_id = "c2" }).code
+    local st, b = token("client_id=c2&client_secret=s2&grant_type=authorization_code&code=" .. code)
+    assert.equals(200, st)
+    assert.equals(120, b.expires_in)
+    assert.equals("loc_x", b.locationId)
+    assert.equals("Bearer", b.token_type)
+    local st2, b2 = token("client_id=c2&client_secret=s2&grant_type=authorization_code&code=" .. code)
+    assert.equals(400, st2)
+    assert.equals("invalid_grant", b2.error)
+    local st3, b3 = token("client_id=c2&client_secret=s2&grant_type=refresh_token&refresh_token=" .. b.refresh_token)
+    assert.equals(200, st3)
+    assert.are_not.equal(b.refresh_token, b3.refresh_token)
+    local st4, b4 = token("client_id=c2&client_secret=s2&grant_type=refresh_token&refresh_token=" .. b.refresh_token)
+    assert.equals(400, st4)
+    assert.equals("Invalid grant: refresh token is invalid or was already used", b4.message)
+    assert.equals(2, sb:control("GET", "/_sandbox/oauth/stats?refresh_token=" .. b.refresh_token).uses)
+    local st5, b5 = token("client_id=c2&client_secret=wrong&grant_type=refresh_token&refresh_token=" .. b3.refresh_token)
+    assert.equals(401, st5)
+    assert.equals("Unauthorized", b5.error)
+    local st6, b6 = token("grant_type=refresh_token")
+    assert.equals(422, st6)
+    assert.same({ "client_id should not be empty", "client_secret should not be empty" }, b6.message)
+    -- the API accepts the new access token (and only tokens the sandbox issued, or its static ones)
+    local st7 = sb:request("GET", "/conversations/conv_demo_1", nil, { Authorization = "Bearer " .. b3.access_token })
+    assert.equals(404, st7) -- a valid token for loc_x, which has no such conversation
+    local st8 = sb:request("GET", "/conversations/conv_demo_1", nil, { Authorization = "Bearer sbat_forged" })
+    assert.equals(401, st8)
+  end)
+
+  it("locationToken and installedLocations want a Company token", function()
+    local st = sb:request("POST", "/oauth/locationToken", "companyId=c&locationId=l",
+      { ["Content-Type"] = "application/x-www-form-urlencoded", Version = "2021-07-28" })
+    assert.equals(401, st) -- the static token is a location's
+    local code = sb:control("POST", "/_sandbox/oauth/code", { userType = "Company", companyId = "co", client_id = "c2",
+      locations = { "l1" } }).code
+    local _, b = token("client_id=c2&client_secret=s2&grant_type=authorization_code&user_type=Company&code=" .. code)
+    assert.equals("Company", b.userType)
+    local h = { ["Content-Type"] = "application/x-www-form-urlencoded", Version = "2021-07-28",
+      Authorization = "Bearer " .. b.access_token }
+    local st2, b2 = sb:request("POST", "/oauth/locationToken", "companyId=co&locationId=l1", h)
+    assert.equals(200, st2)
+    assert.equals("l1", b2.locationId)
+    assert.is_nil(b2.refresh_token)
+    local st3, b3 = sb:request("GET", "/oauth/installedLocations?companyId=co&appId=a", nil, h)
+    assert.equals(200, st3)
+    assert.equals(1, b3.count)
+    assert.equals("l1", b3.locations[1]._id)
+    local st4 = sb:request("POST", "/oauth/locationToken", "companyId=other&locationId=l1", h)
+    assert.equals(400, st4)
+  end)
+end)
