@@ -93,10 +93,9 @@ static char *dupstr(const char *s) {
 
 static int build_headers(lc_session *s, const char *version, const char *ctype, struct curl_slist **get,
                          struct curl_slist **body) {
-  char vline[128], cline[160];
+  char vline[128], cline[300];
   struct curl_slist *g = NULL, *b = NULL, *t;
   snprintf(vline, sizeof vline, "Version: %s", version);
-  snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
 #define ADD(list, str)                                                                                                 \
   do {                                                                                                                 \
     t = curl_slist_append(list, str);                                                                                  \
@@ -109,6 +108,7 @@ static int build_headers(lc_session *s, const char *version, const char *ctype, 
   if (s->auth) ADD(b, s->auth);
   ADD(b, vline);
   ADD(b, "Accept: application/json");
+  snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
   ADD(b, cline);
   ADD(b, "Expect:"); /* no 100-continue round trip */
 #undef ADD
@@ -391,18 +391,19 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->url[s->base_len + plen] = '\0';
 
   hdrs = body ? s->hdr_body : s->hdr_get;
+  if (ctype != NULL) { /* a body of another type (multipart): checked by the Lua layer, never a control character */
+    const char *c;
+    for (c = ctype; *c; c++)
+      if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
+    if (strlen(ctype) > 200) return -1;
+  }
   if ((version != NULL && strcmp(version, s->version) != 0) || (ctype != NULL && body != NULL)) {
     struct curl_slist *g = NULL, *b = NULL;
     const char *c;
-    if (version == NULL) version = s->version;
+    if (version == NULL) version = s->version; /* before the loop: a call's own type with the default version */
     for (c = version; *c; c++) /* the Lua layer checks it; a header line is never built from a control character */
       if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
     if (strlen(version) > 64) return -1;
-    if (ctype != NULL) {
-      for (c = ctype; *c; c++)
-        if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
-      if (strlen(ctype) > 120) return -1;
-    }
     if (!build_headers(s, version, ctype, &g, &b)) return 0;
     free_slist_wiped(body ? g : b);
     x->hdr_tmp = hdrs = body ? b : g;

@@ -455,7 +455,9 @@ local function call(self, op, method, path, body, version, tmo, ctype)
   elseif #version > 64 or find(version, "[\r\n]") then
     error("leadconnector: bad version", 3)
   end
-  if ctype ~= nil and (type(ctype) ~= "string" or #ctype > 120 or find(ctype, "%c")) then
+  if ctype == nil then
+    ctype = "application/json"
+  elseif #ctype > 200 or find(ctype, "%c") then -- a multipart body's type, made by the C core: never a header break
     error("leadconnector: bad content type", 3)
   end
   if not (tmo and tmo > 0) then tmo = self._timeout end
@@ -466,7 +468,7 @@ local function call(self, op, method, path, body, version, tmo, ctype)
   local req
   if body then
     req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
-      "\r\nContent-Type: " .. (ctype or "application/json") .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+      "\r\nContent-Type: " .. ctype .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
   else
     req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
       "\r\n\r\n"
