@@ -26,8 +26,8 @@ local cjson = require "cjson.safe"
 
 local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable, error, pcall, rawget = type, pairs,
   ipairs, tostring, tonumber, setmetatable, getmetatable, error, pcall, rawget
-local format, find, sub, gsub, byte, concat = string.format, string.find, string.sub, string.gsub, string.byte,
-  table.concat
+local format, find, sub, gsub, byte, lower, concat = string.format, string.find, string.sub, string.gsub,
+  string.byte, string.lower, table.concat
 local floor, min = math.floor, math.min
 local now, wall = core.now, core.time
 
@@ -658,6 +658,15 @@ function App:_grant(key, rec)
   return nil, auth_error(("the token stored for %s has no refresh token and cannot be renewed"):format(key))
 end
 
+-- The token endpoint refused the grant itself (invalid_grant: a refresh token used, revoked or unknown), not the
+-- client's credentials.
+local function grant_refused(err)
+  local b = type(err.body) == "table" and err.body or {}
+  local words = lower(tostring(b.error or "") .. " " .. tostring(err.message or ""))
+  if find(words, "grant", 1, true) then return true end
+  return err.status == 400 and not find(words, "client", 1, true)
+end
+
 -- The single-flight refresh of key, whose token `stale` is expired or was refused. Returns the record to use.
 function App:_refresh(key, stale)
   local store = self.store
@@ -676,7 +685,9 @@ function App:_refresh(key, stale)
       if rec and not rec.dead and rec.access_token == stale then
         local new, gerr = self:_grant(key, rec)
         if not new then
-          if gerr.refused and gerr.path == "/oauth/token" then -- that refresh token is dead: no one tries it again
+          if gerr.refused and gerr.path == "/oauth/token" and grant_refused(gerr) then
+            -- that refresh token is dead: no one tries it again (a refusal of the client's own credentials is not
+            -- remembered: once the configuration is fixed, the stored pair works again)
             rec.dead = format("HTTP %s%s", tostring(gerr.status), gerr.message and (": " .. gerr.message) or "")
             local now_rec = self:_get(key)
             -- marked only if the refused token is still the stored one (a refresher that overran its lock may
