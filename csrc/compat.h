@@ -1,4 +1,10 @@
-/* compat.h - one place for the differences between Lua 5.1/LuaJIT and 5.2-5.4. */
+/* compat.h - the one place for the differences between the Lua versions the core builds for:
+ *   5.1 and LuaJIT 2.1: userdata carry an environment table (lua_setfenv), lua_objlen, no luaL_setfuncs,
+ *                       luaL_testudata, lua_rawgetp/rawsetp, no __name in metatables, numbers are doubles only;
+ *   5.2:                one user value, a table (lua_setuservalue), numbers are doubles only;
+ *   5.3:                one user value of any type, integers as a subtype of numbers;
+ *   5.4:                n user values (lua_newuserdatauv, lua_setiuservalue), integers, to-be-closed variables.
+ * The Makefile builds each into its own directory (build/lua5.1 ... build/lua5.4, build/luajit). */
 #ifndef LC_COMPAT_H
 #define LC_COMPAT_H
 
@@ -60,6 +66,13 @@ static inline void *lc_newuserdata(lua_State *L, size_t sz) { return lua_newuser
 #define LC_HAS_INTEGERS 1
 #else
 #define LC_HAS_INTEGERS 0
+#endif
+
+/* The __close metamethod (local x <close>) exists from 5.4 on. */
+#if LUA_VERSION_NUM >= 504
+#define LC_HAS_CLOSE 1
+#else
+#define LC_HAS_CLOSE 0
 #endif
 
 #endif

@@ -919,7 +919,7 @@ void lc_http_init(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
+#if LC_HAS_CLOSE
     lua_pushcfunction(L, l_close);
     lua_setfield(L, -2, "__close");
 #endif

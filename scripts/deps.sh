@@ -3,7 +3,7 @@
 # Root uses apt-get directly; anyone else needs sudo.
 set -euo pipefail
 PKGS=(
-  build-essential pkg-config
+  build-essential pkg-config git
   lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
   lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   libcurl4-openssl-dev libssl-dev libhiredis-dev ca-certificates

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: every spec on Lua 5.4 and on LuaJIT (OpenResty's), each against its own build of the
 # C core, over real HTTP on 127.0.0.1 (the specs start the sandbox and nginx themselves).
-#   scripts/test.sh [lua54] [luajit] [asan] [valgrind]     (default: lua54 luajit asan)
+#   scripts/test.sh [lua54] [luajit] [asan] [valgrind] [lua51] [lua52] [lua53] [install]  (default: lua54 luajit asan)
 #   lua54/luajit: the suite on that interpreter; asan: Lua 5.4 against an ASan+UBSan build of the core (any report
-#   fails); valgrind: Lua 5.4 under memcheck (any error or definite leak fails).
+#   fails); valgrind: Lua 5.4 under memcheck (any error or definite leak fails); lua51/lua52/lua53: the suite on
+#   that Lua without the tests tagged #lua54only or #nginx; install: scripts/install-check.sh (LuaRocks installs
+#   from a clean clone, one tree per Lua, each making one call against an installed sandbox).
+# Tags: #lua54only runs on Lua 5.4 only (5.4 features, or once is enough: a test that drives nginx, Prism);
+# #nginx runs the library inside nginx (nginx brings its own LuaJIT); #slow is left out under ASan and valgrind.
 # Ends with one line "N passed, N failed, N skipped" summed over every run; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 passed=0 failed=0 skipped=0 broken=0
+# SPECS: the spec files or directories to run (default: all of spec/), e.g. SPECS=spec/90-cli_spec.lua
+read -r -a SPECS_LIST <<<"${SPECS:-spec}"
 LPATH="./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./sandbox/lua/?.lua"
 
 run_busted() { # label, then the command that runs busted (its output is parsed for the summary)
@@ -29,20 +35,46 @@ run_busted() { # label, then the command that runs busted (its output is parsed 
 }
 
 make -s all luajit || { echo "0 passed, 1 failed"; exit 1; }
+for m in "$@"; do   # the other Lua versions' cores, only when asked for
+  case "$m" in lua5[123]) make -s "lua5.${m#lua5}" || { echo "0 passed, 1 failed"; exit 1; } ;; esac
+done
 make -s symbols || { echo "0 passed, 1 failed"; exit 1; }
 
 run_lua54() {
-  run_busted "Lua 5.4" lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" spec
+  run_busted "Lua 5.4" lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" "${SPECS_LIST[@]}"
 }
 run_luajit() {
   run_busted "LuaJIT" luajit /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/luajit/?.so" \
-    --exclude-tags=lua54only spec
+    --exclude-tags=lua54only "${SPECS_LIST[@]}"
+}
+run_other() { # lua51 | lua52 | lua53
+  local v="5.${1#lua5}"
+  run_busted "Lua $v" "lua$v" /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua$v/?.so" \
+    --exclude-tags=lua54only,nginx "${SPECS_LIST[@]}"
+}
+run_lua51() { run_other lua51; }
+run_lua52() { run_other lua52; }
+run_lua53() { run_other lua53; }
+run_install() { # its last line is "install-check: N passed, N failed"
+  local out; out=$(mktemp)
+  echo "== LuaRocks install check"
+  scripts/install-check.sh 2>&1 | tee "$out"
+  local rc=${PIPESTATUS[0]}
+  local line; line=$(grep -E '^install-check: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
+  if [ -z "$line" ]; then
+    echo "!! install check printed no summary (exit $rc)"; broken=$((broken + 1))
+  else
+    set -- $line
+    passed=$((passed + $2)); failed=$((failed + $4))
+    [ "$rc" -eq 0 ] || [ "$4" -gt 0 ] || { echo "!! install check exited $rc"; broken=$((broken + 1)); }
+  fi
+  rm -f "$out"
 }
 run_valgrind() {
   LEADCONNECTOR_UNDER_VALGRIND=1 run_busted "Lua 5.4 under valgrind" valgrind -q --leak-check=full \
     --show-leak-kinds=definite --errors-for-leak-kinds=definite --error-exitcode=99 \
     --suppressions=scripts/valgrind.supp \
-    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" --exclude-tags=slow spec
+    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua5.4/?.so" --exclude-tags=slow "${SPECS_LIST[@]}"
 }
 run_asan() {
   mkdir -p build/asan/leadconnector
@@ -55,15 +87,15 @@ run_asan() {
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
     LSAN_OPTIONS="suppressions=$(pwd)/scripts/lsan.supp:print_suppressions=0" \
     run_busted "Lua 5.4 with ASan+UBSan" env LD_PRELOAD="$(cc -print-file-name=libasan.so):$(cc -print-file-name=libubsan.so)" \
-    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/asan/?.so" --exclude-tags=slow spec
+    lua5.4 /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/asan/?.so" --exclude-tags=slow "${SPECS_LIST[@]}"
 }
 
 modes=("$@")
 [ ${#modes[@]} -gt 0 ] || modes=(lua54 luajit asan)
 for m in "${modes[@]}"; do
   case "$m" in
-    lua54|luajit|asan|valgrind) "run_$m" ;;
-    *) echo "usage: $0 [lua54] [luajit] [asan] [valgrind]   (default: lua54 luajit asan)"; exit 2 ;;
+    lua54|luajit|asan|valgrind|lua51|lua52|lua53|install) "run_$m" ;;
+    *) echo "usage: $0 [lua54] [luajit] [asan] [valgrind] [lua51] [lua52] [lua53] [install]   (default: lua54 luajit asan)"; exit 2 ;;
   esac
 done
 

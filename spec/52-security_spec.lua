@@ -275,7 +275,7 @@ describe("security #security", function()
     -- Runs one get_message in a child interpreter with proxy variables set in its environment (they are read by
     -- libcurl when a request is made). Returns what it printed.
     local function child(env, proxy)
-      local interp = type(jit) == "table" and "luajit" or "lua5.4"
+      local interp = lch.interpreter
       local script = ([[
         local lc = require "leadconnector"
         local c = assert(lc.new { token = %q, base_url = %q, max_retries = 0, rate_limit = false, timeout = 5,

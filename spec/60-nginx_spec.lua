@@ -207,7 +207,7 @@ local function keys(tbl)
   return out
 end
 
-describe("inside nginx (ngx transport on cosockets) #lua54only #slow", function()
+describe("inside nginx (ngx transport on cosockets) #lua54only #nginx #slow", function()
   local sb, nx
 
   lazy_setup(function()

@@ -153,13 +153,15 @@ end
 s:close()
 ]==]
 
+-- The command of the interpreter running the specs (luajit, lua5.1 ... lua5.4), for child processes.
+lch.interpreter = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+
 function lch.closing_server(n)
   local file = os.tmpname()
   local f = assert(io.open(file, "wb"))
   f:write(CLOSING_SERVER)
   f:close()
-  local interp = (type(jit) == "table") and "luajit" or "lua5.4"
-  local p = assert(io.popen(("env -u LD_PRELOAD %s %s %d"):format(interp, file, n), "r"))
+  local p = assert(io.popen(("env -u LD_PRELOAD %s %s %d"):format(lch.interpreter, file, n), "r"))
   local port = tonumber(p:read("*l"))
   os.remove(file) -- already read by the interpreter
   return port, function() return p:close() end
