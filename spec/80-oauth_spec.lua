@@ -48,7 +48,7 @@ local function tmpdir()
   return d
 end
 
-local INTERP = (type(jit) == "table") and "luajit" or "lua5.4"
+local INTERP = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+")) -- the same Lua as this run
 local function lua_child(script, args)
   local file = os.tmpname()
   helpers.write_file(file, script)

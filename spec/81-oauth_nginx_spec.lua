@@ -55,7 +55,7 @@ local function request(port, method, path, body)
   end
 end
 
-describe("oauth in nginx with 4 workers #lua54only", function()
+describe("oauth in nginx with 4 workers #lua54only #nginx", function()
   local sb, prefix, port, watcher
 
   lazy_setup(function()

@@ -8,7 +8,7 @@ local leadconnector = require "leadconnector"
 local core = require "leadconnector.core"
 local socket = require "socket"
 
-local INTERP = (type(jit) == "table") and "luajit" or "lua5.4"
+local INTERP = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+")) -- the same Lua as this run
 
 local function start_redis()
   local port = helpers.free_port()
