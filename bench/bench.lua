@@ -24,12 +24,14 @@ local STARTUP_SAMPLES = tonumber(env("BENCH_STARTUP_SAMPLES", QUICK and "10" or 
 local CONCURRENCY = 16
 local BATCH_SIZE = 1000
 local OUT = lib.OUT
-local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit")
+local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit --rate-limit 1000000 --rate-interval-ms 1000")
 local CC = env("CC", "cc")
 -- CPU pinning (see README): "split" puts the server on CPU 0 and the client on
 -- CPU 1; "same" puts both on CPU 0; "off" leaves it to the scheduler.
 local PIN = env("BENCH_PIN", "split")
 local LUA = env("BENCH_LUA", "lua5.4")
+-- BENCH_ROWS: a Lua pattern; only the rows whose id matches run (and none of the runs after the table)
+local ONLY = env("BENCH_ROWS", "")
 
 local broken = {} -- what went wrong, for the exit status
 local ctx = {}    -- the server's URL and token, the ids of this run, what can run
@@ -143,6 +145,18 @@ row {
     return { LUA, "bench/lc_batch.lua", c.url, c.token, c.msg, n, CONCURRENCY, BATCH_SIZE }
   end,
 }
+-- The rate-limit backends (issue 15): get_message through each; ratios against the same loop without a limiter.
+for _, b in ipairs { "none", "process", "redis" } do
+  row {
+    id = "lim_" .. b, label = "limiter " .. b .. ": get_message", base = "lim_none",
+    needs = b == "redis" and function()
+      if not need_library() then return need_library() end
+      if sh("command -v redis-server >/dev/null 2>&1") then return true end
+      return false, "no redis-server"
+    end or need_library,
+    argv = function(c, n) return { LUA, "bench/lim_cost.lua", c.url, c.token, c.msg, n, b } end,
+  }
+end
 for _, call in ipairs(CALLS) do
   row {
     id = "naive_" .. call, label = "naive luasocket+cjson: " .. call, base = "raw_" .. call,
@@ -342,6 +356,8 @@ local function print_table(startup, rss_run)
           or r.id == "raw_multi" and "baseline for the concurrent rows" or "baseline for its call"
       elseif r.base == "raw_multi" then
         notes[#notes + 1] = "ratios vs raw multi"
+      elseif r.base == "lim_none" then
+        notes[#notes + 1] = "ratios vs the same loop without a limiter"
       elseif r.base ~= "raw_get_message" then
         notes[#notes + 1] = "ratios vs raw easy " .. r.base:gsub("^raw_", "")
       end
@@ -517,12 +533,17 @@ local function main()
     end
     if r.id == r.base then table.insert(g, 1, r) else g[#g + 1] = r end
   end
+  if ONLY ~= "" then
+    for _, r in ipairs(rows) do
+      if not r.id:find(ONLY) then r.na = "not run (BENCH_ROWS)" end
+    end
+  end
   for rep = 1, REPEATS do
     log("bench: run %d of %d", rep, REPEATS)
     for _, g in ipairs(groups) do
       for k = 1, #g do
         local r = g[rep % 2 == 1 and k or #g + 1 - k]
-        if runnable(r) then run_row(r, rep) end
+        if runnable(r) and (ONLY == "" or r.id:find(ONLY)) then run_row(r, rep) end
       end
     end
   end
@@ -530,7 +551,9 @@ local function main()
 
   -- Peak RSS over a long run: one process, get_message RSS_N times.
   local rss_run
-  if runnable(by_id.lc_get_message) then
+  if ONLY ~= "" then
+    rss_run = { reason = "BENCH_ROWS" }
+  elseif runnable(by_id.lc_get_message) then
     log("bench: peak RSS run, %d get_message requests in one process", RSS_N)
     assert(fresh_state())
     rss_run = run_client { LUA, "bench/lc_seq.lua", ctx.url, ctx.token, "get_message", ctx.msg, RSS_N }
@@ -543,11 +566,11 @@ local function main()
   end
 
   local startup
-  if ctx.library then
+  if ctx.library and ONLY == "" then
     log("bench: require + new, %d fresh processes", STARTUP_SAMPLES)
     startup = measure_startup()
   else
-    startup = { na = "n/a (" .. ctx.library_reason .. ")" }
+    startup = { na = "n/a (" .. (ONLY ~= "" and "BENCH_ROWS" or ctx.library_reason) .. ")" }
   end
   lib.stop_server()
   log("bench: measured in %.0f s", socket.gettime() - t0)

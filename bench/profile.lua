@@ -30,7 +30,7 @@ local OUT = lib.OUT
 local N = tonumber(lib.env("BENCH_PROFILE_REQUESTS", "2000"))
 local BASE = 200
 local LUA = env("BENCH_LUA", "lua5.4")
-local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit")
+local SANDBOX = env("BENCH_SANDBOX", "bin/leadconnector-sandbox --port 0 --no-rate-limit --rate-limit 1000000 --rate-interval-ms 1000")
 local TOP = 15
 
 local calls = {}

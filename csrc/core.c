@@ -43,6 +43,7 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_object_init(L);
   lc_http_init(L);
   lc_fs_init(L);
+  lc_redis_init(L);
   lua_newtable(L);
   lc_setfuncs(L, core_funcs, 0);
   lc_setfuncs(L, lc_validate_funcs, 0);
@@ -50,6 +51,7 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_setfuncs(L, lc_object_funcs, 0);
   lc_setfuncs(L, lc_http_funcs, 0);
   lc_setfuncs(L, lc_fs_funcs, 0);
+  lc_setfuncs(L, lc_redis_funcs, 0);
   lua_pushliteral(L, LC_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

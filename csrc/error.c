@@ -87,32 +87,70 @@ static void take_api_message(lua_State *L, int body, int err) {
   lua_pop(L, 1);
 }
 
-static const char *find_secret(const char *s, size_t n, const char *secret, size_t slen);
+static const char *find_secret(const char *s, size_t n, const char *secret, size_t slen, size_t *span);
 static void push_redacted(lua_State *L, const char *s, size_t n, const char *secret, size_t slen);
 
 static void set_common(lua_State *L, const lc_answer *a) {
   lc_seterrfield_num(L, "status", (double)a->status);
   if (a->retry_after >= 0) lc_seterrfield_num(L, "retry_after", a->retry_after);
   if (a->trace_id != NULL && a->trace_id[0]) {
-    size_t n = strlen(a->trace_id);
-    if (find_secret(a->trace_id, n, a->secret, a->secret_len)) { /* a header that echoes the token */
-      push_redacted(L, a->trace_id, n, a->secret, a->secret_len);
-      lua_setfield(L, -2, "trace_id");
-    } else {
-      lc_seterrfield_str(L, "trace_id", a->trace_id);
-    }
+    /* A header that echoes the token: redacted first, then cut (the cut could keep part of the token). */
+    char id[LC_TRACE_ID_MAX + 1];
+    lc_redact_copy(id, sizeof id, a->trace_id, strlen(a->trace_id), a->secret, a->secret_len);
+    lc_seterrfield_str(L, "trace_id", id);
   }
   lc_seterrfield_bool(L, "request_sent", 1);
 }
 
-static const char *find_secret(const char *s, size_t n, const char *secret, size_t slen) {
-  const char *p = s, *end = s + n;
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* How many bytes at s (n available) spell the character c: c itself, or a JSON escape of it (\/ for '/', \uXXXX
+ * for any character, \\ and \" for themselves); 0 when they do not. An answer's JSON may escape the token it
+ * echoes (an OAuth token is base64 with '/'), and what the decoder then makes of it is the token again. */
+static size_t spells(const char *s, size_t n, unsigned char c) {
+  if (n == 0) return 0;
+  if ((unsigned char)s[0] == c) return 1;
+  if (s[0] != '\\' || n < 2) return 0;
+  if ((unsigned char)s[1] == c && (c == '/' || c == '\\' || c == '"')) return 2;
+  if (s[1] == 'u' && n >= 6) {
+    int i, v = 0;
+    for (i = 2; i < 6; i++) {
+      int h = hexval(s[i]);
+      if (h < 0) return 0;
+      v = v * 16 + h;
+    }
+    return v == c ? 6 : 0;
+  }
+  return 0;
+}
+
+/* The first place in s where the secret is spelt, raw or JSON-escaped; *span: how many bytes of s spell it. */
+static const char *find_secret(const char *s, size_t n, const char *secret, size_t slen, size_t *span) {
+  size_t p;
   if (secret == NULL || slen == 0) return NULL;
-  while ((size_t)(end - p) >= slen && (p = (const char *)memchr(p, secret[0], (size_t)(end - p) - slen + 1)) != NULL) {
-    if (memcmp(p, secret, slen) == 0) return p;
-    p++;
+  for (p = 0; p < n; p++) {
+    size_t q = p, i = 0, k;
+    if (s[p] != secret[0] && s[p] != '\\') continue;
+    while (i < slen && (k = spells(s + q, n - q, (unsigned char)secret[i])) > 0) {
+      q += k;
+      i++;
+    }
+    if (i == slen) {
+      *span = q - p;
+      return s + p;
+    }
   }
   return NULL;
+}
+
+int lc_has_secret(const char *s, size_t n, const char *secret, size_t slen) {
+  size_t span;
+  return find_secret(s, n, secret, slen, &span) != NULL;
 }
 
 /* Pushes s with every occurrence of the secret replaced: a server or proxy that echoes the token back in an
@@ -120,21 +158,47 @@ static const char *find_secret(const char *s, size_t n, const char *secret, size
 static void push_redacted(lua_State *L, const char *s, size_t n, const char *secret, size_t slen) {
   luaL_Buffer b;
   const char *p;
+  size_t span;
   luaL_buffinit(L, &b);
-  while ((p = find_secret(s, n, secret, slen)) != NULL) {
+  while ((p = find_secret(s, n, secret, slen, &span)) != NULL) {
     luaL_addlstring(&b, s, (size_t)(p - s));
     luaL_addstring(&b, "[REDACTED]");
-    n -= (size_t)(p - s) + slen;
-    s = p + slen;
+    n -= (size_t)(p - s) + span;
+    s = p + span;
   }
   luaL_addlstring(&b, s, n);
   luaL_pushresult(&b);
 }
 
+/* A header value made fit for err.trace_id into dst (cap bytes with its NUL): every spelling of the secret
+ * replaced first, then control characters shown as '?', then cut. In that order: cut first, a long token would
+ * leave its first bytes behind. */
+void lc_redact_copy(char *dst, size_t cap, const char *src, size_t n, const char *secret, size_t slen) {
+  static const char mark[] = "[REDACTED]";
+  size_t o = 0, span;
+  const char *p;
+  if (cap == 0) return;
+  while (o + 1 < cap && n > 0) {
+    p = find_secret(src, n, secret, slen, &span);
+    {
+      size_t lit = p ? (size_t)(p - src) : n, i;
+      for (i = 0; i < lit && o + 1 < cap; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[o++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c; /* as shown: printable ASCII */
+      }
+      if (p == NULL) break;
+      for (i = 0; mark[i] && o + 1 < cap; i++) dst[o++] = mark[i];
+      n -= lit + span;
+      src = p + span;
+    }
+  }
+  dst[o] = '\0';
+}
+
 static void keep_raw_body(lua_State *L, const lc_answer *a) {
   size_t n = a->body_len > RAW_BODY_KEEP ? RAW_BODY_KEEP : a->body_len;
   if (n == 0) return;
-  if (find_secret(a->body, a->body_len, a->secret, a->secret_len)) {
+  if (lc_has_secret(a->body, a->body_len, a->secret, a->secret_len)) {
     push_redacted(L, a->body, a->body_len, a->secret, a->secret_len);
     if (lc_rawlen(L, -1) > RAW_BODY_KEEP) {
       lua_pushlstring(L, lua_tostring(L, -1), RAW_BODY_KEEP);
@@ -269,7 +333,7 @@ static int finish(lua_State *L, enum lc_op op, const lc_answer *a) {
 }
 
 int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
-  if (find_secret(a->body, a->body_len, a->secret, a->secret_len)) {
+  if (lc_has_secret(a->body, a->body_len, a->secret, a->secret_len)) {
     lc_answer r = *a;
     int n, at;
     if (a->status >= 200 && a->status <= 299) {

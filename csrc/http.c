@@ -21,6 +21,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "lc.h"
 
@@ -34,10 +37,12 @@ typedef struct lc_xfer {
   char *body;
   size_t body_len, body_cap;
   int too_big, added, index;
+  int head_too_big;  /* the answer's status line and headers passed LC_MAX_HEADER_BYTES */
+  size_t head_bytes; /* of this answer so far */
   enum lc_op op;
   lc_ratelimit rl_now;
   double retry_after;
-  char trace_id[96];
+  char trace_id[LC_TRACE_ID_MAX + 1];
   const char *up; /* upload (sends, older libcurl): points into a Lua string kept alive on the stack */
   size_t up_len, up_pos;
   int once;     /* this transfer may be sent once only (a send) */
@@ -62,6 +67,9 @@ struct lc_session {
   long timeout_ms, connect_timeout_ms;
   int verify, busy, closed;
   lc_ratelimit rl_last;
+  pid_t pid;   /* the process that made the handles: a forked child must not use them (see session_after_fork) */
+  int *fds;    /* every socket libcurl opened for the session and has not closed yet */
+  size_t fds_n, fds_cap;
 };
 
 #define AUTH_PREFIX "Authorization: Bearer "
@@ -136,8 +144,8 @@ static void xfer_cleanup(lc_session *s, lc_xfer *x) {
   x->body_len = x->body_cap = x->url_cap = 0;
 }
 
-/* The one cleanup behind close() and __gc: idempotent. */
-static void session_cleanup(lc_session *s) {
+/* Frees every libcurl handle of the session (connections included); the settings stay. */
+static void session_drop_handles(lc_session *s) {
   int i;
   xfer_cleanup(s, &s->main);
   for (i = 0; i < s->pool_n; i++) {
@@ -151,6 +159,36 @@ static void session_cleanup(lc_session *s) {
   s->multi = NULL;
   if (s->share) curl_share_cleanup(s->share); /* after every handle using it is gone */
   s->share = NULL;
+}
+
+/* In a process forked from the one that made the session, the session's sockets are the parent's connections too
+ * (the same open files), and a libcurl handle knows nothing of the fork: a request from the child goes out on the
+ * parent's connection and the two read each other's answers. Nor may the child close them the usual way: a TLS
+ * connection's shutdown writes a close_notify into the parent's stream. So each inherited socket is first turned
+ * into /dev/null in the child alone (dup2 replaces the child's descriptor; the parent's socket is untouched), then
+ * the handles are freed as usual: whatever libcurl writes while shutting down goes nowhere, and closing them closes
+ * /dev/null. Should /dev/null not open, the descriptors are closed instead, at once before the cleanup (nothing
+ * can reuse their numbers in between: libcurl then only meets "bad descriptor"). */
+static void forget_inherited_sockets(lc_session *s) {
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  size_t i;
+  for (i = 0; i < s->fds_n; i++) {
+    if (devnull < 0 || dup2(devnull, s->fds[i]) < 0) close(s->fds[i]);
+  }
+  if (devnull >= 0) close(devnull);
+}
+
+static int forked(const lc_session *s) {
+  return s->pid != 0 && s->pid != getpid();
+}
+
+/* The one cleanup behind close() and __gc: idempotent. */
+static void session_cleanup(lc_session *s) {
+  if (forked(s)) forget_inherited_sockets(s);
+  session_drop_handles(s);
+  free(s->fds);
+  s->fds = NULL;
+  s->fds_n = s->fds_cap = 0;
   free_slist_wiped(s->hdr_get);
   free_slist_wiped(s->hdr_body);
   s->hdr_get = s->hdr_body = NULL;
@@ -199,6 +237,35 @@ static size_t on_read(char *dest, size_t size, size_t nmemb, void *ud) {
   if (n) memcpy(dest, x->up + x->up_pos, n);
   x->up_pos += n;
   return n;
+}
+
+/* libcurl opens and closes every socket of the session through these two, so the session knows its sockets: what
+ * a forked child must take away from under its inherited handles (session_after_fork). */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+  lc_session *s = (lc_session *)ud;
+  curl_socket_t fd;
+  (void)purpose;
+  if (s->fds_n == s->fds_cap) {
+    size_t cap = s->fds_cap ? s->fds_cap * 2 : 8;
+    int *p = (int *)realloc(s->fds, cap * sizeof *p);
+    if (p == NULL) return CURL_SOCKET_BAD;
+    s->fds = p;
+    s->fds_cap = cap;
+  }
+  fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd != CURL_SOCKET_BAD) s->fds[s->fds_n++] = fd;
+  return fd;
+}
+
+static int on_close_socket(void *ud, curl_socket_t fd) {
+  lc_session *s = (lc_session *)ud;
+  size_t i;
+  for (i = 0; i < s->fds_n; i++)
+    if (s->fds[i] == fd) {
+      s->fds[i] = s->fds[--s->fds_n];
+      break;
+    }
+  return close(fd);
 }
 
 #if LIBCURL_VERSION_NUM >= 0x075000
@@ -266,6 +333,12 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   size_t len = size * nmemb, vlen;
   const char *v;
   int i;
+  /* The cosocket transport's cap, so both take or refuse the same answers: 64 KiB of status line and headers. */
+  if (len > LC_MAX_HEADER_BYTES - x->head_bytes) {
+    x->head_too_big = 1;
+    return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+  }
+  x->head_bytes += len;
   if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new answer (after a 1xx, say): start over */
     x->rl_now.seen = 0;
     x->retry_after = -1;
@@ -308,10 +381,9 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     return len;
   }
   if ((line[0] | 0x20) == 'x' && (name_is(line, len, "X-Trace-Id", &v, &vlen) || name_is(line, len, "X-Request-Id", &v, &vlen))) {
-    size_t k;
-    if (vlen >= sizeof x->trace_id) vlen = sizeof x->trace_id - 1;
-    for (k = 0; k < vlen; k++) x->trace_id[k] = (v[k] < 0x20 || v[k] == 0x7f) ? '?' : v[k];
-    x->trace_id[vlen] = '\0';
+    /* redacted before it is cut: a long token echoed there must not leave its first bytes */
+    lc_redact_copy(x->trace_id, sizeof x->trace_id, v, vlen, x->s->auth + AUTH_PREFIX_LEN,
+                   strlen(x->s->auth + AUTH_PREFIX_LEN));
   }
   return len;
 }
@@ -347,6 +419,10 @@ static int xfer_init(lc_session *s, lc_xfer *x) {
   SETOPT(CURLOPT_HEADERDATA, (void *)x);
   SETOPT(CURLOPT_READFUNCTION, on_read);
   SETOPT(CURLOPT_READDATA, (void *)x);
+  SETOPT(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+  SETOPT(CURLOPT_OPENSOCKETDATA, (void *)s);
+  SETOPT(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+  SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)s);
 #if LC_HAVE_PREREQ
   SETOPT(CURLOPT_PREREQFUNCTION, on_prereq);
   SETOPT(CURLOPT_PREREQDATA, (void *)x);
@@ -442,6 +518,8 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->op = op;
   x->body_len = 0;
   x->too_big = 0;
+  x->head_too_big = 0;
+  x->head_bytes = 0;
   x->rl_now.seen = 0;
   x->retry_after = -1;
   x->trace_id[0] = '\0';
@@ -449,8 +527,9 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   return 1;
 }
 
-static int request_left(CURL *e, CURLcode rc) {
-  long reqsize = 0;
+/* Codes that, on their own, say that no request could be written: no connection (or no TLS session) was made.
+ * On their own only: the transfer may have sent its request on an earlier connection first (x->attempts). */
+static int never_left(CURLcode rc) {
   switch (rc) {
   case CURLE_UNSUPPORTED_PROTOCOL:
   case CURLE_URL_MALFORMAT:
@@ -464,11 +543,17 @@ static int request_left(CURL *e, CURLcode rc) {
   case CURLE_SSL_CACERT_BADFILE:
   case CURLE_SSL_ISSUER_ERROR:
   case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    return 0;
+    return 1;
   default:
-    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &reqsize);
-    return reqsize > 0;
+    return 0;
   }
+}
+
+static int request_left(CURL *e, CURLcode rc) {
+  long reqsize = 0;
+  if (never_left(rc)) return 0;
+  curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &reqsize);
+  return reqsize > 0;
 }
 
 /* After a transfer: pushes value, or nil + error (returns 1 or 2). Frees the call's own header list. */
@@ -502,11 +587,20 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     return lc_finish(L, x->op, &a);
   }
   lua_pushnil(L);
-  if (x->once && x->attempts > 1) {
+  if (x->once && (x->attempts > 1 || (x->attempts == 1 && never_left(rc)))) {
     /* libcurl wanted to send the request again on a fresh connection: the one it went out on closed with no
      * answer. It may have been processed, so it is not sent again. */
+    /* Or libcurl tried that fresh connection and it failed (refused, say): still, the request went out on the
+     * first one (the pre-request callback ran), so it is request_sent = true, never "never left". */
     lc_push_error(L, "network", "the connection closed before any answer came; the request was sent and may have "
-                                "been processed, so it was not sent again");
+                                "been processed, so it was not sent again (%s)",
+                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    lc_seterrfield_num(L, "curl_code", (double)rc);
+    lc_seterrfield_bool(L, "request_sent", 1);
+    return 2;
+  }
+  if (x->head_too_big) {
+    lc_push_error(L, "network", "answer has more than %d bytes of headers", LC_MAX_HEADER_BYTES);
     lc_seterrfield_num(L, "curl_code", (double)rc);
     lc_seterrfield_bool(L, "request_sent", 1);
     return 2;
@@ -519,15 +613,40 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
                   x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
   }
   lc_seterrfield_num(L, "curl_code", (double)rc);
-  lc_seterrfield_bool(L, "request_sent", request_left(x->easy, rc));
+  /* Sent as soon as libcurl started a request on a connection (the pre-request callback), whatever failed
+   * after: a transfer whose first connection took the request and died, then whose transparent retry could not
+   * connect, ends with a "could not connect" code although the server may have processed the request. */
+  lc_seterrfield_bool(L, "request_sent", x->attempts > 0 || request_left(x->easy, rc));
   return 2;
 }
 
 /* --- Lua side --------------------------------------------------------------------------------------------------- */
 
+/* The share (connections, DNS, TLS sessions) and the main transfer of a session, for this process. 1, 0 on out of
+ * memory, -1 when libcurl refuses an option (s->main.errbuf says which). */
+static int session_new_handles(lc_session *s) {
+  s->pid = getpid();
+  s->share = curl_share_init();
+  if (s->share == NULL) return 0;
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  return xfer_init(s, &s->main) ? 1 : -1;
+}
+
 static lc_session *check_session(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
   if (s->closed) luaL_error(L, "leadconnector: the client is closed");
+  if (forked(s)) { /* made in a parent process (nginx's master, say): start clean in this one */
+    forget_inherited_sockets(s);
+    session_drop_handles(s);
+    s->fds_n = 0;
+    s->busy = 0;
+    if (session_new_handles(s) != 1) {
+      session_cleanup(s);
+      luaL_error(L, "leadconnector: could not make a new libcurl session after fork");
+    }
+  }
   if (s->busy) luaL_error(L, "leadconnector: this client is already in a call (one call at a time per client)");
   return s;
 }
@@ -603,18 +722,16 @@ static int l_session(lua_State *L) {
   lua_pop(L, 1); /* token */
   s->base_len = strlen(s->base);
   if (!build_headers(s, s->version, NULL, &s->hdr_get, &s->hdr_body)) goto oom;
-  s->share = curl_share_init();
-  if (s->share == NULL) goto oom;
-  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-  curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   s->closed = 0;
-  if (!xfer_init(s, &s->main)) {
+  switch (session_new_handles(s)) {
+  case 0: goto oom;
+  case -1:
     lua_pushnil(L);
     lc_push_error(L, "invalid", "this libcurl refused an option: %s",
                   s->main.errbuf[0] ? s->main.errbuf : "unsupported");
     session_cleanup(s);
     return 2;
+  default: break;
   }
   return 1;
 oom:
@@ -671,9 +788,10 @@ static int l_batch(lua_State *L) {
   double rem_min = 0, interval_ms = -1;
   luaL_checktype(L, 2, LUA_TTABLE);
   n = (int)lc_rawlen(L, 2);
-  conc = (int)luaL_optinteger(L, 3, 8);
-  if (conc < 1) conc = 1;
-  if (conc > 256) conc = 256;
+  {
+    double c = luaL_optnumber(L, 3, 8); /* clamped before the cast: 1e300, 2^63 or NaN must not reach (int) */
+    conc = c >= 256 ? 256 : c >= 1 ? (int)c : 1;
+  }
   if (conc > n) conc = n;
   lua_settop(L, 3);
   lua_createtable(L, n, 0);

@@ -79,6 +79,12 @@ void lc_seterrfield_bool(lua_State *L, const char *k, int v);
 const char *lc_kind_for_status(long status);
 /* Turns an answer into the call's result: pushes the value and returns 1, or pushes nil + error and returns 2. */
 int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a);
+/* Token redaction (error.c): the token raw or JSON-escaped anywhere in s; a trace id redacted, then cut. */
+#define LC_TRACE_ID_MAX 95
+/* The most bytes of status line and headers an answer may have (both transports; ngx.lua says the same). */
+#define LC_MAX_HEADER_BYTES 65536
+int lc_has_secret(const char *s, size_t n, const char *secret, size_t slen);
+void lc_redact_copy(char *dst, size_t cap, const char *src, size_t n, const char *secret, size_t slen);
 
 /* object.c */
 void lc_object_init(lua_State *L);
@@ -96,6 +102,8 @@ extern const luaL_Reg lc_http_funcs[];
 extern const luaL_Reg lc_fs_funcs[]; /* fs.c */
 void lc_fs_init(lua_State *L);
 extern const luaL_Reg lc_error_funcs[];
+extern const luaL_Reg lc_redis_funcs[]; /* redis.c */
+void lc_redis_init(lua_State *L);
 extern const luaL_Reg lc_object_funcs[];
 
 #endif

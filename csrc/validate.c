@@ -408,6 +408,8 @@ static int l_path_id(lua_State *L) {
   if (lua_type(L, 1) != LUA_TSTRING) return invalid(L, name, "%s must be a string, got %s", luaL_typename(L, 1));
   s = lua_tolstring(L, 1, &n);
   if (n == 0) return invalid(L, name, "%s must not be empty%s", "");
+  /* API ids are a few dozen bytes; a 10 MB one would only fail later, as a network error, after a URL copy */
+  if (n > 1024) return invalid(L, name, "%s must be at most 1024 bytes long%s", "");
   for (clean = 0; clean < n && UNRESERVED((unsigned char)s[clean]); clean++) {
   }
   if (clean < n && has_ctl(s, n)) return invalid(L, name, "%s must not contain control characters%s", "");

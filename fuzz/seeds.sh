@@ -66,3 +66,14 @@ seed build send-unknown     '\x02\x00\x03\x00\x02\x00\x01\x00\x02c1\xc8\x05extra
 seed build send-bad-utf8    '\x00\x00\x03\x00\x02\x00\x01\x00\x02c1\x09\x02\x15'
 seed build status-read      '\x01\x00\x01\x16\x02\x0c'
 seed build status-full      '\x01\x00\x04\x16\x02\x0a\x22\x07\x00\x02\x24\x00\x03E42\x09\x00\x04oops\x1c\x00\x02e1\x23\x07\x01\x02\x00\x01a\x07\x00\x02\x25\x00\x01x\x16\x02\x09'
+
+# reader: [mode][piece seed][answer bytes]  (mode bit 0 HEAD, bits 1-2 max size, bit 3 repeat to 100 KiB)
+seed reader length      '\x06\x07HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-RateLimit-Remaining: 5\r\n\r\n{}'
+seed reader chunked     '\x06\x03HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n2\r\n":\r\n0\r\nX-T: 1\r\n\r\n'
+seed reader unframed    '\x04\x01HTTP/1.0 200 OK\r\nRetry-After: 3\r\n\r\n{"id":"x"}'
+seed reader interim     '\x06\x09HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n'
+seed reader status-000  '\x06\x02HTTP/1.1 000 Zero\r\n\r\n'
+seed reader huge-line   '\x0e\x05HTTP/1.1 200 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
+seed reader huge-header '\x0e\x05X-Big: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n'
+seed reader head        '\x01\x04HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n'
+seed reader capped      '\x00\x04HTTP/1.1 200 OK\r\nContent-Length: 20\r\nX-Request-Id: r\x01q\r\n\r\n01234567890123456789'

@@ -444,7 +444,9 @@ describe("client against the sandbox", function()
       assert.equals(10000, rl.interval_ms)
       assert.equals(200000, rl.daily_limit)
       assert.equals(200000, rl.daily_remaining)
-      assert.equals(0, rl.wait)
+      -- the limiter counts this process's own sends of the last 10 s (every test of this file used the token):
+      -- a server that says "100 left" does not make it forget them
+      assert.is_true(rl.wait >= 0 and rl.wait <= 10.1, tostring(rl.wait))
     end)
   end)
 

@@ -336,3 +336,143 @@ describe("faults #faults", function()
     end)
   end)
 end)
+
+-- "Processed, dropped, refused for a moment" (issue 10): the server does the work, its connection dies with no
+-- answer and the port refuses connections for 50 ms (a crash and a restart under a warm kept-alive connection).
+-- A transport that retries on a fresh connection by itself meets the refusal; the request must still count as
+-- sent. Served by spec/faultserver.lua (the sandbox, being nginx, cannot stop listening for a moment).
+local fs = require "faultserver"
+local CRASH_OPS = {
+  send = { method = "POST", call = { "send_message", { type = "SMS", contactId = "c_crash", message = "crash" } } },
+  get = { method = "GET", call = { "get_message", "m_crash" } },
+  status = { method = "PUT", call = { "update_message_status", "m_crash", { status = "read" } } },
+}
+local CRASH_CLIENT = { token = "crash-token", timeout = 3 * S, connect_timeout = 1 * S, deadline = 10 * S,
+  retry_base = 0.1, retry_cap = 0.2, max_retries = 4, rate_limit = false }
+
+-- What each call ends with, whichever transport: a send fails (network, sent, never repeated: the server has it
+-- once); a read or status update is retried once the port listens again and succeeds.
+local function check_crash(opname, d, processed)
+  if opname == "send" then
+    assert.is_false(d.ok, "a send that may have been processed succeeded on a second try")
+    assert.equals("network", d.kind, tostring(d.message))
+    assert.is_true(d.request_sent)
+    assert.equals(1, d.attempts)
+    assert.equals(2, processed, "warm-up + the faulted send: the server processed " .. processed)
+  else
+    assert.is_true(d.ok, tostring(d.message))
+    assert.is_true(processed >= 3, "warm-up, the faulted request and its retry: " .. processed)
+  end
+end
+
+describe("faults: processed, dropped, refused for 50 ms (libcurl) #faults", function()
+  local describe_outcome = require "nginx.describe"
+  for _, opname in ipairs(OP_ORDER) do
+    it(opname, function()
+      local op = CRASH_OPS[opname]
+      local srv = fs.start("drop_refuse", 50, op.method)
+      local o = { base_url = srv.url }
+      for k, v in pairs(CRASH_CLIENT) do o[k] = v end
+      local c = assert(leadconnector.new(o))
+      local function call() return c[op.call[1]](c, op.call[2], op.call[3]) end
+      assert(call()) -- warm
+      local d = describe_outcome(call())
+      c:close()
+      local processed = srv:count(op.method)
+      srv:stop()
+      check_crash(opname, d, processed)
+    end)
+  end
+end)
+
+-- The same faults on the other transport: cosockets inside a real nginx (spec/nginx/server.lua, one worker), the
+-- calls made there by spec/nginx/t.lua's /call, everything counted here.
+describe("faults on cosockets inside nginx #faults #lua54only #nginx #slow", function()
+  local ns = require "nginx.server"
+  local sb, nx
+  local seq = 0
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false, tokens = { TOKEN, LIMITER_TOKEN } }
+    nx = ns.start(sb)
+  end)
+  lazy_teardown(function()
+    if nx then nx:stop() end
+    if sb then sb:stop() end
+  end)
+  local NGX_CALL = {
+    send = function(contact) return { "send_message", { type = "SMS", contactId = contact, message = "fault test" } } end,
+    get = function() return { "get_message", GET_ID } end,
+    status = function() return { "update_message_status", STATUS_ID, { status = "read" } } end,
+  }
+  local function requests_for(op)
+    local n = 0
+    for _, r in ipairs(lch.api_requests(sb)) do
+      if r.path == op.path and r.method == op.method then n = n + 1 end
+    end
+    return n
+  end
+
+  describe("each fault, each call", function()
+    for _, f in ipairs(FAULTS) do
+      for _, opname in ipairs(OP_ORDER) do
+        it(opname .. ": " .. f.name, function()
+          local op = OPS[opname]
+          sb:reset()
+          sb:clear_requests()
+          local fault = { method = op.method, path = op.path, count = -1 }
+          for k, v in pairs(f.fault) do fault[k] = v end
+          sb:fault(fault)
+          seq = seq + 1
+          local contact = ("contact_ngx_fault_%d_%d"):format(os.time(), seq)
+          local t0 = core.now()
+          local out = nx:json("POST", "/call", {
+            client = { token = TOKEN, base_url = sb.url, rate_limit = false, max_retries = 2, timeout = TIMEOUT,
+              deadline = 20 * S, retry_base = 0.001, retry_cap = 0.005 },
+            -- the first call warms a pooled connection, as in the libcurl matrix
+            calls = { { "get_conversation", "conv_demo_1" }, NGX_CALL[opname](contact) } })
+          sb:clear_faults()
+          local d = out.results[2]
+          assert.is_true(out.results[1].ok)
+          assert.is_false(d.ok)
+          assert.equals(f.kind, d.kind, tostring(d.message))
+          local want_status = type(f.status) == "table" and f.status[opname] or f.status
+          assert.equals(want_status, d.status)
+          assert.equals(f.attempts[opname], d.attempts, tostring(d.tostring))
+          assert.equals(op.method, d.method)
+          if f.sent then assert.is_true(d.request_sent) end
+          if f.retry_after then assert.equals(f.retry_after, d.retry_after) end
+          local reached = requests_for(op)
+          if opname == "send" then
+            assert.equals(f.attempts.send, reached)
+            if f.fault.delay_ms then
+              local left = t0 + f.fault.delay_ms / 1000 + 0.3 * S - core.now()
+              if left > 0 then core.sleep(left) end
+            end
+            local stored = #sb:messages(contact)
+            assert.is_true(stored <= 1, "a send was stored " .. stored .. " times")
+            assert.equals(f.stored, stored)
+          else
+            assert.is_true(reached >= d.attempts and reached <= 2 * d.attempts,
+              ("%d requests for %d attempts"):format(reached, d.attempts))
+          end
+        end)
+      end
+    end
+  end)
+
+  describe("processed, dropped, refused for 50 ms", function()
+    for _, opname in ipairs(OP_ORDER) do
+      it(opname, function()
+        local op = CRASH_OPS[opname]
+        local srv = fs.start("drop_refuse", 50, op.method)
+        local client = { base_url = srv.url }
+        for k, v in pairs(CRASH_CLIENT) do client[k] = v end
+        local out = nx:json("POST", "/call", { client = client, calls = { op.call, op.call } })
+        local processed = srv:count(op.method)
+        srv:stop()
+        assert.is_true(out.results[1].ok)
+        check_crash(opname, out.results[2], processed)
+      end)
+    end
+  end)
+end)

@@ -122,3 +122,184 @@ describe("regressions found by fuzzing", function()
     end)
   end)
 end)
+
+-- Issue 10 ("never twice, never unbounded"), the libcurl side: what a hostile server or a crash under a warm
+-- connection did to the library.
+describe("issue 10 regressions (libcurl transport)", function()
+  local fs = require "faultserver"
+  local S = lch.scale
+  local function send(c, o)
+    return c:send_message({ type = "SMS", contactId = "c_issue10", message = "never twice" }, o)
+  end
+  local function client(srv, opts)
+    local o = { token = "issue10-token", base_url = srv.url, timeout = 3 * S, connect_timeout = 1 * S,
+      deadline = 10 * S, retry_base = 0.1, retry_cap = 0.2, max_retries = 4, rate_limit = false }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return assert(leadconnector.new(o))
+  end
+
+  describe("a send processed, then the connection dropped and the port refused for 50 ms", function()
+    it("is stored once: the retry libcurl tried on a fresh connection does not make it 'never sent'", function()
+      for _ = 1, 3 do
+        local srv = fs.start("drop_refuse", 50)
+        local c = client(srv)
+        assert(send(c)) -- warms the connection (stored: 1)
+        local v, err = send(c)
+        c:close()
+        local stored = srv:count()
+        srv:stop()
+        assert.is_nil(v)
+        assert.equals("network", err.kind)
+        assert.is_true(err.request_sent)
+        assert.equals(1, err.attempts)
+        assert.equals(2, stored, "the faulted send was stored " .. (stored - 1) .. " times")
+      end
+    end)
+
+    it("with max_retries = 0 the error says request_sent = true", function()
+      local srv = fs.start("drop_refuse", 50)
+      local c = client(srv, { max_retries = 0 })
+      assert(send(c))
+      local _, err = send(c)
+      c:close()
+      srv:stop()
+      assert.equals("network", err.kind)
+      assert.is_true(err.request_sent)
+      assert.truthy(err.message:find("may have been processed", 1, true))
+    end)
+
+    it("in a batch too: stored once, request_sent = true", function()
+      local srv = fs.start("drop_refuse", 50)
+      local c = client(srv)
+      local r = c:batch { { "send_message", { type = "SMS", contactId = "c1", message = "warm" } } }
+      assert(r[1].value)
+      r = c:batch { { "send_message", { type = "SMS", contactId = "c1", message = "never twice" } } }
+      c:close()
+      local stored = srv:count()
+      srv:stop()
+      assert.is_nil(r[1].value)
+      assert.equals("network", r[1].err.kind)
+      assert.is_true(r[1].err.request_sent)
+      assert.equals(2, stored)
+    end)
+  end)
+end)
+
+describe("issue 10 regressions: redaction and batch options", function()
+  -- an OAuth-style token: long, base64 with '/' and '+'
+  local TOKEN = "eyJhbGciOiJSUzI1NiJ9." .. ("aB3/xY+9_q-Zk/"):rep(22) .. "Qw=="
+  local sb
+  lazy_setup(function() sb = helpers.start_sandbox { rate_limit = false, tokens = { TOKEN } } end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+  before_each(function() sb:reset() end)
+  local function client() return lch.client(sb, { token = TOKEN, rate_limit = false }) end
+  local function no_token_in(err)
+    for _, piece in ipairs { TOKEN:sub(1, 24), TOKEN:sub(100, 124), TOKEN:sub(-24) } do
+      assert.is_nil(lch.find_in(err, piece), "token piece in " .. tostring(lch.find_in(err, piece)))
+      assert.is_nil(tostring(err):find(piece, 1, true), "token piece in tostring(err)")
+    end
+  end
+
+  it("a long token echoed in X-Request-Id is redacted before the id is cut", function()
+    assert.is_true(#TOKEN > 300)
+    local c = client()
+    sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 400,
+      headers = { ["X-Request-Id"] = "req-" .. TOKEN .. "-1" } }
+    local _, err = c:get_conversation("conv_demo_1")
+    c:close()
+    assert.equals("http", err.kind)
+    assert.equals("req-[REDACTED]-1", err.trace_id)
+    no_token_in(err)
+  end)
+
+  it("a token echoed JSON-escaped (\\/ and \\uXXXX) is redacted from err.message, err.body and tostring", function()
+    local c = client()
+    -- cjson writes '/' as '\/': the raw text never has the token as it is
+    sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 401,
+      body = { message = "bad token " .. TOKEN, echo = { TOKEN } } }
+    local _, err = c:get_conversation("conv_demo_1")
+    assert.equals("auth", err.kind)
+    assert.truthy(err.message:find("[REDACTED]", 1, true))
+    no_token_in(err)
+    local escaped = TOKEN:gsub("[/+]", function(ch) return ("\\u%04X"):format(ch:byte()) end)
+    sb:fault { method = "GET", path = "/conversations/conv_demo_1", status = 422,
+      body = '{"message":"token ' .. escaped .. ' refused","detail":"\\/' .. escaped .. '"}' }
+    _, err = c:get_conversation("conv_demo_1")
+    c:close()
+    assert.equals("token [REDACTED] refused", err.message)
+    no_token_in(err)
+  end)
+
+  it("batch concurrency of 1e300, 2^63, 1e15 runs the batch (clamped); NaN and inf are refused clearly", function()
+    local c = lch.client(sb, { rate_limit = false })
+    for _, n in ipairs { 1e300, 2 ^ 63, 1e15, 3.7, 0 } do
+      local r = c:batch({ { "get_conversation", "conv_demo_1" }, { "get_conversation", "conv_demo_2" } },
+        { concurrency = n })
+      assert.equals("conv_demo_1", r[1].value.id, tostring(n))
+      assert.equals("conv_demo_2", r[2].value.id, tostring(n))
+    end
+    for _, n in ipairs { 0 / 0, math.huge } do
+      local ok, msg = pcall(c.batch, c, { { "get_conversation", "conv_demo_1" } }, { concurrency = n })
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find("'concurrency' must be a finite number", 1, true))
+    end
+    -- the session level too (the Lua layer clamps first; the C core must not cast out of range either)
+    local values = c._session:batch({ { "conversation", "GET", "/conversations/conv_demo_1", false, false, false } }, 1e300)
+    assert.equals("conv_demo_1", values[1].id)
+    c:close()
+  end)
+end)
+
+describe("issue 10 regressions: the sandbox launcher", function()
+  local socket = require "socket"
+  local LAUNCHER = "bin/leadconnector-sandbox"
+  local function health(url)
+    local host, port = url:match("^http://([^:]+):(%d+)")
+    local c = socket.tcp()
+    c:settimeout(1)
+    if not c:connect(host, tonumber(port)) then c:close() return false end
+    c:send("GET /_sandbox/health HTTP/1.0\r\nHost: x\r\n\r\n")
+    local line = c:receive("*l")
+    c:close()
+    return line ~= nil and line:find(" 200 ", 1, true) ~= nil
+  end
+  -- starts the launcher in the background: its pid and URL
+  local function launch(prefix)
+    local out = prefix .. ".out"
+    local pid = tonumber(helpers.sh(("env -u LD_PRELOAD -u ASAN_OPTIONS %s --prefix %s --no-rate-limit >%s 2>&1 </dev/null & echo $!")
+      :format(LAUNCHER, prefix, out)):match("%d+"))
+    local url
+    for _ = 1, 200 do
+      url = (helpers.read_file(out) or ""):match("LEADCONNECTOR_SANDBOX_URL=(%S+)")
+      if url then break end
+      socket.sleep(0.05)
+    end
+    assert(url, "the sandbox did not start: " .. tostring(helpers.read_file(out)))
+    return pid, url
+  end
+  local function wait_until(f, seconds)
+    local t = socket.gettime() + seconds
+    while socket.gettime() < t do
+      if f() then return true end
+      socket.sleep(0.05)
+    end
+    return f()
+  end
+
+  it("kill -9 of the launcher stops nginx; a restart with the same --prefix works; no orphan worker answers", function()
+    local prefix = helpers.sh("mktemp -d"):gsub("%s+$", "")
+    local pid, url = launch(prefix)
+    assert.is_true(health(url))
+    os.execute("kill -9 " .. pid)
+    assert.is_true(wait_until(function() return not health(url) end, 10 * lch.scale), "nginx still answers")
+    local pid2, url2 = launch(prefix)
+    assert.is_true(health(url2))
+    -- the master killed alone: its worker must not go on answering
+    local master = tonumber((helpers.read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
+    assert.truthy(master)
+    os.execute("kill -9 " .. master)
+    assert.is_true(wait_until(function() return not health(url2) end, 10 * lch.scale), "an orphaned worker answers")
+    assert.is_true(wait_until(function() return not helpers.alive(pid2) end, 10 * lch.scale))
+    os.execute("rm -rf '" .. prefix .. "' '" .. prefix .. ".out'")
+  end)
+end)

@@ -7,175 +7,13 @@ Tagged lua54only (nginx brings its own LuaJIT: running this under the LuaJIT sui
 (the ASan and valgrind runs of the C core in this process add nothing here either).
 ]]
 local helpers = require "helpers"
-local read_file, write_file, sh, my_pid = helpers.read_file, helpers.write_file, helpers.sh, helpers.my_pid
+local read_file, write_file, sh = helpers.read_file, helpers.write_file, helpers.sh
 local socket = require "socket"
 local cjson = require "cjson"
 local t = require "nginx.t"
 
-local REPO = (function()
-  local p = io.popen("pwd")
-  local d = p:read("*l")
-  p:close()
-  return d
-end)()
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Pids of every process whose command line mentions the prefix (nginx master and worker).
-local function nginx_pids(prefix)
-  local pids = {}
-  for pid in sh("ls /proc"):gmatch("%d+") do
-    local cmd = read_file("/proc/" .. pid .. "/cmdline")
-    if cmd and cmd:find(prefix, 1, true) and cmd:find("nginx", 1, true) and helpers.alive(pid) then
-      pids[#pids + 1] = tonumber(pid)
-    end
-  end
-  return pids
-end
-
----------------------------------------------------------------------------------------------------------------------
--- nginx under test
-
-local Nginx = {}
-Nginx.__index = Nginx
-
-local function make_certs(dir)
-  local cmds = {
-    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 " ..
-      "-subj /CN=leadconnector-test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign",
-  }
-  for _, name in ipairs { "good", "bad" } do
-    local san = name == "good" and "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1" or "subjectAltName=DNS:other.example"
-    write_file(dir .. "/" .. name .. ".ext", san .. "\n")
-    cmds[#cmds + 1] = ("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout %s.key " ..
-      "-out %s.csr -subj /CN=%s && openssl x509 -req -in %s.csr -CA ca.pem -CAkey ca.key -CAcreateserial " ..
-      "-out %s.pem -days 2 -extfile %s.ext"):format(name, name, name == "good" and "127.0.0.1" or "other.example",
-      name, name, name)
-  end
-  for _, c in ipairs(cmds) do
-    assert(os.execute("cd " .. q(dir) .. " && " .. c .. " >/dev/null 2>&1"), "openssl failed: " .. c)
-  end
-end
-
-local function start_nginx(sb)
-  local prefix = sh("mktemp -d \"${TMPDIR:-/tmp}/lc-nginx-spec.XXXXXX\""):gsub("%s+$", "")
-  assert(prefix ~= "")
-  os.execute("mkdir -p " .. q(prefix .. "/tmp"))
-  local self = setmetatable({ prefix = prefix }, Nginx)
-  local ok, err = pcall(function()
-    make_certs(prefix)
-    self.port, self.tls_port, self.tls_bad_port = helpers.free_port(), helpers.free_port(), helpers.free_port()
-    local vars = {
-      MODULES = os.getenv("LEADCONNECTOR_NGINX_MODULES") or "/usr/lib/nginx/modules",
-      USER = sh("id -u"):match("^0") and "user root;" or "",
-      PREFIX = prefix, REPO = REPO, PORT = self.port, TLS_PORT = self.tls_port, TLS_BAD_PORT = self.tls_bad_port,
-      SANDBOX_URL = sb.url, TOKEN = sb.token,
-    }
-    local conf = assert(read_file(REPO .. "/spec/nginx/nginx.conf"))
-      :gsub("@([%u_]+)@", function(k) return tostring(assert(vars[k], k)) end)
-    write_file(prefix .. "/nginx.conf", conf)
-    -- nginx in the foreground of a small shell that also stops it if this process goes away; sanitizer settings
-    -- of the test process must not reach nginx.
-    local script = ("nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
-      "while kill -0 %d 2>/dev/null && [ -e /proc/$n ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$n/stat; do sleep 0.3; done; " ..
-      "kill -TERM $n 2>/dev/null; wait $n"):format(q(prefix), q(prefix), q(prefix), q(prefix), my_pid())
-    self.watcher = tonumber(sh(("env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS sh -c %s " ..
-      ">/dev/null 2>&1 </dev/null & echo $!"):format(q(script))):match("%d+"))
-    local deadline = socket.gettime() + 20
-    while true do
-      local status = self:get("/fast")
-      if status == 200 then break end
-      if socket.gettime() > deadline or not helpers.alive(self.watcher) then
-        error("nginx did not start:\n" .. (read_file(prefix .. "/stderr.log") or "") ..
-          (read_file(prefix .. "/error.log") or ""))
-      end
-      socket.sleep(0.05)
-    end
-  end)
-  if not ok then
-    self:stop()
-    error(err, 0)
-  end
-  return self
-end
-
--- status, body of a raw HTTP answer read to the end of the connection (chunked bodies decoded).
-local function parse_answer(data)
-  local status = tonumber((data or ""):match("^HTTP/1%.%d (%d+)"))
-  if not status then return nil, "no answer" end
-  local head_end = data:find("\r\n\r\n", 1, true)
-  local payload = data:sub(head_end + 4)
-  if data:sub(1, head_end):lower():find("transfer%-encoding: chunked") then
-    local parts, pos = {}, 1
-    while true do
-      local size_hex, after = payload:match("^(%x+)[^\r\n]*\r\n()", pos)
-      local size = size_hex and tonumber(size_hex, 16)
-      if not size or size == 0 then break end
-      parts[#parts + 1] = payload:sub(after, after + size - 1)
-      pos = after + size + 2
-    end
-    payload = table.concat(parts)
-  end
-  return status, payload
-end
-
--- Starts a request (Connection: close) and returns a function that waits for its answer: status, body, seconds
--- since the start.
-function Nginx:start_request(method, path, body, timeout)
-  local c = socket.tcp()
-  c:settimeout(timeout or 30)
-  local t0 = socket.gettime()
-  local ok, err = c:connect("127.0.0.1", self.port)
-  if not ok then
-    c:close()
-    return function() return nil, err end
-  end
-  c:send(("%s %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s")
-    :format(method, path, body and #body or 0, body or ""))
-  return function()
-    local data, rerr, partial = c:receive("*a")
-    c:close()
-    local status, payload = parse_answer(data or partial)
-    if not status then return nil, rerr or payload end
-    return status, payload, socket.gettime() - t0
-  end
-end
-
-function Nginx:request(method, path, body, timeout)
-  return self:start_request(method, path, body, timeout)()
-end
-
-function Nginx:get(path, timeout) return self:request("GET", path, nil, timeout) end
-
-function Nginx:json(method, path, body)
-  local status, payload = self:request(method, path, body and cjson.encode(body))
-  assert(status == 200, ("%s %s: %s %s"):format(method, path, tostring(status), tostring(payload)))
-  return cjson.decode(payload)
-end
-
-function Nginx:log()
-  return read_file(self.prefix .. "/error.log") or ""
-end
-
-function Nginx:stop()
-  if self.stopped then return end
-  self.stopped = true
-  local master = tonumber((read_file(self.prefix .. "/nginx.pid") or ""):match("%d+"))
-  if master then os.execute("kill -TERM " .. master .. " 2>/dev/null") end
-  local deadline = socket.gettime() + 10
-  while #nginx_pids(self.prefix) > 0 and socket.gettime() < deadline do socket.sleep(0.05) end
-  for _, pid in ipairs(nginx_pids(self.prefix)) do os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
-  if self.watcher then
-    os.execute("kill -TERM " .. self.watcher .. " 2>/dev/null")
-    local d2 = socket.gettime() + 5
-    while helpers.alive(self.watcher) and socket.gettime() < d2 do socket.sleep(0.05) end
-  end
-  self.final_log = self:log()
-  local keep = os.getenv("LEADCONNECTOR_NGINX_LOG") -- where to keep nginx's log, for diagnostics
-  if keep and keep ~= "" then write_file(keep, self.final_log) end
-  os.execute("rm -rf " .. q(self.prefix))
-end
-
+local ns = require "nginx.server"
+local start_nginx, nginx_pids, q = ns.start, ns.pids, ns.q
 ---------------------------------------------------------------------------------------------------------------------
 
 local function plain_run(sb, spec)
@@ -657,5 +495,167 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #nginx #slow", fu
     assert.is_true(#nx.final_log > 0)
     assert.is_nil(nx.final_log:find(sb.token, 1, true))
     assert.is_nil(nx.final_log:find("SECRET", 1, true))
+  end)
+end)
+
+-- Issue 10: misbehaving servers (spec/faultserver.lua, another process) against the cosocket transport, each case
+-- also run against the libcurl transport in plain Lua where the two must agree.
+describe("issue 10 inside nginx: bounded time and memory, close in flight #lua54only #nginx #slow", function()
+  local fs = require "faultserver"
+  local sb, nx
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false }
+    nx = start_nginx(sb)
+  end)
+  lazy_teardown(function()
+    if nx then nx:stop() end
+    if sb then sb:stop() end
+  end)
+  local SEND = { "send_message", { type = "SMS", contactId = "c_t10", message = "bounded" } }
+  local function both(srv, client)
+    client.base_url, client.token = srv.url, "t10-token"
+    client.rate_limit, client.max_retries = false, client.max_retries or 0
+    local spec = { client = client, calls = { SEND } }
+    local ngx_r = nx:json("POST", "/call", spec).results[1]
+    local curl_r = t.run(spec, {}).results[1]
+    return ngx_r, curl_r
+  end
+
+  for _, mode in ipairs { "trickle_head", "trickle_body" } do
+    it(mode .. ": timeout = 2, deadline = 4 end the call by 2 s on both transports (one byte every 0.25 s)", function()
+      local srv = fs.start(mode, 250)
+      local a, b = both(srv, { timeout = 2, deadline = 4 })
+      srv:stop()
+      for name, r in pairs { ngx = a, curl = b } do
+        assert.is_false(r.ok, name)
+        assert.are.equal("timeout", r.kind, name .. ": " .. tostring(r.message))
+        assert.is_true(r.request_sent, name)
+        assert.is_true(r.seconds < 2.8, name .. " took " .. r.seconds .. " s")
+      end
+    end)
+  end
+
+  it("a 200 MB status line with no newline: refused at 64 KiB, the worker's memory stays flat", function()
+    local before = nx:json("GET", "/t10_rss")
+    for _, mode in ipairs { "huge_line", "huge_header" } do
+      local srv = fs.start(mode, 200 * 1024 * 1024)
+      local a, b = both(srv, { timeout = 10, deadline = 10 })
+      srv:stop()
+      for name, r in pairs { ngx = a, curl = b } do
+        assert.are.equal("network", r.kind, name .. " " .. mode .. ": " .. tostring(r.message))
+        -- (libcurl refuses a line past its own 100 KB buffer before its header callback sees it: "Out of memory")
+        if name == "ngx" then
+          assert.matches("more than 65536 bytes of headers", r.message, 1, true)
+        end
+        assert.is_true(r.request_sent)
+      end
+    end
+    local after = nx:json("GET", "/t10_rss")
+    assert.are.equal(before.pid, after.pid)
+    assert.is_true(after.hwm - before.hwm < 32 * 1024, ("peak RSS grew by %d kB"):format(after.hwm - before.hwm))
+  end)
+
+  it("the transports agree: HTTP/1.1 000 and 150 KB of headers are broken answers (network), 64 KB pass", function()
+    local function raw_file(data)
+      local name = os.tmpname()
+      write_file(name, data)
+      return name
+    end
+    local body = '{"conversationId":"c","messageId":"m1"}'
+    local cases = {
+      { "HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\n{}", "network" },
+      { "HTTP/1.1 201 Created\r\nX-Big: " .. ("b"):rep(150 * 1024) .. "\r\nContent-Length: " .. #body ..
+        "\r\n\r\n" .. body, "network" },
+      { "HTTP/1.1 201 Created\r\nX-Big: " .. ("b"):rep(60 * 1024) .. "\r\nContent-Length: " .. #body ..
+        "\r\n\r\n" .. body, true },
+      { "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\n{}", "network" },
+    }
+    for i, case in ipairs(cases) do
+      local file = raw_file(case[1])
+      local srv = fs.start("raw", file)
+      local a, b = both(srv, { timeout = 3, deadline = 3 })
+      srv:stop()
+      os.remove(file)
+      for name, r in pairs { ngx = a, curl = b } do
+        if case[2] == true then
+          assert.is_true(r.ok, name .. " case " .. i .. ": " .. tostring(r.message))
+        else
+          assert.are.equal(case[2], r.kind, name .. " case " .. i .. ": " .. tostring(r.message))
+          assert.is_true(r.request_sent, name .. " case " .. i)
+        end
+      end
+    end
+  end)
+
+  it("the transports agree: a 10 MB id is invalid, naming the id, before anything is sent", function()
+    local srv = fs.start("ok")
+    local huge = { __rep = "i", n = 10 * 1024 * 1024 }
+    local a, b = both(srv, { timeout = 3 })
+    assert.is_true(a.ok and b.ok) -- the server works
+    local spec = { client = { base_url = srv.url, token = "t10-token", rate_limit = false },
+      calls = { { "get_message", huge }, { "update_message_status", huge, { status = "read" } } } }
+    local ngx_r = nx:json("POST", "/call", spec).results
+    local curl_r = t.run(spec, {}).results
+    local sent = srv:count("GET") + srv:count("PUT")
+    srv:stop()
+    for name, r in pairs { ngx = ngx_r, curl = curl_r } do
+      for i, field in ipairs { "id", "messageId" } do
+        assert.are.equal("invalid", r[i].kind, name)
+        assert.are.equal(field, r[i].field, name)
+        assert.is_false(r[i].request_sent, name)
+        assert.matches("at most 1024 bytes", r[i].message, 1, true)
+      end
+    end
+    assert.are.equal(0, sent)
+  end)
+
+  it("client:close() while a call of the same client is in flight: the call returns nil, err", function()
+    local srv = fs.start("trickle_head", 200)
+    local r = nx:json("GET", "/t10_close?url=" .. srv.url)
+    srv:stop()
+    assert.is_true(r.thread_ok, tostring(r.result))
+    assert.is_false(r.result.ok)
+    assert.are.equal("invalid", r.result.kind)
+    assert.are.equal("client", r.result.field)
+    assert.is_true(r.result.request_sent)
+  end)
+
+  it("a send processed, then dropped and refused for 50 ms: stored once on cosockets too", function()
+    local srv = fs.start("drop_refuse", 50)
+    local spec = { client = { base_url = srv.url, token = "t10-token", rate_limit = false, max_retries = 4,
+      retry_base = 0.1, retry_cap = 0.2 }, calls = { SEND, SEND } }
+    local r = nx:json("POST", "/call", spec).results
+    local stored = srv:count()
+    srv:stop()
+    assert.is_true(r[1].ok)
+    assert.is_false(r[2].ok)
+    assert.are.equal("network", r[2].kind)
+    assert.is_true(r[2].request_sent)
+    assert.are.equal(2, stored)
+  end)
+end)
+
+describe("issue 10 inside nginx: a client made in init_by_lua, used by 4 forked workers #lua54only #nginx #slow", function()
+  local fs = require "faultserver"
+  it("every worker's answers are its own (no libcurl handle or connection used across fork)", function()
+    local srv = fs.start("ok")
+    local nx = start_nginx({ url = srv.url, token = "fork-token" }, "spec/nginx/fork.conf")
+    local results = {}
+    local deadline = socket.gettime() + 30
+    while socket.gettime() < deadline do
+      results = {}
+      for name in sh("ls " .. q(nx.prefix)):gmatch("fork%-%d+%.json") do
+        results[#results + 1] = cjson.decode(read_file(nx.prefix .. "/" .. name))
+      end
+      if #results >= 4 then break end
+      socket.sleep(0.1)
+    end
+    nx:stop()
+    srv:stop()
+    assert.are.equal(4, #results)
+    for _, r in ipairs(results) do
+      assert.are.equal(0, r.wrong, "worker " .. r.pid .. " got another's answers")
+      assert.are.equal(40, r.ok, "worker " .. r.pid .. ": " .. cjson.encode(r.errors))
+    end
   end)
 end)

@@ -78,8 +78,13 @@ local function raw_loop(base, token, call, id, n)
   return errors
 end
 
-local function lc_loop(base, token, call, id, n)
-  local client = assert(leadconnector.new { token = token, base_url = base })
+-- limiter: nil (the default: one budget per worker, as no leadconnector_limits dict is configured), "none"
+-- (rate_limit = false) or "shdict" (the lc_bench_limits dict): the limiter rows of bench/ngx/run.
+local function lc_loop(base, token, call, id, n, limiter)
+  local o = { token = token, base_url = base }
+  if limiter == "none" then o.rate_limit = false end
+  if limiter == "shdict" then o.limiter = require("leadconnector.limiter").shdict("lc_bench_limits") end
+  local client = assert(leadconnector.new(o))
   local errors, do_call = 0, nil
   if call == "get_message" then
     do_call = function() local m = client:get_message(id) return m and m.id end
@@ -115,7 +120,7 @@ function M.handler()
   local cpu0 = cpu_seconds()
   update_time()
   local t0 = now()
-  local errors, aborted = loop(base, token, call, id, n)
+  local errors, aborted = loop(base, token, call, id, n, a.arg_limiter)
   update_time()
   local seconds = now() - t0
   ngx.header["Content-Type"] = "application/json"

@@ -14,10 +14,11 @@
 -- @module leadconnector
 
 local core = require "leadconnector.core"
+local limiter = require "leadconnector.limiter"
 
 local type, pairs, tostring, setmetatable, getmetatable, error, select = type, pairs, tostring, setmetatable,
   getmetatable, error, select
-local floor, min, max, random = math.floor, math.min, math.max, math.random
+local floor, min, random = math.floor, math.min, math.random
 local now, path_id = core.now, core.path_id
 
 local M = {
@@ -25,6 +26,9 @@ local M = {
   DEFAULT_BASE_URL = "https://services.leadconnectorhq.com",
   DEFAULT_VERSION = "2021-04-15",
 }
+
+-- The most calls a batch has in flight at once (libcurl's pool and the ngx threads): a bigger concurrency is this.
+local MAX_CONCURRENCY = 256
 
 local DEFAULTS = {
   timeout = 30,              -- seconds, one attempt
@@ -42,7 +46,7 @@ local OPTIONS = {
   token = "string", base_url = "string", version = "string", timeout = "number", connect_timeout = "number",
   deadline = "number", max_retries = "number", retry_base = "number", retry_cap = "number", user_agent = "string",
   ca_file = "string", verify = "boolean", proxy = "string", max_response_size = "number", rate_limit = "boolean",
-  transport = "string", auth = "table",
+  transport = "string", limiter = "table", auth = "table",
 }
 
 local CALL_OPTIONS = {
@@ -83,82 +87,6 @@ local function check_version(v, field)
     return nil, invalid(field, ("%s must look like 2021-04-15"):format(field))
   end
   return true
-end
-
---------------------------------------------------------------------------------------------------------------------
--- Rate limiter: one per token, shared by every client of that token in this Lua state (weak, so it goes away with
--- the last client). It follows X-RateLimit-Remaining / -Interval-Milliseconds and Retry-After.
-
-local limiters = setmetatable({}, { __mode = "v" })
-
-local Limiter = {}
-Limiter.__index = Limiter
-
--- Seconds added to the end of a window: a server that counts time in whole milliseconds (or rounds) refuses a
--- request sent exactly when the window ends (the sandbox did, for 12 of 30 rounds of spec/30's limiter test).
-local WINDOW_SLACK = 0.05
-
-local function limiter_for(base_url, token)
-  -- Limits are per app and location on one API host: key by both, so a sandbox and the real API never share one.
-  local key = base_url .. "\0" .. token
-  local lim = limiters[key]
-  if not lim then
-    lim = setmetatable({ remaining = nil, reset_at = nil, blocked_until = nil }, Limiter)
-    limiters[key] = lim
-  end
-  return lim
-end
-
---- Seconds to wait before the next request may go out (0 when it may go now).
-function Limiter:wait(t)
-  local w = 0
-  if self.blocked_until and self.blocked_until > t then w = self.blocked_until - t end
-  if self.remaining and self.remaining <= 0 and self.reset_at and self.reset_at > t then
-    w = max(w, self.reset_at - t)
-  end
-  return w
-end
-
---- Admits one request at time t: returns 0 and counts it when it may go now, else the seconds to wait first
--- (counting nothing: the caller spends after its wait). The usual case — budget left, nothing scheduled — first.
-function Limiter:admit(t)
-  local remaining = self.remaining
-  if self.blocked_until == nil and self.reset_at == nil and (remaining == nil or remaining > 1) then
-    if remaining then self.remaining = remaining - 1 end -- cannot empty the window: nothing to schedule
-    return 0
-  end
-  local w = self:wait(t)
-  if w <= 0 then self:spend(t, self.interval) end
-  return w
-end
-
---- Counts n requests (default 1) going out at time t against the window's budget.
-function Limiter:spend(t, interval_s, n)
-  if self.remaining then
-    if self.reset_at and self.reset_at <= t then self.remaining, self.reset_at = nil, nil return end
-    self.remaining = self.remaining - (n or 1)
-    if self.remaining <= 0 and not self.reset_at and interval_s then self.reset_at = t + interval_s + WINDOW_SLACK end
-  end
-end
-
--- Takes what an answer said. Reads the clock only when something has to be scheduled (t may be nil).
-function Limiter:observe(t, remaining, interval_ms, retry_after, status)
-  if interval_ms then self.interval = interval_ms / 1000 end
-  if remaining then
-    self.remaining = remaining
-    if remaining <= 0 then
-      t = t or now()
-      self.reset_at = t + (self.interval or 10) + WINDOW_SLACK
-    else
-      self.reset_at = nil
-    end
-  end
-  if status == 429 then
-    t = t or now()
-    -- A server-given wait is honoured up to an hour: a bogus huge Retry-After must not block a token for good.
-    local until_t = t + min(retry_after or (remaining == 0 and self.interval) or 1, 3600)
-    if not self.blocked_until or until_t > self.blocked_until then self.blocked_until = until_t end
-  end
 end
 
 --------------------------------------------------------------------------------------------------------------------
@@ -242,6 +170,11 @@ function M.new(opts)
     return nil, invalid("transport", "option 'transport' must be \"curl\" or \"ngx\"")
   end
 
+  if opts.limiter ~= nil and not limiter.is_backend(opts.limiter) then
+    return nil, invalid("limiter", "option 'limiter' must be made by leadconnector.limiter.process(), .shdict(name) " ..
+      "or .redis(opts)")
+  end
+
   local settings = {
     base_url = base_url, version = version, user_agent = user_agent(opts.user_agent),
     timeout = opts.timeout or DEFAULTS.timeout, connect_timeout = opts.connect_timeout or DEFAULTS.connect_timeout,
@@ -269,8 +202,10 @@ function M.new(opts)
     retry_cap = opts.retry_cap or DEFAULTS.retry_cap,
     rate_limiting = opts.rate_limit ~= false,
     _session = session,
-    -- an OAuth source's limit belongs to its location, whatever its token of the moment
-    _limiter = limiter_for(base_url, auth and ("\1oauth\0" .. auth.key) or opts.token),
+    -- the budget: per app and location, shared by every client of the token (see leadconnector.limiter); an
+    -- OAuth source's belongs to its location, whatever its token of the moment
+    _limiter = opts.rate_limit ~= false and (opts.limiter or limiter.default()):bind(base_url,
+      auth and ("\1oauth\0" .. auth.key) or opts.token) or nil,
     _auth = auth,
     _sleep = transport == "ngx" and require("leadconnector.ngx").sleep or core.sleep,
   }, Client)
@@ -293,8 +228,11 @@ local function retryable(op, err)
   return false
 end
 
-local function finish_error(err, method, path, attempts)
+-- `sent`: an earlier attempt of the call may have reached the server. Then the call's request did leave this
+-- machine, whatever the last attempt says (a retry refused at connect): request_sent is never false.
+local function finish_error(err, method, path, attempts, sent)
   err.method, err.path, err.attempts = method, path, attempts
+  if sent and err.request_sent == false then err.request_sent = true end
   return nil, err
 end
 
@@ -310,27 +248,26 @@ function Client:_call(op, method, path, body, copts)
   local t = now()
   local stop_at = t + deadline
   local attempts = 0
+  local sent = false -- an attempt so far may have reached the server
   local auth, used, reauthed = self._auth, nil, false
   while true do
-    if self.rate_limiting then
-      local w = lim:admit(t)
-      if w > 0 then
-        if t + w > stop_at then
-          local err = core.error("rate_limited",
-            ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
-          err.retry_after = w
-          err.request_sent = attempts > 0 -- an earlier attempt of this call did go out
-          return finish_error(err, method, path, attempts)
-        end
-        self._sleep(w)
-        t = now()
-        lim:spend(t, lim.interval)
+    local ta, ticket
+    if lim then -- the limiter waits (if the budget allows it before the deadline), then counts this attempt
+      ta, ticket = lim:acquire(stop_at, self._sleep, timeout)
+      if not ta then
+        local err = core.error("rate_limited",
+          ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(ticket))
+        err.retry_after = ticket
+        err.request_sent = sent -- an earlier attempt of this call may have reached the server
+        return finish_error(err, method, path, attempts)
       end
+      t = now()
     end
     local left = stop_at - t
     if left <= 0 then
+      if lim then lim:cancel(ticket) end
       local err = core.error("timeout", ("deadline of %g s passed"):format(deadline))
-      err.request_sent = attempts > 0
+      err.request_sent = sent
       return finish_error(err, method, path, attempts)
     end
     if auth then -- the token of this attempt, refreshed first when due (it may wait for another's refresh)
@@ -341,7 +278,8 @@ function Client:_call(op, method, path, body, copts)
         if not ok then used, aerr = nil, serr end
       end
       if not used then
-        aerr.request_sent = attempts > 0
+        if lim then lim:cancel(ticket) end
+        aerr.request_sent = sent
         return finish_error(aerr, method, path, attempts)
       end
     end
@@ -349,28 +287,32 @@ function Client:_call(op, method, path, body, copts)
     -- call() also returns what this answer said of the rate limit: remaining, interval_ms, retry_after.
     local value, err, remaining, interval_ms, retry_after =
       session:call(op, method, path, body, version, timeout < left and timeout or left)
-    lim:observe(nil, remaining, interval_ms, retry_after, err and err.status)
+    if lim then lim:done(ticket, ta, err and err.status, remaining, interval_ms, retry_after, session) end
     if value ~= nil then return value end
     t = now()
     local delay
     if auth and err.status == 401 and not reauthed then
       -- One refresh per failing token (none when another worker stored a new one already), then this call once
       -- more, sends too: the API refused the request. A second 401 is the caller's.
-      reauthed = true
+      reauthed, sent = true, true
       local ok, aerr = auth:refresh(used)
-      if not ok then return finish_error(aerr, method, path, attempts) end
+      if not ok then return finish_error(aerr, method, path, attempts, sent) end
       delay = 0
     elseif attempts > max_retries or not retryable(op, err) then
-      return finish_error(err, method, path, attempts)
+      return finish_error(err, method, path, attempts, sent)
+    else
+      if err.request_sent ~= false then sent = true end
+    end
+    if delay then -- the 401 retry: at once
     elseif err.retry_after then
-      delay = err.retry_after
+      delay = min(err.retry_after, 3600)
     elseif err.kind == "rate_limited" and remaining == 0 and interval_ms then
-      delay = interval_ms / 1000
+      delay = min(interval_ms / 1000, 3600)
     else
       local window = min(self.retry_cap, self.retry_base * 2 ^ (attempts - 1))
       delay = random() * window
     end
-    if t + delay >= stop_at then return finish_error(err, method, path, attempts) end
+    if t + delay >= stop_at then return finish_error(err, method, path, attempts, sent) end
     if delay > 0 then
       self._sleep(delay)
       t = now() -- the next attempt's share of the deadline starts after the wait
@@ -536,8 +478,10 @@ function Client:batch(calls, opts)
     if not ok then error("leadconnector: " .. err.message, 2) end
     bopts = opts
   end
-  local concurrency = floor(bopts.concurrency or 8)
-  if concurrency < 1 then concurrency = 1 end
+  local concurrency = bopts.concurrency or 8
+  -- (check_options refused NaN, inf and negatives) clamped before any cast: 1e300 or 2^63 means "as many as
+  -- allowed", never an integer-representation error
+  concurrency = concurrency < 1 and 1 or concurrency > MAX_CONCURRENCY and MAX_CONCURRENCY or floor(concurrency)
   local max_retries = bopts.max_retries and floor(bopts.max_retries) or self.max_retries
   local t0 = now()
   local stop_at = t0 + (bopts.deadline or self.deadline)
@@ -545,6 +489,7 @@ function Client:batch(calls, opts)
   -- Per call i: results[i] once it has one; attempts[i]; stop_of[i], when its deadline (its own, or the batch's,
   -- whichever comes first) passes. pending/where: the requests still to send and the calls they belong to.
   local results, pending, where, attempts, stop_of = {}, {}, {}, {}, {}
+  local sent = {} -- sent[i]: an attempt of call i so far may have reached the server (see finish_error)
   local np = 0
   for i = 1, #calls do
     local c = calls[i]
@@ -562,6 +507,7 @@ function Client:batch(calls, opts)
 
   local function fail(req, i, err)
     err.method, err.path, err.attempts = req[2], req[3], attempts[i]
+    if sent[i] and err.request_sent == false then err.request_sent = true end
     results[i] = { err = err }
   end
   -- Fails, with err_of(i), the pending calls whose deadline comes by `when`; keeps the others pending.
@@ -583,48 +529,49 @@ function Client:batch(calls, opts)
       local tok, aerr = self._auth:token()
       if tok then tok, aerr = session:set_token(tok) end
       if not tok then
-        drop_before(math.huge, function(i) local e = core.error(aerr.kind, aerr.message) e.request_sent = attempts[i] > 0 return e end)
+        drop_before(math.huge, function(i) local e = core.error(aerr.kind, aerr.message) e.request_sent = sent[i] == true return e end)
         break
       end
     end
     local t = now()
-    if self.rate_limiting then
-      local w = lim:wait(t)
-      if w > 0 then
-        -- Calls whose deadline passes before the next window opens end now, unsent, as a single call would.
-        drop_before(t + w, function(i)
-          local e = core.error("rate_limited",
-            ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
-          e.retry_after, e.request_sent = w, attempts[i] > 0
-          return e
-        end)
-        if #pending == 0 then break end
-        self._sleep(w)
-        t = now()
-      end
-    end
     drop_before(t, function(i) -- deadline passed
       local e = core.error("timeout", "deadline passed")
-      e.request_sent = attempts[i] > 0
+      e.request_sent = sent[i] == true
       return e
     end)
     if #pending == 0 then break end
+    -- The budget: as many numbers as may go now (at least one, waited for as long as the earliest deadline
+    -- allows; calls whose deadline passes before then end now, unsent, as a single call would).
+    local ta, tickets
+    while lim and #pending > 0 do
+      local earliest = stop_of[where[1]]
+      for k = 2, #pending do earliest = min(earliest, stop_of[where[k]]) end
+      tickets = { lim:acquire(earliest, self._sleep, self.timeout, #pending) }
+      ta = tickets[1]
+      if ta then break end
+      local w = tickets[2]
+      drop_before(now() + w, function(i)
+        local e = core.error("rate_limited",
+          ("rate limit budget spent: the next window opens in %.1f s, past this call's deadline"):format(w))
+        e.retry_after, e.request_sent = w, sent[i] == true
+        return e
+      end)
+    end
+    if #pending == 0 then break end
+    t = now()
     local round, round_at = pending, where
-    -- Never send more at once than the budget left in this window.
-    local budget = self.rate_limiting and lim.remaining
-    if budget and budget < #pending then
-      budget = max(1, budget)
+    local n_round = lim and #tickets - 1 or #pending
+    if n_round < #pending then
       round, round_at = {}, {}
       local rest, rest_at = {}, {}
       for k = 1, #pending do
-        if k <= budget then round[#round + 1], round_at[#round_at + 1] = pending[k], where[k]
+        if k <= n_round then round[#round + 1], round_at[#round_at + 1] = pending[k], where[k]
         else rest[#rest + 1], rest_at[#rest_at + 1] = pending[k], where[k] end
       end
       pending, where = rest, rest_at
     else
       pending, where = {}, {}
     end
-    if self.rate_limiting then lim:spend(t, lim.interval, #round) end
     for k = 1, #round do
       local req, i = round[k], round_at[k]
       local left = stop_of[i] - t
@@ -646,9 +593,18 @@ function Client:batch(calls, opts)
       end
     end
     t = now()
-    -- The smallest Remaining of the round's answers: they finish in any order, and the last to finish may well
-    -- carry a count from before the others were counted.
-    lim:observe(t, remaining, interval_ms, nil, nil)
+    if lim then
+      -- Each answer ends its number's window. The smallest Remaining of the round (they finish in any order)
+      -- goes with the round's first number, the earliest taken.
+      for k = 1, #round do
+        local e = errors[k]
+        if k == 1 then
+          lim:done(tickets[2], ta, e and e.status, remaining, interval_ms, e and e.retry_after, session)
+        else
+          lim:done(tickets[k + 1], ta, e and e.status, nil, interval_ms, e and e.retry_after, nil)
+        end
+      end
+    end
     local delay = 0
     for k = 1, #round do
       local req, i, v = round[k], round_at[k], values[k]
@@ -656,7 +612,6 @@ function Client:batch(calls, opts)
         results[i] = { value = v }
       else
         local err = errors[k]
-        if err.status == 429 then lim:observe(t, nil, nil, err.retry_after, 429) end
         if attempts[i] <= (req[8] or max_retries) and retryable(req[1], err) then
           local d = err.retry_after or random() * min(self.retry_cap, self.retry_base * 2 ^ (attempts[i] - 1))
           if t + d < stop_of[i] then -- else the error stands: a retry would start past the call's deadline
@@ -665,6 +620,7 @@ function Client:batch(calls, opts)
           end
         end
         fail(req, i, err)
+        if err.request_sent ~= false then sent[i] = true end
       end
     end
     if #pending > 0 and delay > 0 then self._sleep(delay) end
@@ -677,7 +633,7 @@ end
 function Client:rate_limit()
   check_client(self, "rate_limit")
   local rl = self._session:rate_limit()
-  rl.wait = self._limiter:wait(now())
+  rl.wait = self._limiter and self._limiter:wait() or 0
   return rl
 end
 

@@ -107,7 +107,7 @@ local RL_FIELDS = {
 }
 local RL_KEYS = { "max", "remaining", "interval_ms", "daily_limit", "daily_remaining" }
 
-local MAX_HEADER_BYTES = 64 * 1024 -- status line and headers of one answer
+local MAX_HEADER_BYTES = 64 * 1024 -- status line and headers of one answer (LC_MAX_HEADER_BYTES of the C core)
 local MAX_STALE_RETRIES = 4        -- pooled connections found closed by the server, tried again on a fresh one
 
 -- A header's number, as the libcurl transport reads it: plain decimals only (no sign, hex, exponent, inf, nan).
@@ -237,27 +237,139 @@ local function no_answer(kind, msg, sent)
   return err
 end
 
+-- The session was closed (by another request of the worker) while this call waited on the network: the call
+-- ends with an error, never a raise; what was sent may have arrived, and nothing is retried (invalid).
+local function closed_meanwhile(sent)
+  local err = new_error("invalid", "the client is closed (by another request while this call was in flight)")
+  err.field = "client"
+  err.request_sent = sent
+  return err
+end
+
 local function kind_of(err)
   return err == "timeout" and "timeout" or "network"
 end
 
--- Reads one answer (status line, headers, body) from sock. Returns a table describing it, or nil, kind, message
--- (plus `nothing` = true when not one byte of an answer came: a pooled connection the server had closed).
+-- A bounded reader over one cosocket, for one attempt. Two rules, the libcurl transport's:
+--  * time: every wait for data gets only what is left of the attempt (stop_at). A receive() restarts nginx's read
+--    timer whenever a byte arrives, so one receive("*l") of a trickled line could last for ever; receiveany()
+--    returns with whatever has come, and the next wait gets what is left then.
+--  * memory: a line is read in pieces and refused as soon as it passes its cap (the headers' 64 KiB in all),
+--    never buffered whole first (receive("*l") would keep a 200 MB status line with no newline).
+-- r = { sock, stop_at, buf = unread bytes, pos = where they start in buf }
+local CHUNK = 16384
+
+-- Waits for more bytes (at most `want`): the string, or nil, kind, message.
+local function more(r, want)
+  local left = r.stop_at - now()
+  if left <= 0 then return nil, "timeout", "timeout" end
+  r.sock:settimeout(floor(left * 1000) + 1)
+  local data, err = r.sock:receiveany(want < CHUNK and want or CHUNK)
+  if not data then return nil, kind_of(err), err end
+  return data
+end
+
+-- One line without its CR LF, of at most `cap` bytes: the line, or nil, kind, message, nothing-came-at-all.
+-- kind "toolong": the line passed the cap.
+local function read_line(r, cap)
+  local buf, pos = r.buf, r.pos
+  local nl = find(buf, "\n", pos, true)
+  if nl and nl - pos <= cap + 1 then
+    r.pos = nl + 1
+    local e = nl - 1
+    if byte(buf, e) == 13 then e = e - 1 end
+    return sub(buf, pos, e)
+  end
+  local parts, n, size = nil, 0, #buf - pos + 1
+  if size > 0 then parts, n = { sub(buf, pos) }, 1 end
+  r.buf, r.pos = "", 1
+  while true do
+    if size > cap + 1 then return nil, "toolong", "line too long" end
+    local data, kind, err = more(r, cap + 2 - size)
+    if not data then return nil, kind, err, size == 0 end
+    nl = find(data, "\n", 1, true)
+    if nl then
+      parts = parts or {}
+      n = n + 1
+      parts[n] = sub(data, 1, nl - 1)
+      r.buf, r.pos = data, nl + 1
+      if size + nl - 1 > cap + 1 then return nil, "toolong", "line too long" end
+      local line = n == 1 and parts[1] or concat(parts, "", 1, n)
+      if byte(line, -1) == 13 then line = sub(line, 1, -2) end
+      if #line > cap then return nil, "toolong", "line too long" end
+      return line
+    end
+    parts = parts or {}
+    n = n + 1
+    parts[n] = data
+    size = size + #data
+  end
+end
+
+-- Exactly `len` bytes: the string, or nil, kind, message.
+local function read_bytes(r, len)
+  local buf, pos = r.buf, r.pos
+  local have = #buf - pos + 1
+  if have >= len then
+    r.pos = pos + len
+    return sub(buf, pos, pos + len - 1)
+  end
+  local parts, n = { sub(buf, pos) }, 1
+  r.buf, r.pos = "", 1
+  while have < len do
+    local data, kind, err = more(r, len - have)
+    if not data then return nil, kind, err end
+    n = n + 1
+    parts[n] = data
+    have = have + #data
+  end
+  return concat(parts, "", 1, n)
+end
+
+-- Up to `max` bytes of whatever comes next ("" once the connection closed): the string, or nil, kind, message.
+local function read_any(r, max)
+  local buf, pos = r.buf, r.pos
+  if pos <= #buf then
+    r.buf, r.pos = "", 1
+    return pos == 1 and buf or sub(buf, pos)
+  end
+  local data, kind, err = more(r, max)
+  if not data then
+    if err == "closed" then return "" end
+    return nil, kind, err
+  end
+  return data
+end
+
+-- Reads one answer (status line, headers, body) from sock, all of it by stop_at. Returns a table describing it,
+-- or nil, kind, message (plus `nothing` = true when not one byte of an answer came: a pooled connection the
+-- server had closed).
 local function read_answer(sock, method, max_size, stop_at, where)
+  local r = { sock = sock, stop_at = stop_at, buf = "", pos = 1 }
   local status, http10
   local h = {}
   local hbytes = 0
-  while true do
-    local line, err, partial = sock:receive("*l")
-    if not line then
-      return nil, kind_of(err), format("no answer from %s: %s", where, err),
-        hbytes == 0 and (partial == nil or partial == "")
+  local function cut(kind, err, what)
+    if kind == "toolong" then
+      return nil, "network", format("answer has more than %d bytes of headers", MAX_HEADER_BYTES)
     end
-    hbytes = hbytes + #line
+    if kind == "timeout" then
+      return nil, "timeout", format("answer from %s took longer than the timeout%s", where, what or "")
+    end
+    return nil, kind, format("answer from %s cut short%s: %s", where, what or "", err)
+  end
+  while true do
+    local line, kind, err, nothing = read_line(r, MAX_HEADER_BYTES - hbytes)
+    if not line then
+      if kind == "toolong" then return cut(kind) end
+      return nil, kind, format("no answer from %s: %s", where, err), hbytes == 0 and nothing
+    end
+    hbytes = hbytes + #line + 2
     local v
     v, status = match(line, "^HTTP/1%.(%d) (%d%d%d)")
     status = tonumber(status)
-    if not status then
+    -- a status under 100 (HTTP/1.1 000) is no HTTP status: a broken answer, as libcurl takes it
+    if not status or status < 100 then
       return nil, "network", format("malformed answer from %s (not an HTTP/1.x status line)", where)
     end
     http10 = v == "0"
@@ -265,15 +377,11 @@ local function read_answer(sock, method, max_size, stop_at, where)
     h.chunked, h.length, h.close, h.keep_alive, h.trace_id, h.retry_after = nil, nil, nil, nil, nil, nil
     h.rl = nil
     while true do
-      line, err = sock:receive("*l")
-      if not line then
-        return nil, kind_of(err), format("answer from %s cut short in its headers: %s", where, err)
-      end
+      line, kind, err = read_line(r, MAX_HEADER_BYTES - hbytes)
+      if not line then return cut(kind, err, " in its headers") end
       if line == "" then break end
-      hbytes = hbytes + #line
-      if hbytes > MAX_HEADER_BYTES then
-        return nil, "network", format("answer from %s has more than %d bytes of headers", where, MAX_HEADER_BYTES)
-      end
+      hbytes = hbytes + #line + 2
+      if hbytes > MAX_HEADER_BYTES then return cut("toolong") end
       -- Only headers starting with X, R, C or T matter here (X-RateLimit-*, X-Trace-Id, X-Request-Id,
       -- Retry-After, Content-Length, Connection, Transfer-Encoding).
       local c = byte(line, 1)
@@ -319,12 +427,13 @@ local function read_answer(sock, method, max_size, stop_at, where)
               end
             end
           elseif name == "x-trace-id" or name == "x-request-id" then
-            h.trace_id = gsub(sub(value, 1, 95), "%c", "?")
+            -- whole: core.finish redacts an echoed token before it cuts the id to its length
+            h.trace_id = gsub(value, "%c", "?")
           end
         end
       end
     end
-    if status >= 200 or status < 100 then break end
+    if status >= 200 then break end
     -- 1xx: an interim answer; the real one follows.
   end
   h.status = status
@@ -337,17 +446,16 @@ local function read_answer(sock, method, max_size, stop_at, where)
   elseif h.chunked then
     local parts, n, size = {}, 0, 0
     while true do
-      local t = stop_at - now()
-      if t <= 0 then return nil, "timeout", format("answer from %s took longer than the timeout", where) end
-      sock:settimeout(floor(t * 1000) + 1)
-      local line, err = sock:receive("*l")
-      if not line then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+      local line, kind, err = read_line(r, 1024)
+      if not line then return cut(kind == "toolong" and "network" or kind, err or "malformed chunk") end
       local len = tonumber(match(line, "^%s*(%x+)"), 16)
       if not len then return nil, "network", format("answer from %s has a malformed chunk", where) end
       if len == 0 then
-        repeat -- trailers
-          line, err = sock:receive("*l")
-          if not line then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+        local tbytes = 0
+        repeat -- trailers, within the same cap as the headers
+          line, kind, err = read_line(r, MAX_HEADER_BYTES - tbytes)
+          if not line then return cut(kind, err) end
+          tbytes = tbytes + #line + 2
         until line == ""
         break
       end
@@ -357,13 +465,13 @@ local function read_answer(sock, method, max_size, stop_at, where)
         break
       end
       local data
-      data, err = sock:receive(len)
-      if not data then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+      data, kind, err = read_bytes(r, len)
+      if not data then return cut(kind, err) end
       n = n + 1
       parts[n] = data
       size = size + len
-      line, err = sock:receive("*l")
-      if not line then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+      line, kind, err = read_line(r, 2)
+      if not line then return cut(kind == "toolong" and "network" or kind, err or "malformed chunk") end
     end
     body = n == 1 and parts[1] or concat(parts)
   elseif h.length then
@@ -371,25 +479,17 @@ local function read_answer(sock, method, max_size, stop_at, where)
       h.capped = true -- like libcurl's size cap: nothing of it is read
       keep = false
     elseif h.length > 0 then
-      local t = stop_at - now()
-      if t <= 0 then return nil, "timeout", format("answer from %s took longer than the timeout", where) end
-      sock:settimeout(floor(t * 1000) + 1)
-      local err
-      body, err = sock:receive(h.length)
-      if not body then return nil, kind_of(err), format("answer from %s cut short: %s", where, err) end
+      local kind, err
+      body, kind, err = read_bytes(r, h.length)
+      if not body then return cut(kind, err) end
     end
   else -- no length: the body runs to the end of the connection
     keep = false
     local parts, n, size = {}, 0, 0
     while true do
-      local t = stop_at - now()
-      if t <= 0 then return nil, "timeout", format("answer from %s took longer than the timeout", where) end
-      sock:settimeout(floor(t * 1000) + 1)
-      local data, err = sock:receiveany(min(65536, max_size + 1 - size))
-      if not data then
-        if err == "closed" then break end
-        return nil, kind_of(err), format("answer from %s cut short: %s", where, err)
-      end
+      local data, kind, err = read_any(r, min(65536, max_size + 1 - size))
+      if not data then return cut(kind, err) end
+      if data == "" then break end
       if size + #data > max_size then h.capped = true break end
       n = n + 1
       parts[n] = data
@@ -397,6 +497,7 @@ local function read_answer(sock, method, max_size, stop_at, where)
     end
     body = concat(parts)
   end
+  if r.pos <= #r.buf then keep = false end -- bytes past the answer: the connection is not reusable
   h.body = body
   h.keep = keep
   return h
@@ -438,7 +539,10 @@ end
 
 -- One HTTP/1.1 request on a cosocket (or through libcurl in a start-up phase): value | nil, err.
 local function call(self, op, method, path, body, version, tmo, ctype)
-  check_open(self)
+  if getmetatable(self) ~= Session then error("leadconnector: not an ngx session", 3) end
+  -- closed by another request during this client call's retry wait: an error for the call, not a raise (calling
+  -- a closed client is refused, with a raise, by the client itself)
+  if self._closed then return nil, closed_meanwhile(false) end
   local p = phase()
   if not COSOCKET_PHASES[p] then
     if secrets[self].curl_settings and BLOCKING_OK_PHASES[p] then
@@ -465,12 +569,13 @@ local function call(self, op, method, path, body, version, tmo, ctype)
   local stop_at = now() + tmo
   local where = base.host_header
 
+  local sec = secrets[self] -- close() from another request forgets it: this call keeps what it needs
   local req
   if body then
-    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
+    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
       "\r\nContent-Type: " .. ctype .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
   else
-    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. secrets[self].head .. "Version: " .. version ..
+    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
       "\r\n\r\n"
   end
 
@@ -479,7 +584,7 @@ local function call(self, op, method, path, body, version, tmo, ctype)
     local left = stop_at - now()
     if left <= 0 then
       record(self, nil)
-      return nil, no_answer("timeout", format("timed out after %g s before connecting to %s", tmo, where), false)
+      return nil, no_answer("timeout", format("timed out after %g s before connecting to %s", tmo, where), stale > 0)
     end
     local left_ms = floor(left * 1000) + 1
     local sock = tcp()
@@ -487,7 +592,8 @@ local function call(self, op, method, path, body, version, tmo, ctype)
     local ok, err = sock:connect(base.host, base.port, self._connect_opts)
     if not ok then
       record(self, nil)
-      return nil, no_answer(kind_of(err), format("could not connect to %s: %s", where, err), false)
+      -- after a stale pooled connection took the request (stale > 0), it may have arrived: never "never sent"
+      return nil, no_answer(kind_of(err), format("could not connect to %s: %s", where, err), stale > 0)
     end
     local reused = sock:getreusedtimes()
     if base.tls and reused == 0 then
@@ -495,7 +601,7 @@ local function call(self, op, method, path, body, version, tmo, ctype)
       if not ok then
         sock:close()
         record(self, nil)
-        return nil, no_answer(kind_of(err), format("TLS handshake with %s failed: %s", where, err), false)
+        return nil, no_answer(kind_of(err), format("TLS handshake with %s failed: %s", where, err), stale > 0)
       end
     end
     if reused == 0 then -- the connect (and handshake) took some of the time
@@ -511,6 +617,11 @@ local function call(self, op, method, path, body, version, tmo, ctype)
     else
       kind, msg, nothing = kind_of(err), format("could not send the request to %s: %s", where, err), true
     end
+    if self._closed then
+      sock:close()
+      record(self, nil)
+      return nil, closed_meanwhile(sent and true or stale > 0)
+    end
     if ans then
       if ans.keep then sock:setkeepalive() else sock:close() end
       record(self, ans)
@@ -521,7 +632,7 @@ local function call(self, op, method, path, body, version, tmo, ctype)
         return nil, e
       end
       -- the token, so that an error answer echoing it never puts it into err.message or err.body
-      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, secrets[self].token)
+      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, sec.token)
     end
     sock:close()
     -- A pooled connection the server had already closed: try a fresh one, as libcurl does, but never for a POST
@@ -572,14 +683,18 @@ function Session:batch(requests, concurrency)
   local function run(i)
     local r = requests[i]
     if type(r) ~= "table" then error(format("leadconnector: batch request %d is not a table", i), 0) end
+    if self._closed then -- closed by another request while the batch ran: the rest fail, unsent
+      values[i], errors[i] = nil, closed_meanwhile(false)
+      return
+    end
     values[i], errors[i] = call(self, r[1], r[2], r[3], r[4] or nil, r[5] or nil, r[6] or nil)
     -- this call's answer (nothing yields between its record() and here)
     local rem = self._remaining
     if rem and (not rem_min or rem < rem_min) then rem_min = rem end
     interval_ms = self._interval_ms or interval_ms
   end
-  concurrency = floor(tonumber(concurrency) or 8)
-  if concurrency < 1 then concurrency = 1 end
+  concurrency = tonumber(concurrency) or 8
+  concurrency = concurrency >= 256 and 256 or concurrency >= 1 and floor(concurrency) or 1 -- NaN: 1
   if concurrency > n then concurrency = n end
   if concurrency <= 1 or not thread_spawn or not M.cosockets_allowed() then
     for i = 1, n do run(i) end
@@ -641,4 +756,5 @@ end
 
 M.Session = Session
 M._parse_base = parse_base
+M._read_answer = read_answer -- for fuzz/fuzz_reader.c (with a stand-in socket)
 return M

@@ -29,6 +29,8 @@ local function call_one(client, c)
   if a1 == cjson.null then a1 = nil end
   if a2 == cjson.null then a2 = nil end
   if a3 == cjson.null then a3 = nil end
+  -- { __rep = s, n = N }: s repeated N times (a huge argument that need not travel in the request's JSON)
+  if type(a1) == "table" and a1.__rep then a1 = a1.__rep:rep(a1.n) end
   return client[method](client, a1, a2, a3)
 end
 
@@ -44,7 +46,10 @@ function M.run(spec, defaults)
       for k, r in ipairs(client:batch(c[2], c[3])) do list[k] = describe(r.value, r.err) end
       out.results[i] = { batch = list, seconds = clock() - t0 }
     else
+      local clock = require("leadconnector.core").now
+      local t0 = clock()
       out.results[i] = describe(call_one(client, c))
+      out.results[i].seconds = clock() - t0
     end
   end
   client:close()
@@ -173,6 +178,59 @@ function M.init_client_call()
     transport = c and c.transport,
     result = c and describe(c:get_message("msg_demo_3")),
   }
+end
+
+-- GET /t10_close?url=...: a call in flight on a client (an ngx.thread, the call waiting on a slow server) while
+-- the client is closed (issue 10 item 7): the call must end with nil, err, not raise.
+function M.close_inflight()
+  local client = assert(leadconnector.new(merged(defaults(), { base_url = ngx.var.arg_url, timeout = 5,
+    deadline = 5, max_retries = 0 })))
+  local th = ngx.thread.spawn(function()
+    local v, err = client:send_message { type = "SMS", contactId = "c1", message = "in flight" }
+    return describe(v, err)
+  end)
+  ngx.sleep(0.3)
+  client:close()
+  local ok, d = ngx.thread.wait(th)
+  reply { thread_ok = ok, result = ok and d or tostring(d) }
+end
+
+-- GET /t10_rss: this worker's pid and memory (VmRSS, VmHWM in kB).
+function M.rss()
+  if ngx.var.arg_gc then collectgarbage("collect") end
+  local f = io.open("/proc/self/status")
+  local text = f:read("*a")
+  f:close()
+  reply { pid = ngx.worker.pid(), rss = tonumber(text:match("VmRSS:%s*(%d+)")),
+    hwm = tonumber(text:match("VmHWM:%s*(%d+)")) }
+end
+
+-- Issue 10 item 2, for spec/nginx/fork.conf: a default client made and used in init_by_lua (libcurl, a kept-alive
+-- connection in the master), then used by every worker in init_worker_by_lua: each answer must be the worker's.
+function M.fork_init(url, prefix)
+  conf.url, conf.prefix = url, prefix
+  M.fork_client = assert(leadconnector.new { token = "fork-token", base_url = url, timeout = 3, deadline = 5,
+    max_retries = 0, rate_limit = false })
+  local m = assert(M.fork_client:get_message("master"))
+  assert(m.id == "master")
+end
+
+function M.fork_worker()
+  local pid = ngx.worker.pid()
+  local r = { pid = pid, ok = 0, wrong = 0, failed = 0, errors = {} }
+  for i = 1, 40 do
+    local id = ("w%d_%d"):format(pid, i)
+    local m, err = M.fork_client:get_message(id)
+    if m and m.id == id then r.ok = r.ok + 1
+    elseif m then r.wrong = r.wrong + 1
+    else
+      r.failed = r.failed + 1
+      r.errors[#r.errors + 1] = tostring(err)
+    end
+  end
+  local f = io.open(conf.prefix .. "/fork-" .. pid .. ".json", "w")
+  f:write(cjson.encode(r))
+  f:close()
 end
 
 -- set_by_lua*: no cosockets there.

@@ -62,7 +62,10 @@ function M.init()
   elseif limit and limit ~= "" then
     ratelimit.configure { limit = number_env("LCSB_RATE_LIMIT") }
   end
+  if os.getenv("LCSB_RATE_OFF") == "1" then ratelimit.configure { enabled = false } end -- headers still say the limit
   ratelimit.configure { interval_ms = number_env("LCSB_RATE_INTERVAL_MS"), daily = number_env("LCSB_DAILY_LIMIT") }
+  local window = os.getenv("LCSB_RATE_WINDOW")
+  if window and window ~= "" then assert(ratelimit.configure { window = window }) end
 
   store.max_messages = number_env("LCSB_MAX_MESSAGES") or store.max_messages
 
@@ -417,6 +420,7 @@ local function current_config()
   return {
     rate_limit = c.enabled and c.limit or false,
     rate_interval_ms = c.interval_ms,
+    rate_window = c.window,
     daily_limit = c.daily,
     state_file = settings.state_file or null,
     max_messages = store.max_messages,
@@ -503,9 +507,22 @@ control["POST /_sandbox/config"] = function()
     if not v then return bad(400, e) end
     t.daily = v
   end
-  ratelimit.configure(t)
+  if b.rate_window ~= nil then t.window = b.rate_window end
+  local okc, cerr = ratelimit.configure(t)
+  if not okc then return bad(400, cerr) end
   ratelimit.reset()
   return ok(200, current_config())
+end
+
+-- Another sender of one location (default: the first token's) spends `count` requests of its budget now.
+control["POST /_sandbox/ratelimit/spend"] = function()
+  local b, err = control_body()
+  if not b then return bad(400, err) end
+  if type(b.count) ~= "number" or b.count < 0 or b.count % 1 ~= 0 or b.count > 1e6 then
+    return bad(400, "count must be a whole number 0..1000000")
+  end
+  if b.location ~= nil and type(b.location) ~= "string" then return bad(400, "location must be a string") end
+  return ok(200, { spent = ratelimit.spend(b.location or store.DEFAULT_LOCATION, b.count) })
 end
 
 control["GET /_sandbox/requests"] = function()

@@ -1,7 +1,9 @@
 -- Rate limits per location, as the API announces them:
---   burst: at most `limit` requests per `interval_ms`, a FIXED window that opens with the first
---          request after the previous window ended (so a client that waits Retry-After seconds
---          always finds a fresh window);
+--   burst: at most `limit` requests per `interval_ms`. window = "fixed" (the default): a window that
+--          opens with the first request after the previous window ended (so a client that waits
+--          Retry-After seconds always finds a fresh window). window = "sliding": exact, at most
+--          `limit` accepted requests in ANY `interval_ms` (a log of the accepted ones), the strictest
+--          a server can be: tests prove "no 429" against it;
 --   daily: at most `daily` requests per UTC day.
 -- A request refused with 429 does not count. With limits off nothing counts and nothing is refused,
 -- but the headers are still sent (remaining = the full limit).
@@ -16,8 +18,11 @@ if ngx then
   now = function() update() return ngx_now() end
 end
 
-M.config = { limit = 100, interval_ms = 10000, daily = 200000, enabled = true }
-local counters = {} -- location -> { start, count, day, day_count }
+M.config = { limit = 100, interval_ms = 10000, daily = 200000, enabled = true, window = "fixed" }
+local counters = {} -- location -> { start, count, day, day_count, log = {times}, head = first live index }
+
+-- The sandbox runs one nginx worker (bin/leadconnector-sandbox: worker_processes 1), so these counters are
+-- the one budget of every connection to it.
 
 function M.configure(t)
   local c = M.config
@@ -25,6 +30,11 @@ function M.configure(t)
   if t.interval_ms ~= nil then c.interval_ms = t.interval_ms end
   if t.daily ~= nil then c.daily = t.daily end
   if t.enabled ~= nil then c.enabled = t.enabled end
+  if t.window ~= nil then
+    if t.window ~= "fixed" and t.window ~= "sliding" then return nil, "rate_window must be fixed or sliding" end
+    c.window = t.window
+  end
+  return true
 end
 
 function M.reset() counters = {} end
@@ -36,7 +46,25 @@ local function counter(loc, t)
     k = { start = t, count = 0, day = day, day_count = 0 }
     counters[loc] = k
   end
-  if t - k.start >= M.config.interval_ms / 1000 then
+  local w = M.config.interval_ms / 1000
+  if M.config.window == "sliding" then
+    -- exact: the accepted requests of (t - w, t]; the oldest is log[head]
+    local log, head = k.log, k.head
+    if not log then log, head = {}, 1 k.log = log end
+    while head <= #log and log[head] <= t - w do log[head] = false head = head + 1 end
+    if head > #log then
+      log, head = {}, 1
+      k.log = log
+    elseif head > 1024 and head * 2 > #log then -- compact: keep only the live part
+      local live = {}
+      for i = head, #log do live[#live + 1] = log[i] end
+      log, head = live, 1
+      k.log = log
+    end
+    k.head = head
+    k.count = #log - head + 1
+    k.start = log[head] or t
+  elseif t - k.start >= w then
     k.start, k.count = t, 0
   end
   if k.day ~= day then
@@ -70,6 +98,7 @@ function M.check(loc, h, take)
   elseif take then
     k.count = k.count + 1
     k.day_count = k.day_count + 1
+    if k.log then k.log[#k.log + 1] = t end
   end
   local rem = limit - k.count
   h["X-RateLimit-Remaining"] = rem > 0 and rem or 0
@@ -81,6 +110,17 @@ function M.check(loc, h, take)
     return nil
   end
   return true
+end
+
+--- Another sender of the same location spends n requests of its budget now (as many as the limits let
+-- through). Returns how many were counted.
+function M.spend(loc, n)
+  local spent, h = 0, {}
+  for _ = 1, n do
+    if not M.check(loc, h, true) then break end
+    spent = spent + 1
+  end
+  return spent
 end
 
 return M
