@@ -91,7 +91,8 @@ static int l_fs_write(lua_State *L) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addlstring(&b, path, plen);
-  lua_pushfstring(L, ".tmp.%d.%d", (int)getpid(), (int)(mono() * 1e6) & 0x7fffffff);
+  /* via long long: the microseconds of the monotonic clock do not fit an int */
+  lua_pushfstring(L, ".tmp.%d.%d", (int)getpid(), (int)((long long)(mono() * 1e6) & 0x7fffffff));
   luaL_addvalue(&b);
   luaL_pushresult(&b);
   tmp = (char *)lua_tostring(L, -1); /* stays alive on the stack */
