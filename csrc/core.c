@@ -43,6 +43,7 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_object_init(L);
   lc_http_init(L);
   lc_fs_init(L);
+  lc_webhook_init(L);
   lc_redis_init(L);
   lua_newtable(L);
   lc_setfuncs(L, core_funcs, 0);
@@ -51,7 +52,9 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_setfuncs(L, lc_object_funcs, 0);
   lc_setfuncs(L, lc_http_funcs, 0);
   lc_setfuncs(L, lc_fs_funcs, 0);
+  lc_setfuncs(L, lc_webhook_funcs, 0);
   lc_setfuncs(L, lc_redis_funcs, 0);
+  lc_validate_init(L, -1);
   lua_pushliteral(L, LC_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

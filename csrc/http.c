@@ -43,11 +43,14 @@ typedef struct lc_xfer {
   lc_ratelimit rl_now;
   double retry_after;
   char trace_id[LC_TRACE_ID_MAX + 1];
+  char content_type[128]; /* the answer's Content-Type, cut to fit (for answers kept as bytes) */
+  size_t content_type_len;
   const char *up; /* upload (sends, older libcurl): points into a Lua string kept alive on the stack */
   size_t up_len, up_pos;
   int once;     /* this transfer may be sent once only (a send) */
   int attempts; /* requests libcurl started for this transfer (pre-request callback calls) */
   struct curl_slist *hdr_tmp; /* a call's own Version; freed after each call */
+  curl_mime *mime;            /* a multipart body (uploads): libcurl's mime API; freed after each call */
   char *url;
   size_t url_cap;
   char errbuf[CURL_ERROR_SIZE];
@@ -116,8 +119,10 @@ static int build_headers(lc_session *s, const char *version, const char *ctype, 
   if (s->auth) ADD(b, s->auth);
   ADD(b, vline);
   ADD(b, "Accept: application/json");
-  snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
-  ADD(b, cline);
+  if (ctype == NULL || *ctype) { /* "": none (libcurl's mime API sets multipart/form-data; boundary=... itself) */
+    snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
+    ADD(b, cline);
+  }
   ADD(b, "Expect:"); /* no 100-continue round trip */
 #undef ADD
   *get = g;
@@ -138,6 +143,8 @@ static void xfer_cleanup(lc_session *s, lc_xfer *x) {
   x->added = 0;
   free_slist_wiped(x->hdr_tmp);
   x->hdr_tmp = NULL;
+  curl_mime_free(x->mime);
+  x->mime = NULL;
   free(x->body);
   free(x->url);
   x->body = x->url = NULL;
@@ -343,9 +350,17 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     x->rl_now.seen = 0;
     x->retry_after = -1;
     x->trace_id[0] = '\0';
+    x->content_type_len = 0;
     return len;
   }
   if (len < 12) return len;
+  if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Type", &v, &vlen)) {
+    if (vlen >= sizeof x->content_type) vlen = sizeof x->content_type - 1;
+    memcpy(x->content_type, v, vlen);
+    x->content_type[vlen] = '\0';
+    x->content_type_len = vlen;
+    return len;
+  }
   if ((line[0] | 0x20) == 'x' && strncasecmp(line, "X-RateLimit-", 12) == 0) {
     const char *name = line + 12;
     size_t rest = len - 12;
@@ -456,6 +471,11 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
                         const char *body, size_t blen, const char *version, const char *ctype, double timeout_s) {
   CURL *e = x->easy;
   struct curl_slist *hdrs;
+  if (x->mime) { /* left by a call cut short by a Lua error */
+    curl_easy_setopt(e, CURLOPT_MIMEPOST, NULL);
+    curl_mime_free(x->mime);
+    x->mime = NULL;
+  }
   if (x->url_cap < s->base_len + plen + 1) {
     char *p = (char *)realloc(x->url, s->base_len + plen + 1);
     if (p == NULL) return 0;
@@ -479,6 +499,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
     if (version == NULL) version = s->version; /* before the loop: a call's own type with the default version */
     for (c = version; *c; c++) /* the Lua layer checks it; a header line is never built from a control character */
       if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
+    if (version == NULL) version = s->version;
     if (strlen(version) > 64) return -1;
     if (!build_headers(s, version, ctype, &g, &b)) return 0;
     free_slist_wiped(body ? g : b);
@@ -523,6 +544,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->rl_now.seen = 0;
   x->retry_after = -1;
   x->trace_id[0] = '\0';
+  x->content_type_len = 0;
   x->errbuf[0] = '\0';
   return 1;
 }
@@ -567,6 +589,11 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     free_slist_wiped(x->hdr_tmp);
     x->hdr_tmp = NULL;
   }
+  if (x->mime) {
+    curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, NULL);
+    curl_mime_free(x->mime);
+    x->mime = NULL;
+  }
   if (x->rl_now.seen) {
     int i;
     for (i = 0; i < 5; i++)
@@ -578,6 +605,8 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   a.trace_id = x->trace_id;
   a.secret = s->auth ? s->auth + AUTH_PREFIX_LEN : NULL; /* the token itself */
   a.secret_len = a.secret ? strlen(a.secret) : 0;
+  a.content_type = x->content_type;
+  a.content_type_len = x->content_type_len;
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
   if (rc == CURLE_OK || (capped && status >= 300)) {
     /* A complete answer, or an error answer cut at the size cap: classify it by its status. */
@@ -739,7 +768,7 @@ oom:
   return luaL_error(L, "leadconnector: out of memory");
 }
 
-static const char *const OPS[] = {"send", "status", "message", "conversation", "raw", NULL};
+#define OPS lc_op_names
 
 /* Pushes remaining, interval_ms, retry_after of x's answer (nil where absent). */
 static void push_last(lua_State *L, const lc_xfer *x) {
@@ -751,7 +780,47 @@ static void push_last(lua_State *L, const lc_xfer *x) {
   else lua_pushnil(L);
 }
 
-/** session:call(op, method, path, body|nil, version|nil, timeout_seconds|nil, content_type|nil)
+/* A multipart POST through libcurl's mime API: the parts of the list at idx ({ name, data [, filename,
+ * content_type] }, checked by core.multipart_parts), headers without a Content-Type of ours, sent once only like
+ * every POST. libcurl copies the data, so nothing here depends on the Lua strings once the call returns. */
+static int xfer_mime(lua_State *L, lc_session *s, lc_xfer *x, int idx, const char *version) {
+  CURL *e = x->easy;
+  struct curl_slist *g = NULL, *b = NULL;
+  size_t n = lc_rawlen(L, idx), i;
+  if (!build_headers(s, version ? version : s->version, "", &g, &b)) return 0;
+  free_slist_wiped(g);
+  if (x->hdr_tmp) {
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    free_slist_wiped(x->hdr_tmp);
+  }
+  x->hdr_tmp = b;
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, b);
+  x->mime = curl_mime_init(e);
+  if (x->mime == NULL) return 0;
+  for (i = 1; i <= n; i++) {
+    curl_mimepart *part = curl_mime_addpart(x->mime);
+    size_t dn;
+    const char *d;
+    if (part == NULL) return 0;
+    lua_rawgeti(L, idx, (int)i);
+    lua_getfield(L, -1, "name");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_name(part, lua_tostring(L, -1));
+    lua_getfield(L, -2, "data");
+    d = lua_tolstring(L, -1, &dn);
+    if (d) curl_mime_data(part, d, dn);
+    lua_getfield(L, -3, "filename");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_filename(part, lua_tostring(L, -1));
+    lua_getfield(L, -4, "content_type");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_type(part, lua_tostring(L, -1));
+    lua_pop(L, 5);
+  }
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+  curl_easy_setopt(e, CURLOPT_MIMEPOST, x->mime);
+  x->once = 1; /* a POST: the pre-request callback lets libcurl send it once */
+  return 1;
+}
+
+/** session:call(op, method, path, body|parts|nil, version|nil, timeout_seconds|nil, content_type|nil)
  *    -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), which saves
  *    the Lua layer a session:last() on every call. */
 static int l_call(lua_State *L) {
@@ -760,7 +829,8 @@ static int l_call(lua_State *L) {
   const char *method = luaL_checkstring(L, 3);
   size_t plen, blen = 0;
   const char *path = luaL_checklstring(L, 4, &plen);
-  const char *body = luaL_optlstring(L, 5, NULL, &blen);
+  int parts = lua_type(L, 5) == LUA_TTABLE; /* a multipart body, as core.multipart_parts lists it */
+  const char *body = parts ? NULL : luaL_optlstring(L, 5, NULL, &blen);
   const char *version = luaL_optstring(L, 6, NULL);
   double tmo = luaL_optnumber(L, 7, -1);
   const char *ctype = luaL_optstring(L, 8, NULL);
@@ -770,6 +840,7 @@ static int l_call(lua_State *L) {
   case -1: return luaL_error(L, "leadconnector: version and content type must be short header values without control characters");
   default: break;
   }
+  if (parts && !xfer_mime(L, s, &s->main, 5, version)) return luaL_error(L, "leadconnector: out of memory");
   s->busy = 1;
   rc = curl_easy_perform(s->main.easy);
   s->busy = 0;

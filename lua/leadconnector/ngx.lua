@@ -375,7 +375,7 @@ local function read_answer(sock, method, max_size, stop_at, where)
     http10 = v == "0"
     -- headers
     h.chunked, h.length, h.close, h.keep_alive, h.trace_id, h.retry_after = nil, nil, nil, nil, nil, nil
-    h.rl = nil
+    h.rl, h.content_type = nil, nil
     while true do
       line, kind, err = read_line(r, MAX_HEADER_BYTES - hbytes)
       if not line then return cut(kind, err, " in its headers") end
@@ -426,6 +426,8 @@ local function read_answer(sock, method, max_size, stop_at, where)
                 h.retry_after = left > 0 and left or 0
               end
             end
+          elseif name == "content-type" then
+            h.content_type = sub(value, 1, 127) -- kept for answers returned as bytes
           elseif name == "x-trace-id" or name == "x-request-id" then
             -- whole: core.finish redacts an echoed token before it cuts the id to its length
             h.trace_id = gsub(value, "%c", "?")
@@ -632,7 +634,7 @@ local function call(self, op, method, path, body, version, tmo, ctype)
         return nil, e
       end
       -- the token, so that an error answer echoing it never puts it into err.message or err.body
-      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, sec.token)
+      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, sec.token, ans.content_type)
     end
     sock:close()
     -- A pooled connection the server had already closed: try a fresh one, as libcurl does, but never for a POST
@@ -645,10 +647,10 @@ local function call(self, op, method, path, body, version, tmo, ctype)
   end
 end
 
---- session:call(op, method, path, body|nil, version|nil, timeout_s|nil)
+--- session:call(op, method, path, body|nil, version|nil, timeout_s|nil, content_type|nil)
 --   -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), as the C
 --   core's session returns them
--- op: "send" | "status" | "message" | "conversation" | "raw".
+-- op: one of the C core's answer kinds (core.finish): "send", "status", "message", "table", "bytes", ...
 function Session:call(op, method, path, body, version, tmo, ctype)
   local value, err = call(self, op, method, path, body, version, tmo, ctype)
   return value, err, self._remaining, self._interval_ms, self._retry_after
