@@ -113,10 +113,10 @@ static int build_headers(lc_session *s, const char *version, const char *ctype, 
     if (t == NULL) goto oom;                                                                                           \
     list = t;                                                                                                          \
   } while (0)
-  ADD(g, s->auth);
+  if (s->auth) ADD(g, s->auth); /* a session made with token = false sends none (OAuth token requests) */
   ADD(g, vline);
   ADD(g, "Accept: application/json");
-  ADD(b, s->auth);
+  if (s->auth) ADD(b, s->auth);
   ADD(b, vline);
   ADD(b, "Accept: application/json");
   if (ctype == NULL || *ctype) { /* "": none (libcurl's mime API sets multipart/form-data; boundary=... itself) */
@@ -496,6 +496,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   if ((version != NULL && strcmp(version, s->version) != 0) || (ctype != NULL && body != NULL)) {
     struct curl_slist *g = NULL, *b = NULL;
     const char *c;
+    if (version == NULL) version = s->version; /* before the loop: a call's own type with the default version */
     for (c = version; *c; c++) /* the Lua layer checks it; a header line is never built from a control character */
       if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
     if (version == NULL) version = s->version;
@@ -602,8 +603,8 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   a.retry_after = x->retry_after;
   a.trace_id = x->trace_id;
-  a.secret = s->auth + AUTH_PREFIX_LEN; /* the token itself */
-  a.secret_len = strlen(a.secret);
+  a.secret = s->auth ? s->auth + AUTH_PREFIX_LEN : NULL; /* the token itself */
+  a.secret_len = a.secret ? strlen(a.secret) : 0;
   a.content_type = x->content_type;
   a.content_type_len = x->content_type_len;
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
@@ -702,7 +703,8 @@ static int l_session(lua_State *L) {
   lc_session *s;
   const char *token, *base, *version, *ua;
   char why[160];
-  size_t toklen;
+  size_t toklen = 0;
+  int notoken;
   double max_size;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -714,7 +716,8 @@ static int l_session(lua_State *L) {
 
   lua_getfield(L, 1, "token");
   token = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &toklen) : NULL;
-  if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
+  notoken = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1); /* false: no Authorization header */
+  if (!notoken && (token == NULL || !lc_check_token(token, toklen, why, sizeof why))) {
     lua_pushnil(L);
     lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
     lc_seterrfield_str(L, "field", "token");
@@ -737,14 +740,14 @@ static int l_session(lua_State *L) {
   s->verify = !(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1));
   lua_pop(L, 1);
 
-  s->auth = (char *)malloc(toklen + 32);
+  s->auth = notoken ? NULL : (char *)malloc(toklen + 32);
   s->version = dupstr(version);
   s->base = dupstr(base);
   s->ua = dupstr(ua);
   s->ca = dupstr(opt_string(L, 1, "ca_file"));
   s->proxy = dupstr(opt_string(L, 1, "proxy"));
-  if (s->auth == NULL || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
-  snprintf(s->auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
+  if ((s->auth == NULL && !notoken) || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
+  if (s->auth) snprintf(s->auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
   lua_pop(L, 1); /* token */
   s->base_len = strlen(s->base);
   if (!build_headers(s, s->version, NULL, &s->hdr_get, &s->hdr_body)) goto oom;
@@ -834,7 +837,7 @@ static int l_call(lua_State *L) {
   CURLcode rc;
   switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, ctype, tmo)) {
   case 0: return luaL_error(L, "leadconnector: out of memory");
-  case -1: return luaL_error(L, "leadconnector: version must be a short header value without control characters");
+  case -1: return luaL_error(L, "leadconnector: version and content type must be short header values without control characters");
   default: break;
   }
   if (parts && !xfer_mime(L, s, &s->main, 5, version)) return luaL_error(L, "leadconnector: out of memory");
@@ -1004,6 +1007,56 @@ static int l_last(lua_State *L) {
   return 3;
 }
 
+/** session:set_token(token | false) -> true | nil, err: the token of the calls that follow (an OAuth access token
+ * changes after a refresh); false sends no Authorization header. The old header line is wiped before it is freed. */
+static int l_set_token(lua_State *L) {
+  lc_session *s = check_session(L);
+  size_t toklen = 0;
+  const char *token = NULL;
+  char why[160], *auth = NULL, *old;
+  struct curl_slist *g = NULL, *b = NULL;
+  if (!(lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2))) {
+    token = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &toklen) : NULL;
+    if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
+      lua_pushnil(L);
+      lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
+      lc_seterrfield_str(L, "field", "token");
+      lc_seterrfield_bool(L, "request_sent", 0);
+      return 2;
+    }
+    if (s->auth && strlen(s->auth + AUTH_PREFIX_LEN) == toklen && memcmp(s->auth + AUTH_PREFIX_LEN, token, toklen) == 0) {
+      lua_pushboolean(L, 1); /* the usual case: unchanged */
+      return 1;
+    }
+    auth = (char *)malloc(toklen + 32);
+    if (auth == NULL) return luaL_error(L, "leadconnector: out of memory");
+    snprintf(auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
+  } else if (s->auth == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  old = s->auth;
+  s->auth = auth;
+  if (!build_headers(s, s->version, NULL, &g, &b)) {
+    s->auth = old;
+    if (auth) {
+      wipe(auth, strlen(auth));
+      free(auth);
+    }
+    return luaL_error(L, "leadconnector: out of memory");
+  }
+  free_slist_wiped(s->hdr_get);
+  free_slist_wiped(s->hdr_body);
+  s->hdr_get = g;
+  s->hdr_body = b;
+  if (old) {
+    wipe(old, strlen(old));
+    free(old);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_close(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
   if (s->busy) return luaL_error(L, "leadconnector: cannot close a client during its own call");
@@ -1031,6 +1084,7 @@ static int l_closed(lua_State *L) {
 
 static const luaL_Reg session_methods[] = {{"call", l_call},   {"batch", l_batch},   {"rate_limit", l_rate_limit},
                                            {"last", l_last},   {"close", l_close},   {"closed", l_closed},
+                                           {"set_token", l_set_token},
                                            {NULL, NULL}};
 
 static int l_curl_version(lua_State *L) {

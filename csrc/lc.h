@@ -110,6 +110,8 @@ void lc_http_init(lua_State *L);
 /* Module functions registered by each file (NULL-terminated lists, merged in core.c). */
 extern const luaL_Reg lc_validate_funcs[];
 extern const luaL_Reg lc_http_funcs[];
+extern const luaL_Reg lc_fs_funcs[]; /* fs.c */
+void lc_fs_init(lua_State *L);
 extern const luaL_Reg lc_error_funcs[];
 extern const luaL_Reg lc_redis_funcs[]; /* redis.c */
 void lc_redis_init(lua_State *L);

@@ -46,7 +46,7 @@ local OPTIONS = {
   token = "string", base_url = "string", version = "string", timeout = "number", connect_timeout = "number",
   deadline = "number", max_retries = "number", retry_base = "number", retry_cap = "number", user_agent = "string",
   ca_file = "string", verify = "boolean", proxy = "string", max_response_size = "number", rate_limit = "boolean",
-  transport = "string", limiter = "table",
+  transport = "string", limiter = "table", auth = "table",
 }
 
 local CALL_OPTIONS = {
@@ -129,9 +129,17 @@ function M.new(opts)
   end
   local ok, err = check_options(opts, OPTIONS, "option")
   if not ok then return nil, err end
-  if opts.token == nil then return nil, invalid("token", "option 'token' is required") end
-  ok, err = core.check_token(opts.token)
-  if not ok then return nil, err end
+  local auth = opts.auth -- an OAuth token source (leadconnector.oauth): a token per call instead of `token`
+  if auth then
+    if opts.token ~= nil then return nil, invalid("auth", "give option 'token' or option 'auth', not both") end
+    if type(auth.token) ~= "function" or type(auth.refresh) ~= "function" or type(auth.key) ~= "string" then
+      return nil, invalid("auth", "option 'auth' must be a token source (app:token_source(locationId))")
+    end
+  else
+    if opts.token == nil then return nil, invalid("token", "option 'token' is required") end
+    ok, err = core.check_token(opts.token)
+    if not ok then return nil, err end
+  end
 
   local base_url = opts.base_url or M.DEFAULT_BASE_URL
   if not base_url:match("^https?://[%w%.%-%[%]:]+/?$") and not base_url:match("^https?://[%w%.%-%[%]:]+/[%w%-%._~/]*$") then
@@ -172,7 +180,7 @@ function M.new(opts)
     timeout = opts.timeout or DEFAULTS.timeout, connect_timeout = opts.connect_timeout or DEFAULTS.connect_timeout,
     verify = opts.verify ~= false, ca_file = opts.ca_file, proxy = opts.proxy,
     max_response_size = opts.max_response_size or DEFAULTS.max_response_size,
-    token = opts.token,
+    token = opts.token or false,
   }
   local session
   if transport == "ngx" then
@@ -194,8 +202,11 @@ function M.new(opts)
     retry_cap = opts.retry_cap or DEFAULTS.retry_cap,
     rate_limiting = opts.rate_limit ~= false,
     _session = session,
-    -- the budget: per app and location, shared by every client of the token (see leadconnector.limiter)
-    _limiter = opts.rate_limit ~= false and (opts.limiter or limiter.default()):bind(base_url, opts.token) or nil,
+    -- the budget: per app and location, shared by every client of the token (see leadconnector.limiter); an
+    -- OAuth source's belongs to its location, whatever its token of the moment
+    _limiter = opts.rate_limit ~= false and (opts.limiter or limiter.default()):bind(base_url,
+      auth and ("\1oauth\0" .. auth.key) or opts.token) or nil,
+    _auth = auth,
     _sleep = transport == "ngx" and require("leadconnector.ngx").sleep or core.sleep,
   }, Client)
   return self
@@ -240,6 +251,7 @@ function Client:_call(op, method, path, body, copts, ctype)
   local stop_at = t + deadline
   local attempts = 0
   local sent = false -- an attempt so far may have reached the server
+  local auth, used, reauthed = self._auth, nil, false
   while true do
     local ta, ticket
     if lim then -- the limiter waits (if the budget allows it before the deadline), then counts this attempt
@@ -260,6 +272,19 @@ function Client:_call(op, method, path, body, copts, ctype)
       err.request_sent = sent
       return finish_error(err, method, path, attempts)
     end
+    if auth then -- the token of this attempt, refreshed first when due (it may wait for another's refresh)
+      local aerr
+      used, aerr = auth:token()
+      if used then
+        local ok, serr = session:set_token(used)
+        if not ok then used, aerr = nil, serr end
+      end
+      if not used then
+        if lim then lim:cancel(ticket) end
+        aerr.request_sent = sent
+        return finish_error(aerr, method, path, attempts)
+      end
+    end
     attempts = attempts + 1
     -- call() also returns what this answer said of the rate limit: remaining, interval_ms, retry_after.
     local value, err, remaining, interval_ms, retry_after =
@@ -267,12 +292,21 @@ function Client:_call(op, method, path, body, copts, ctype)
     if lim then lim:done(ticket, ta, err and err.status, remaining, interval_ms, retry_after, session) end
     if value ~= nil then return value end
     t = now()
-    if attempts > max_retries or not retryable(method, err) then
-      return finish_error(err, method, path, attempts, sent)
-    end
-    if err.request_sent ~= false then sent = true end
     local delay
-    if err.retry_after then
+    if auth and err.status == 401 and not reauthed then
+      -- One refresh per failing token (none when another worker stored a new one already), then this call once
+      -- more, sends too: the API refused the request. A second 401 is the caller's.
+      reauthed, sent = true, true
+      local ok, aerr = auth:refresh(used)
+      if not ok then return finish_error(aerr, method, path, attempts, sent) end
+      delay = 0
+    elseif attempts > max_retries or not retryable(method, err) then
+      return finish_error(err, method, path, attempts, sent)
+    else
+      if err.request_sent ~= false then sent = true end
+    end
+    if delay then -- the 401 retry: at once
+    elseif err.retry_after then
       delay = min(err.retry_after, 3600)
     elseif err.kind == "rate_limited" and remaining == 0 and interval_ms then
       delay = min(interval_ms / 1000, 3600)
@@ -391,6 +425,14 @@ function Client:batch(calls, opts)
   end
 
   while #pending > 0 do
+    if self._auth then -- this round's token (no 401 retry in a batch: each call's error stands)
+      local tok, aerr = self._auth:token()
+      if tok then tok, aerr = session:set_token(tok) end
+      if not tok then
+        drop_before(math.huge, function(i) local e = core.error(aerr.kind, aerr.message) e.request_sent = sent[i] == true return e end)
+        break
+      end
+    end
     local t = now()
     drop_before(t, function(i) -- deadline passed
       local e = core.error("timeout", "deadline passed")

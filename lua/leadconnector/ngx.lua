@@ -167,9 +167,12 @@ function M.session(settings, auto)
       "TLS with the CA file of its lua_ssl_trusted_certificate directive")
   end
   local token = settings.token
-  if type(token) ~= "string" then return nil, invalid("token", "token must be a string") end
-  local ok, err = core.check_token(token)
-  if not ok then return nil, err end
+  local ok, err = true, nil
+  if token ~= false then -- false: no Authorization header (OAuth token requests)
+    if type(token) ~= "string" then return nil, invalid("token", "token must be a string") end
+    ok, err = core.check_token(token)
+    if not ok then return nil, err end
+  end
   local base = parse_base(tostring(settings.base_url))
   if not base then
     return nil, invalid("base_url", "option 'base_url' must be an http(s) URL such as https://services.leadconnectorhq.com")
@@ -207,10 +210,10 @@ function M.session(settings, auto)
   }, Session)
   local s = {
     -- Host, User-Agent, Authorization, Accept: the same headers as the libcurl transport, in one string.
-    token = token,
-    head = "Host: " .. base.host_header .. "\r\nUser-Agent: " .. ua .. "\r\nAuthorization: Bearer " .. token ..
-      "\r\nAccept: application/json\r\n",
+    token = token or nil,
+    head0 = "Host: " .. base.host_header .. "\r\nUser-Agent: " .. ua .. "\r\n",
   }
+  s.head = s.head0 .. (token and ("Authorization: Bearer " .. token .. "\r\n") or "") .. "Accept: application/json\r\n"
   if auto then
     s.curl_settings = {
       base_url = settings.base_url, version = version, user_agent = ua, timeout = timeout,
@@ -523,6 +526,11 @@ local function curl_call(self, op, method, path, body, version, tmo, ctype)
     if not cs then return nil, err end
     s.curl = cs
   end
+  if s.curl_settings.token ~= (s.token or false) then -- set_token since the libcurl session was made
+    local ok, err = s.curl:set_token(s.token or false)
+    if not ok then return nil, err end
+    s.curl_settings.token = s.token or false
+  end
   local value, err, remaining, interval_ms, retry_after = s.curl:call(op, method, path, body, version, tmo, ctype)
   local rl = s.curl:rate_limit()
   local all = self._rl
@@ -646,6 +654,22 @@ end
 function Session:call(op, method, path, body, version, tmo, ctype)
   local value, err = call(self, op, method, path, body, version, tmo, ctype)
   return value, err, self._remaining, self._interval_ms, self._retry_after
+end
+
+--- session:set_token(token | false) -> true | nil, err: the token of the calls that follow (an OAuth access token
+-- changes after a refresh); false sends no Authorization header. A call already under way keeps its own.
+function Session:set_token(token)
+  check_open(self)
+  local s = secrets[self]
+  if token == (s.token or false) then return true end
+  if token ~= false then
+    if type(token) ~= "string" then return nil, invalid("token", "token must be a string") end
+    local ok, err = core.check_token(token)
+    if not ok then return nil, err end
+  end
+  s.token = token or nil
+  s.head = s.head0 .. (token and ("Authorization: Bearer " .. token .. "\r\n") or "") .. "Accept: application/json\r\n"
+  return true
 end
 
 --- session:batch(requests, concurrency) -> values, errors, remaining, interval_ms

@@ -9,6 +9,7 @@ local store = require "lcsandbox.store"
 local rules = require "lcsandbox.rules"
 local ratelimit = require "lcsandbox.ratelimit"
 local faults = require "lcsandbox.faults"
+local oauth = require "lcsandbox.oauth"
 local webhooks = require "lcsandbox.webhooks"
 local routes = require "lcsandbox.routes"
 local operations = require "lcsandbox.operations"
@@ -44,6 +45,7 @@ local function number_env(name)
 end
 
 function M.init()
+  oauth.init()
   settings.instance = os.getenv("LCSB_INSTANCE")
   local toks = os.getenv("LCSB_TOKENS")
   if toks and toks ~= "" then
@@ -198,7 +200,7 @@ local function location_of(hs)
   local loc = bearer[auth]
   if loc then return loc end
   local tok = match(auth, "^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
-  return tok and settings.tokens[tok]
+  return tok and (settings.tokens[tok] or oauth.location_of(tok)) -- static tokens, or ones /oauth/token issued
 end
 
 local UNAUTHORIZED = json.encode({
@@ -208,6 +210,7 @@ local TOO_MANY = json.encode({ statusCode = 429, message = "Too Many Requests" }
 
 -- Processes an API request. Returns status, body text [, headers, content type]; fills h with headers.
 local function process(method, path, hs, h, e)
+  if sub(path, 1, 7) == "/oauth/" then return oauth.process(method, path, hs, read_body, e) end
   local r, params, args = routes.match(router, method, path, unescape)
   local loc = location_of(hs)
   e.location = loc
@@ -350,6 +353,7 @@ local function reset()
   faults.clear()
   log_clear()
   ratelimit.reset()
+  oauth.reset()
   webhooks.clear()
   flush()
 end
@@ -468,6 +472,8 @@ control["POST /_sandbox/flush"] = function()
   flush()
   return ok(200, { ok = true, state_file = settings.state_file })
 end
+
+oauth.control(control, ok, bad, control_body) -- /_sandbox/oauth/*
 
 local function is_loopback(addr)
   return addr and (sub(addr, 1, 4) == "127." or addr == "::1" or sub(addr, 1, 5) == "unix:")

@@ -1,4 +1,4 @@
---[[ spec/80-provider_spec.lua -- examples/provider end to end, in a real nginx (2 workers) against the sandbox:
+--[[ spec/77-provider_spec.lua -- examples/provider end to end, in a real nginx (2 workers) against the sandbox:
 send through the custom provider -> the sandbox's signed ProviderOutboundMessage -> the provider verifies it and
 hands it to the stand-in carrier -> update_message_status -> the carrier's reply -> add_inbound_message -> the reply
 is in the conversation. And: a failed carrier send is reported as failed; a failed status report is retried by the
