@@ -375,14 +375,15 @@ local function ratio_median(r, base, field)
 end
 
 -- BENCH_ONLY=id,id,...: run just those rows (e.g. BENCH_ONLY=raw_get_messages,lc_get_messages).
-local ONLY
+-- (A table of its own: ONLY is BENCH_ROWS's pattern, and the two must not shadow each other.)
+local ONLY_IDS
 if env("BENCH_ONLY", "") ~= "" then
-  ONLY = {}
-  for id in env("BENCH_ONLY", ""):gmatch("[^,%s]+") do ONLY[id] = true end
+  ONLY_IDS = {}
+  for id in env("BENCH_ONLY", ""):gmatch("[^,%s]+") do ONLY_IDS[id] = true end
 end
 
 local function runnable(r)
-  if ONLY and not ONLY[r.id] then r.na = "n/a (not in BENCH_ONLY)" return false end
+  if ONLY_IDS and not ONLY_IDS[r.id] then r.na = "n/a (not in BENCH_ONLY)" return false end
   if r.na or r.failed then return false end
   if r.needs then
     local ok, why = r.needs()
@@ -628,7 +629,9 @@ local function main()
     return
   end
   if ctx.node then ctx.node, ctx.node_reason = probe_node() end
-  if ONLY == "" or ("tls_raw tls_lc tls_naive tls_node"):find(ONLY) then
+  local want_tls = ONLY == ""
+  for _, id in ipairs { "tls_raw", "tls_lc", "tls_naive", "tls_node" } do want_tls = want_tls or id:find(ONLY) ~= nil end
+  if want_tls then
     ctx.tls, ctx.tls_reason = tls.start(ctx.url, pin_server)
     if ctx.tls then
       ctx.tls_url, ctx.tls_ca = tls.state.url, tls.state.ca
