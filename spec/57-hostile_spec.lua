@@ -1,0 +1,111 @@
+-- Hostile servers and hostile callers against what issues 10, 11 and 15 landed: each test here failed on the code
+-- before its fix (see the commit that added it). Servers run in other processes on 127.0.0.1.
+local redis = require "leadconnector.redis"
+local core = require "leadconnector.core"
+local lch = require "lchelpers"
+
+-- A fake Redis in another process: accepts one connection, reads the first command, then misbehaves as `mode`
+-- says, and closes. Returns its port and a function that waits for it to end.
+local FAKE_REDIS = [==[
+local socket = require "socket"
+local mode = arg[1]
+local lst = assert(socket.bind("127.0.0.1", 0))
+local _, port = lst:getsockname()
+io.stdout:write(port, "\n") io.stdout:flush()
+lst:settimeout(30)
+local c = lst:accept()
+if not c then os.exit(0) end
+c:settimeout(30)
+c:receive(1)                          -- a command began
+c:settimeout(0.05) c:receive(65536) c:settimeout(30)
+if mode == "trickle" then             -- a bulk reply, one byte every 50 ms, for 3 s
+  c:send("$100000\r\n")
+  for _ = 1, 60 do if not c:send("x") then break end socket.sleep(0.05) end
+elseif mode == "hugebulk" then        -- a 1 GB bulk announced, 200 MB of it sent
+  c:send("$1000000000\r\n")
+  local chunk = string.rep("x", 65536)
+  for _ = 1, 3200 do if not c:send(chunk) then break end end
+elseif mode == "hugearray" then       -- an array of 2e9 items announced, 3 million sent
+  c:send("*2000000000\r\n")
+  local chunk = string.rep(":1\r\n", 10000)
+  for _ = 1, 300 do if not c:send(chunk) then break end end
+elseif mode == "garbage" then
+  c:send("?what is this\r\n")
+  socket.sleep(1)
+end
+c:close()
+]==]
+
+local function fake_redis(mode)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "wb"))
+  f:write(FAKE_REDIS)
+  f:close()
+  local interp = (type(jit) == "table") and "luajit" or "lua5.4"
+  local p = assert(io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS %s %s %s"):format(interp, file, mode), "r"))
+  local port = tonumber(p:read("*l"))
+  os.remove(file)
+  assert(port, "fake redis did not start")
+  return port, function() p:close() end
+end
+
+local function peak_kb()
+  local f = io.open("/proc/self/status")
+  if not f then return 0 end
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmHWM:%s*(%d+)")) or 0
+end
+
+describe("a hostile Redis against leadconnector.redis (plain Lua, hiredis) #redis", function()
+  it("a reply trickled byte by byte is bounded by the timeout as a whole, not per read", function()
+    local port, wait = fake_redis("trickle")
+    local tmo = 0.2 * lch.scale
+    local r = assert(redis.connect { port = port, timeout = tmo })
+    local t0 = core.now()
+    local v, err = r:call("GET", "k")
+    local took = core.now() - t0
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^timeout"), err)
+    assert.is_true(took < tmo + 0.5 * lch.scale, ("took %.2f s with timeout %.2f"):format(took, tmo))
+    r:close()
+  end)
+
+  it("a huge bulk length: refused at the reply cap, the process's memory bounded", function()
+    local port, wait = fake_redis("hugebulk")
+    local r = assert(redis.connect { port = port, timeout = 5 * lch.scale })
+    local before = peak_kb()
+    local v, err = r:call("GET", "k")
+    local grew = peak_kb() - before
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^network: the Redis reply exceeds"), err)
+    assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew))
+    -- the connection is closed for good; the next call connects again (and here finds nobody)
+    local v2, err2 = r:call("PING")
+    assert.is_nil(v2)
+    assert.truthy(err2:find("^network"), err2)
+  end)
+
+  it("a huge array length: refused at once, no million objects built", function()
+    local port, wait = fake_redis("hugearray")
+    local r = assert(redis.connect { port = port, timeout = 5 * lch.scale })
+    local before = peak_kb()
+    local v, err = r:call("LRANGE", "k", 0, -1)
+    local grew = peak_kb() - before
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^network: the Redis reply exceeds"), err)
+    assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew))
+  end)
+
+  it("a reply that is not RESP: a network error, no crash", function()
+    local port, wait = fake_redis("garbage")
+    local r = assert(redis.connect { port = port, timeout = 1 * lch.scale })
+    local v, err = r:call("GET", "k")
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^network: .*[Pp]rotocol error"), err)
+  end)
+end)
