@@ -109,3 +109,29 @@ describe("a hostile Redis against leadconnector.redis (plain Lua, hiredis) #redi
     assert.truthy(err:find("^network: .*[Pp]rotocol error"), err)
   end)
 end)
+
+describe("leadconnector.redis misused: both clients refuse the same calls, nothing reaches Redis #redis #nginx", function()
+  local h = require "limiter.harness"
+  local app = require "limiter.app"
+  local rd, ngx_srv
+  lazy_setup(function()
+    rd = h.redis()
+    ngx_srv = h.nginx({ url = "http://127.0.0.1:1", token = "unused" }, { workers = 1, redis_port = rd.port })
+  end)
+  lazy_teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+    if rd then rd.stop() end
+  end)
+
+  it("non-string arguments, nil in the middle, a command named like a lua-resty-redis method", function()
+    local want = {
+      nil_middle = "raised", table_arg = "raised", bool_arg = "raised", number_cmd = "raised",
+      close_cmd = "nil: ERR", read_reply_cmd = "nil: ERR", after = { 0, 0, 0, "PONG" },
+    }
+    local got = h.get_all(ngx_srv.port, { "/redis_misuse" })[1]
+    assert.same(want, got)
+    local r = assert(redis.connect { port = rd.port, timeout = 1 * lch.scale })
+    assert.same(want, app.redis_misuse_cases(r))
+    r:close()
+  end)
+end)
