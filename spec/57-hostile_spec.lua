@@ -135,3 +135,47 @@ describe("leadconnector.redis misused: both clients refuse the same calls, nothi
     r:close()
   end)
 end)
+
+-- Answers that break HTTP's framing, from a server in another process, on both transports: the same outcome.
+describe("malformed answers, both transports agree #nginx #lua54only", function()
+  local helpers = require "helpers"
+  local fs = require "faultserver"
+  local t = require "nginx.t"
+  local ns = require "nginx.server"
+  local sb, nx
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false }
+    nx = ns.start(sb)
+  end)
+  lazy_teardown(function()
+    if nx then nx:stop() end
+    if sb then sb:stop() end
+  end)
+  local BODY = '{"id":"m1","conversationId":"c1","contactId":"k1","body":"x"}'
+  local CASES = {
+    { "a four-digit status (2000 is no 200)", "HTTP/1.1 2000 OK\r\nContent-Length: " .. #BODY .. "\r\n\r\n" .. BODY },
+    { "a 2011 to a send is no 201", "HTTP/1.1 2011 Created\r\nContent-Length: 2\r\n\r\n{}" },
+    { "a chunk size of 17 hex digits", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n" ..
+      BODY .. "\r\n0\r\n\r\n" },
+  }
+  for _, c in ipairs(CASES) do
+    it(c[1] .. ": network, no status, on libcurl and on cosockets", function()
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write(c[2])
+      f:close()
+      for _, where in ipairs { "libcurl", "cosockets" } do
+        local srv = fs.start("raw", file)
+        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
+          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
+        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
+        srv:stop()
+        local r = out.results[1]
+        assert.is_false(r.ok, where)
+        assert.equals("network", r.kind, where .. ": " .. tostring(r.message))
+        assert.is_nil(r.status, where)
+      end
+      os.remove(file)
+    end)
+  end
+end)
