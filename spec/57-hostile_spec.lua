@@ -81,7 +81,8 @@ describe("a hostile Redis against leadconnector.redis (plain Lua, hiredis) #redi
     wait()
     assert.is_nil(v)
     assert.truthy(err:find("^network: the Redis reply exceeds"), err)
-    assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew))
+    -- (under ASan or valgrind the allocator's own bookkeeping makes the peak meaningless; the cap's error is not)
+    if lch.scale == 1 then assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew)) end
     -- the connection is closed for good; the next call connects again (and here finds nobody)
     local v2, err2 = r:call("PING")
     assert.is_nil(v2)
@@ -97,7 +98,8 @@ describe("a hostile Redis against leadconnector.redis (plain Lua, hiredis) #redi
     wait()
     assert.is_nil(v)
     assert.truthy(err:find("^network: the Redis reply exceeds"), err)
-    assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew))
+    -- (under ASan or valgrind the allocator's own bookkeeping makes the peak meaningless; the cap's error is not)
+    if lch.scale == 1 then assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew)) end
   end)
 
   it("a reply that is not RESP: a network error, no crash", function()
