@@ -8,7 +8,7 @@ local lch = require "lchelpers"
 -- says, and closes. Returns its port and a function that waits for it to end.
 local FAKE_REDIS = [==[
 local socket = require "socket"
-local mode = arg[1]
+local mode, secs = arg[1], tonumber(arg[2]) or 3
 local lst = assert(socket.bind("127.0.0.1", 0))
 local _, port = lst:getsockname()
 io.stdout:write(port, "\n") io.stdout:flush()
@@ -18,9 +18,9 @@ if not c then os.exit(0) end
 c:settimeout(30)
 c:receive(1)                          -- a command began
 c:settimeout(0.05) c:receive(65536) c:settimeout(30)
-if mode == "trickle" then             -- a bulk reply, one byte every 50 ms, for 3 s
+if mode == "trickle" then             -- a bulk reply, one byte every 50 ms, for `secs` seconds
   c:send("$100000\r\n")
-  for _ = 1, 60 do if not c:send("x") then break end socket.sleep(0.05) end
+  for _ = 1, secs * 20 do if not c:send("x") then break end socket.sleep(0.05) end
 elseif mode == "hugebulk" then        -- a 1 GB bulk announced, 200 MB of it sent
   c:send("$1000000000\r\n")
   local chunk = string.rep("x", 65536)
@@ -36,13 +36,13 @@ end
 c:close()
 ]==]
 
-local function fake_redis(mode)
+local function fake_redis(mode, secs)
   local file = os.tmpname()
   local f = assert(io.open(file, "wb"))
   f:write(FAKE_REDIS)
   f:close()
   local interp = (type(jit) == "table") and "luajit" or "lua5.4"
-  local p = assert(io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS %s %s %s"):format(interp, file, mode), "r"))
+  local p = assert(io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS %s %s %s %d"):format(interp, file, mode, secs or 3), "r"))
   local port = tonumber(p:read("*l"))
   os.remove(file)
   assert(port, "fake redis did not start")
@@ -59,8 +59,8 @@ end
 
 describe("a hostile Redis against leadconnector.redis (plain Lua, hiredis) #redis", function()
   it("a reply trickled byte by byte is bounded by the timeout as a whole, not per read", function()
-    local port, wait = fake_redis("trickle")
     local tmo = 0.2 * lch.scale
+    local port, wait = fake_redis("trickle", math.ceil(tmo + 3))
     local r = assert(redis.connect { port = port, timeout = tmo })
     local t0 = core.now()
     local v, err = r:call("GET", "k")
