@@ -160,6 +160,28 @@ describe("malformed answers, both transports agree #nginx #lua54only", function(
     { "a chunk size of 17 hex digits", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n" ..
       BODY .. "\r\n0\r\n\r\n" },
   }
+  it("a Retry-After or X-RateLimit-* of 400 digits is no number on either transport (it was inf on cosockets)",
+    function()
+      local huge = ("9"):rep(400)
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write("HTTP/1.1 429 Too Many Requests\r\nRetry-After: " .. huge .. "\r\nX-RateLimit-Remaining: " .. huge ..
+        "\r\nX-RateLimit-Interval-Milliseconds: 1\r\nContent-Length: 2\r\n\r\n{}")
+      f:close()
+      for _, where in ipairs { "libcurl", "cosockets" } do
+        local srv = fs.start("raw", file)
+        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
+          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
+        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
+        srv:stop()
+        local r = out.results[1]
+        assert.equals("rate_limited", r.kind, where)
+        assert.is_nil(r.retry_after, where)
+        assert.is_true(r.seconds < 2 * lch.scale, where) -- no hour-long wait either
+      end
+      os.remove(file)
+    end)
+
   for _, c in ipairs(CASES) do
     it(c[1] .. ": network, no status, on libcurl and on cosockets", function()
       local file = os.tmpname()

@@ -112,6 +112,7 @@ local MAX_STALE_RETRIES = 4        -- pooled connections found closed by the ser
 
 -- A header's number, as the libcurl transport reads it: plain decimals only (no sign, hex, exponent, inf, nan).
 local function plain_number(v)
+  if #v >= 40 then return nil end -- as the C core: past 39 characters no header number is plausible (1e400: inf)
   if find(v, "^%d+$") then return tonumber(v) end
   if find(v, "^[%d%.]+$") then
     local d = tonumber(v)
