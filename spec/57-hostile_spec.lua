@@ -157,6 +157,8 @@ describe("malformed answers, both transports agree #nginx #lua54only", function(
   local CASES = {
     { "a four-digit status (2000 is no 200)", "HTTP/1.1 2000 OK\r\nContent-Length: " .. #BODY .. "\r\n\r\n" .. BODY },
     { "a 2011 to a send is no 201", "HTTP/1.1 2011 Created\r\nContent-Length: 2\r\n\r\n{}" },
+    { "a connection closed in the middle of the headers (libcurl took it as an empty 200)",
+      "HTTP/1.1 200 OK\r\nX-RateLimit-Remaining: 5\r\nContent-Le" },
     { "a chunk size of 17 hex digits", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n" ..
       BODY .. "\r\n0\r\n\r\n" },
   }
