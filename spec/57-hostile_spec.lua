@@ -125,6 +125,16 @@ describe("leadconnector.redis misused: both clients refuse the same calls, nothi
     if rd then rd.stop() end
   end)
 
+  it("inside nginx too, a reply trickled byte by byte is bounded by the timeout as a whole", function()
+    local tmo = 0.2 * lch.scale
+    local port, wait = fake_redis("trickle", math.ceil(tmo + 3))
+    local got = h.get_all(ngx_srv.port, { ("/redis_get?port=%d&timeout=%g"):format(port, tmo) })[1]
+    wait()
+    assert.is_false(got.ok)
+    assert.truthy(tostring(got.err):find("^timeout"), got.err)
+    assert.is_true(got.seconds < tmo + 0.5 * lch.scale, ("took %.2f s with timeout %.2f"):format(got.seconds, tmo))
+  end)
+
   it("non-string arguments, nil in the middle, a command named like a lua-resty-redis method", function()
     local want = {
       nil_middle = "raised", table_arg = "raised", bool_arg = "raised", number_cmd = "raised",

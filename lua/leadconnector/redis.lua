@@ -160,6 +160,27 @@ local function check_args(...)
   return cmd
 end
 
+-- lua-resty-redis's timeout bounds each socket read, and nginx restarts it whenever a byte arrives: a Redis
+-- trickling its reply held the request for as long as it liked. The command runs in a light thread raced
+-- against the timeout as a whole (as the C client's deadline); TIMED_OUT when the timeout won.
+local TIMED_OUT = {}
+local spawn = type(ngx) == "table" and ngx.thread and ngx.thread.spawn
+local function nap(s) ngx.sleep(s) end -- spawn takes Lua functions only
+local function bounded(timeout, red, cmd, ...)
+  local n, args = select("#", ...), { ... }
+  local ok, worker = pcall(spawn, function() return red[cmd](red, unpack(args, 1, n)) end)
+  if not ok then return red[cmd](red, ...) end -- a phase without light threads: resty's own timeout
+  local timer = spawn(nap, timeout)
+  local done, v, err = ngx.thread.wait(worker, timer)
+  if coroutine.status(worker) ~= "dead" then
+    ngx.thread.kill(worker)
+    return nil, TIMED_OUT
+  end
+  ngx.thread.kill(timer)
+  if not done then error(v, 0) end
+  return v, err
+end
+
 --- r:call(cmd, ...) -> value | nil, err (see the module's summary).
 function Conn:call(...)
   if getmetatable(self) ~= Conn then error("leadconnector.redis: call it as r:call(...)", 2) end
@@ -182,7 +203,11 @@ function Conn:call(...)
   local red = c.red
   -- upper case: lua-resty-redis's own methods (close, connect, read_reply, init_pipeline, ...) are all lower case,
   -- so a command of that name goes to Redis as a command, as it does through hiredis
-  local v, err = red[upper(cmd)](red, select(2, ...))
+  local v, err = bounded(self.timeout, red, upper(cmd), select(2, ...))
+  if err == TIMED_OUT then
+    drop(self) -- mid-reply: the socket must not go back to the pool
+    return nil, format("timeout: no whole answer from Redis within %g s", self.timeout)
+  end
   if v ~= nil and v ~= false then return plain(v) end
   if v == false and err then return nil, err end
   if v == false then return false end

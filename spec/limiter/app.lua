@@ -99,6 +99,18 @@ function M.redis_misuse_cases(r)
   return out
 end
 
+-- GET /redis_get?port=P&timeout=S: one GET through leadconnector.redis against whatever listens on P (spec/57's
+-- fake Redis): { ok, err, seconds }.
+function M.redis_get()
+  local a = ngx.req.get_uri_args()
+  local t0 = ngx.now()
+  local r, err = require("leadconnector.redis").connect { port = tonumber(a.port), timeout = tonumber(a.timeout) }
+  local v
+  if r then v, err = r:call("GET", "k") r:close() end
+  ngx.update_time()
+  ngx.say(cjson.encode { ok = v ~= nil, err = err, seconds = ngx.now() - t0 })
+end
+
 function M.redis_misuse()
   local r = assert(require("leadconnector.redis").connect { port = conf.redis_port, timeout = 1 })
   local out = M.redis_misuse_cases(r)
