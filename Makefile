@@ -65,7 +65,7 @@ SO    = $(BUILD)/$(LUA_ABI)/leadconnector/core.so
 # The Lua versions the suite runs on besides 5.4 and LuaJIT.
 OTHER_LUAS = lua5.1 lua5.2 lua5.3
 
-.PHONY: all luajit $(OTHER_LUAS) lua5.4 deps check test demo install install-lib install-bin install-luajit \
+.PHONY: catalogue all luajit $(OTHER_LUAS) lua5.4 deps check test demo install install-lib install-bin install-luajit \
 	uninstall clean valgrind asan bench fuzz symbols install-check
 
 all: $(SO)
@@ -92,6 +92,14 @@ symbols: all luajit
 
 deps:
 	@scripts/deps.sh
+
+# The operation catalogue (lua/leadconnector/catalogue.lua) from the vendor's OpenAPI file and the overrides;
+# committed, so a build needs neither. REFERENCE defaults to ../shared/reference.
+REFERENCE ?= ../shared/reference
+CATALOGUE_LUA ?= lua5.4
+catalogue:
+	$(CATALOGUE_LUA) scripts/catalogue.lua $(REFERENCE) > lua/leadconnector/catalogue.lua.tmp
+	mv lua/leadconnector/catalogue.lua.tmp lua/leadconnector/catalogue.lua
 
 # Everything CI runs: the fuzzers' corpus replayed and each fuzzed briefly, then the whole suite on Lua 5.4, LuaJIT,
 # an ASan+UBSan build and under valgrind, the suite without the nginx and 5.4-only specs on Lua 5.1, 5.2 and 5.3,

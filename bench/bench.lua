@@ -163,6 +163,40 @@ for _, call in ipairs(CALLS) do
     argv = function(c, n) return { LUA, "bench/naive.lua", c.url, c.token, call, id_for(call), n } end,
   }
 end
+-- Paging: get_messages (a page of 20 Message userdata) and each_message over 5 pages of 20, against the raw
+-- libcurl loop making the same requests (and, for the page, decoding the same answers with cjson). They need a
+-- conversation of 100 messages, which lib.fresh_state injects where the sandbox can (ctx.paging).
+local function need_paging()
+  if not ctx.paging then return false, ctx.paging_reason or "the sandbox cannot hold 100 messages in one conversation" end
+  return true
+end
+local function need_paging_library()
+  if not ctx.library then return false, ctx.library_reason end
+  return need_paging()
+end
+for _, call in ipairs { "get_messages", "each_message" } do
+  row {
+    id = "raw_" .. call, label = "raw libcurl easy: " .. call .. (call == "each_message" and " (5 pages)" or " (20)"),
+    base = "raw_" .. call, needs = need_paging,
+    argv = function(c, n) return { OUT .. "/raw_easy", c.url, c.token, call, c.conv, n } end,
+  }
+end
+row {
+  id = "rawdec_get_messages", label = "raw libcurl easy + cjson.decode: get_messages (20)", base = "raw_get_messages",
+  needs = function()
+    local ok, why = need_decode_build("raw_easy_decode")()
+    if not ok then return ok, why end
+    return need_paging()
+  end,
+  argv = function(c, n) return { OUT .. "/raw_easy_decode", c.url, c.token, "get_messages", c.conv, n } end,
+}
+for _, call in ipairs { "get_messages", "each_message" } do
+  row {
+    id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call .. (call == "each_message" and " (5 pages)" or " (20)"),
+    base = "raw_" .. call, needs = need_paging_library,
+    argv = function(c, n) return { LUA, "bench/lc_seq.lua", c.url, c.token, call, c.conv, n } end,
+  }
+end
 row {
   id = "node", label = "node SDK: get_message", base = "raw_get_message", needs = need_node, n = NODE_N,
   argv = function(c, n)
@@ -171,6 +205,8 @@ row {
     return argv
   end,
 }
+
+require("wh_rows").add(row, { OUT = OUT, LUA = LUA, CC = CC, need_library = need_library, need_node = need_node })
 
 local by_id = {}
 for _, r in ipairs(rows) do by_id[r.id] = r end
@@ -290,7 +326,15 @@ local function ratio_median(r, base, field)
   return median(ratios)
 end
 
+-- BENCH_ONLY=id,id,...: run just those rows (e.g. BENCH_ONLY=raw_get_messages,lc_get_messages).
+local ONLY
+if env("BENCH_ONLY", "") ~= "" then
+  ONLY = {}
+  for id in env("BENCH_ONLY", ""):gmatch("[^,%s]+") do ONLY[id] = true end
+end
+
 local function runnable(r)
+  if ONLY and not ONLY[r.id] then r.na = "n/a (not in BENCH_ONLY)" return false end
   if r.na or r.failed then return false end
   if r.needs then
     local ok, why = r.needs()
@@ -351,7 +395,9 @@ local function print_table(startup, rss_run)
       local ratio, cpu_ratio
       ratio = ratio_median(r, base, "rps")
       cpu_ratio = ratio_median(r, base, "cpu_per_1000")
-      if r.base == r.id then
+      if r.note then
+        notes[#notes + 1] = r.note
+      elseif r.base == r.id then
         notes[#notes + 1] = r.id == "raw_get_message" and "the baseline"
           or r.id == "raw_multi" and "baseline for the concurrent rows" or "baseline for its call"
       elseif r.base == "raw_multi" then
@@ -449,6 +495,7 @@ local function targets(startup, rss_run)
     ratio_target("lc_" .. call, "raw_" .. call, "cpu_per_1000", function(x) return x <= 1.2 end,
       "CPU per request, " .. call .. " <= 1.2x raw easy", "%.3fx", "%.1f vs %.1f ms/1000")
   end
+  require("wh_rows").targets(ratio_target, at_least)
   if rss_run and rss_run.rss_kb then
     local mb = rss_run.rss_kb / 1024
     check(mb <= 16, string.format("peak RSS <= 16 MB over %d get_message requests: %.1f MB%s", rss_run.requests, mb,

@@ -112,7 +112,12 @@ static int answer_ok(const struct body *b, const char *field)
         lua_settop(L, 1);
         return 0;
     }
-    ok = lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, field) == LUA_TSTRING;
+    if (lua_type(L, -1) == LUA_TTABLE) { /* the field: an id (a string), or a page's list (a table) */
+        int t = lua_getfield(L, -1, field);
+        ok = t == LUA_TSTRING || t == LUA_TTABLE;
+    } else {
+        ok = 0;
+    }
     lua_settop(L, 1);
     return ok;
 }

@@ -3,7 +3,8 @@
 --
 --   lua5.4 bench/lc_seq.lua BASE_URL TOKEN CALL ID COUNT
 --
--- CALL: get_message | send_message | update_message_status | get_conversation.
+-- CALL: get_message | send_message | update_message_status | get_conversation | get_messages | each_message
+-- (ID: the conversation for the last two; each_message counts pages, 5 per pass over 100 messages).
 -- Every result is checked the way a caller would (one field read from it).
 -- Prints one "BENCH requests=N errors=E seconds=S" line.
 -- luasocket is loaded for its clock only (socket.gettime).
@@ -39,6 +40,25 @@ elseif call == "get_conversation" then
     local c, err = client:get_conversation(id)
     return c and c.id, err
   end
+elseif call == "get_messages" then
+  -- a page of 20 Message userdata (ID is the conversation)
+  do_call = function()
+    local page, err = client:get_messages(id, { limit = 20 })
+    return page and page.messages[20] and page.messages[20].id, err
+  end
+elseif call == "each_message" then
+  -- COUNT pages: each_message over 5 pages of 20, again and again (ID is the conversation)
+  do_call = function()
+    local n, last = 0, nil
+    for msg, err in client:each_message(id, { limit = 20 }) do
+      if not msg then return nil, err end
+      n = n + 1
+      last = msg.id
+      if n == 100 then break end
+    end
+    return n == 100 and last, "each_message saw " .. n .. " messages"
+  end
+  count = math.floor(count / 5)
 else
   io.stderr:write("lc_seq.lua: unknown CALL ", call, "\n")
   os.exit(2)
@@ -54,4 +74,5 @@ for _ = 1, count do
   end
 end
 local elapsed = gettime() - t0
-print(string.format("BENCH requests=%d errors=%d seconds=%.6f", count, errors, elapsed))
+local requests = call == "each_message" and count * 5 or count -- each_message: 5 pages per call
+print(string.format("BENCH requests=%d errors=%d seconds=%.6f", requests, call == "each_message" and errors * 5 or errors, elapsed))

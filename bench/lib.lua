@@ -196,6 +196,19 @@ function M.fresh_state(ctx)
     return nil, "could not send the first message (HTTP " .. tostring(scode) .. ")"
   end
   ctx.msg, ctx.conv = sent.messageId, sent.conversationId
+  -- 99 more messages in that conversation (the sandbox's /_sandbox/inbound), for the paging rows
+  ctx.paging, ctx.paging_reason = true, nil
+  for i = 1, 99 do
+    local ib = cjson.encode { contactId = "contact_demo_1", message = "bench page filler " .. i }
+    local _, icode = http.request {
+      url = ctx.url .. "/_sandbox/inbound", method = "POST", source = ltn12.source.string(ib),
+      headers = { ["content-type"] = "application/json", ["content-length"] = tostring(#ib) },
+    }
+    if icode ~= 201 and icode ~= 200 then
+      ctx.paging, ctx.paging_reason = false, "the sandbox has no /_sandbox/inbound (HTTP " .. tostring(icode) .. ")"
+      break
+    end
+  end
   return true
 end
 

@@ -3,7 +3,10 @@
  *   raw_easy BASE_URL TOKEN CALL ID COUNT
  *
  * CALL is one of get_message, send_message, update_message_status,
- * get_conversation: the same HTTP request the library makes for that method.
+ * get_conversation, get_messages (a page of 20 of conversation ID), each_message
+ * (5 pages of 20 of conversation ID in a row, each following the previous
+ * page's lastMessageId, then again from the first; COUNT counts pages): the
+ * same HTTP requests the library makes for that method.
  * ID is the message id (or conversation id for get_conversation; ignored for
  * send_message). The handle keeps its connection alive across requests.
  * Prints one "BENCH requests=N errors=E seconds=S" line.
@@ -37,6 +40,9 @@ int main(int argc, char **argv)
         field = "messageId";
     } else if (strcmp(call, "get_conversation") == 0) {
         snprintf(url, sizeof url, "%s/conversations/%s", base, id);
+    } else if (strcmp(call, "get_messages") == 0 || strcmp(call, "each_message") == 0) {
+        snprintf(url, sizeof url, "%s/conversations/%s/messages?limit=20", base, id);
+        field = "messages";
     } else {
         fprintf(stderr, "unknown CALL: %s\n", call);
         return 2;
@@ -69,7 +75,22 @@ int main(int argc, char **argv)
 
     long errors = 0;
     double t0 = now_seconds();
+    int paging = strcmp(call, "each_message") == 0;
+    char page_url[2300];
     for (long i = 0; i < count; i++) {
+        if (paging) { /* page i % 5: the first, or after the last page's lastMessageId */
+            const char *key = "\"lastMessageId\":\"", *p = NULL, *e = NULL;
+            if (i % 5 != 0 && body.data && body.len < (1u << 24)) {
+                body.data[body.len < body.cap ? body.len : body.cap - 1] = '\0';
+                p = strstr(body.data, key);
+                if (p) e = strchr(p += strlen(key), '"');
+            }
+            if (p && e && e - p < 200)
+                snprintf(page_url, sizeof page_url, "%s&lastMessageId=%.*s", url, (int)(e - p), p);
+            else
+                snprintf(page_url, sizeof page_url, "%s", url);
+            curl_easy_setopt(h, CURLOPT_URL, page_url);
+        }
         body.len = 0;
         CURLcode rc = curl_easy_perform(h);
         long status = 0;

@@ -42,6 +42,8 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_error_init(L);
   lc_object_init(L);
   lc_http_init(L);
+  lc_fs_init(L);
+  lc_webhook_init(L);
   lc_redis_init(L);
   lua_newtable(L);
   lc_setfuncs(L, core_funcs, 0);
@@ -49,7 +51,10 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_setfuncs(L, lc_error_funcs, 0);
   lc_setfuncs(L, lc_object_funcs, 0);
   lc_setfuncs(L, lc_http_funcs, 0);
+  lc_setfuncs(L, lc_fs_funcs, 0);
+  lc_setfuncs(L, lc_webhook_funcs, 0);
   lc_setfuncs(L, lc_redis_funcs, 0);
+  lc_validate_init(L, -1);
   lua_pushliteral(L, LC_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -236,11 +236,97 @@ static void unwrap(lua_State *L, int t, const char *key) {
   lua_pop(L, 1);
 }
 
+const char *const lc_op_names[] = {"send",  "status",        "message",          "conversation",
+                                   "raw",   "table",         "table_conversation", "messages_page",
+                                   "conversations_page", "export_page", "bytes", NULL};
+
+/* LC_OP_BYTES: { body = the answer's bytes, content_type = its Content-Type } (a recording, a transcript). */
+static int push_bytes(lua_State *L, const lc_answer *a) {
+  lua_createtable(L, 0, 2);
+  lua_pushlstring(L, a->body, a->body_len);
+  lua_setfield(L, -2, "body");
+  if (a->content_type && a->content_type_len) {
+    lua_pushlstring(L, a->content_type, a->content_type_len);
+    lua_setfield(L, -2, "content_type");
+  }
+  return 1;
+}
+
+/* The page answers: the list under `messages` / `conversations` becomes a list of Message / Conversation userdata
+ * (entries without an id stay plain tables), the other fields plain values. get_messages' live answer nests the page
+ * one level down ({ messages = { lastMessageId, nextPage, messages = [...] } }, vendor docs issue #54): it is
+ * returned flat, like the documented shape. Replaces the table at t with the page. */
+static int finish_page(lua_State *L, enum lc_op op, const lc_answer *a, int t) {
+  const char *key = op == LC_OP_CONVERSATIONS_PAGE ? "conversations" : "messages";
+  const char *mt = op == LC_OP_CONVERSATIONS_PAGE ? LC_CONVERSATION_MT : LC_MESSAGE_MT;
+  int list, page;
+  size_t n, i;
+  if (op == LC_OP_MESSAGES_PAGE) {
+    lua_getfield(L, t, "messages");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_getfield(L, -1, "messages");
+      if (lua_type(L, -1) == LUA_TTABLE) { /* nested: the inner table is the page */
+        lua_pop(L, 1);
+        lua_replace(L, t);
+      } else {
+        lua_pop(L, 2);
+      }
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_getfield(L, t, key);
+  list = lua_gettop(L);
+  if (lua_isnil(L, list) || lc_is_null(L, list)) { /* no list at all: an empty page */
+    lua_pop(L, 1);
+    lua_newtable(L);
+    list = lua_gettop(L);
+  }
+  if (lua_type(L, list) != LUA_TTABLE) {
+    lua_settop(L, t);
+    decode_error(L, a, op == LC_OP_CONVERSATIONS_PAGE ? "answer is not a page of conversations"
+                                                      : "answer is not a page of messages");
+    lua_pushvalue(L, t);
+    lua_setfield(L, -2, "body");
+    lua_remove(L, t);
+    return 2;
+  }
+  lua_pushnil(L);
+  lua_setfield(L, t, key);
+  lc_json_normalize(L, t); /* the page's own fields (the list is out of the way) */
+  n = lc_rawlen(L, list);
+  lua_createtable(L, (int)n, 0);
+  page = lua_gettop(L);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, (int)i);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_getfield(L, -1, "id");
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_pop(L, 1);
+        lc_push_object(L, mt, -1);
+        lua_remove(L, -2);
+      } else {
+        lua_pop(L, 1);
+        lc_json_normalize(L, -1);
+      }
+    }
+    lua_rawseti(L, page, (int)i);
+  }
+  lua_setfield(L, t, key);
+  lua_pop(L, 1); /* the list */
+  return 1;
+}
+
 static int finish(lua_State *L, enum lc_op op, const lc_answer *a) {
   int top = lua_gettop(L);
   if (a->status >= 200 && a->status <= 299) {
     int t;
+    if (op == LC_OP_BYTES) return push_bytes(L, a);
     if (a->body_len == 0) {
+      if (op == LC_OP_TABLE || op == LC_OP_TABLE_CONVERSATION) { /* e.g. a DELETE answered 200 with no body */
+        lua_newtable(L);
+        return 1;
+      }
       if (op == LC_OP_SEND || op == LC_OP_STATUS)
         return decode_error(L, a, "empty answer without a messageId: the API did not confirm the message");
       return decode_error(L, a, "empty answer where a JSON object was expected");
@@ -292,6 +378,23 @@ static int finish(lua_State *L, enum lc_op op, const lc_answer *a) {
       lc_push_object(L, op == LC_OP_MESSAGE ? LC_MESSAGE_MT : LC_CONVERSATION_MT, t);
       lua_remove(L, t);
       return 1;
+    case LC_OP_TABLE:
+      lc_json_normalize(L, t);
+      return 1;
+    case LC_OP_TABLE_CONVERSATION:
+      /* { conversation = {...}, ... }: the conversation becomes a Conversation, the rest a plain table */
+      lc_json_normalize(L, t);
+      lua_getfield(L, t, "conversation");
+      if (lua_type(L, -1) == LUA_TTABLE) {
+        lc_push_object(L, LC_CONVERSATION_MT, -1);
+        lua_setfield(L, t, "conversation");
+      }
+      lua_pop(L, 1);
+      return 1;
+    case LC_OP_MESSAGES_PAGE:
+    case LC_OP_CONVERSATIONS_PAGE:
+    case LC_OP_EXPORT_PAGE:
+      return finish_page(L, op, a, t);
     default:
       return 1;
     }
@@ -436,17 +539,17 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
-/* core.finish(op, status, body, retry_after, trace_id, token) - the answer-to-result step, for transports written in Lua
+/* core.finish(op, status, body, retry_after, trace_id, token [, content_type]) - the answer-to-result step, for transports written in Lua
  * (nginx cosockets): same decoding, objects and error kinds as the libcurl path. */
 static int l_finish(lua_State *L) {
-  static const char *const ops[] = {"send", "status", "message", "conversation", "raw", NULL};
   lc_answer a;
-  enum lc_op op = (enum lc_op)luaL_checkoption(L, 1, NULL, ops);
+  enum lc_op op = (enum lc_op)luaL_checkoption(L, 1, NULL, lc_op_names);
   a.status = (long)luaL_checkinteger(L, 2);
   a.body = luaL_optlstring(L, 3, "", &a.body_len);
   a.retry_after = luaL_optnumber(L, 4, -1);
   a.trace_id = luaL_optstring(L, 5, NULL);
   a.secret = luaL_optlstring(L, 6, NULL, &a.secret_len);
+  a.content_type = luaL_optlstring(L, 7, NULL, &a.content_type_len);
   return lc_finish(L, op, &a);
 }
 

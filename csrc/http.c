@@ -44,11 +44,14 @@ typedef struct lc_xfer {
   lc_ratelimit rl_now;
   double retry_after;
   char trace_id[LC_TRACE_ID_MAX + 1];
+  char content_type[128]; /* the answer's Content-Type, cut to fit (for answers kept as bytes) */
+  size_t content_type_len;
   const char *up; /* upload (sends, older libcurl): points into a Lua string kept alive on the stack */
   size_t up_len, up_pos;
   int once;     /* this transfer may be sent once only (a send) */
   int attempts; /* requests libcurl started for this transfer (pre-request callback calls) */
   struct curl_slist *hdr_tmp; /* a call's own Version; freed after each call */
+  curl_mime *mime;            /* a multipart body (uploads): libcurl's mime API; freed after each call */
   char *url;
   size_t url_cap;
   char errbuf[CURL_ERROR_SIZE];
@@ -100,8 +103,9 @@ static char *dupstr(const char *s) {
   return p;
 }
 
-static int build_headers(lc_session *s, const char *version, struct curl_slist **get, struct curl_slist **body) {
-  char vline[128];
+static int build_headers(lc_session *s, const char *version, const char *ctype, struct curl_slist **get,
+                         struct curl_slist **body) {
+  char vline[128], cline[300];
   struct curl_slist *g = NULL, *b = NULL, *t;
   snprintf(vline, sizeof vline, "Version: %s", version);
 #define ADD(list, str)                                                                                                 \
@@ -110,13 +114,16 @@ static int build_headers(lc_session *s, const char *version, struct curl_slist *
     if (t == NULL) goto oom;                                                                                           \
     list = t;                                                                                                          \
   } while (0)
-  ADD(g, s->auth);
+  if (s->auth) ADD(g, s->auth); /* a session made with token = false sends none (OAuth token requests) */
   ADD(g, vline);
   ADD(g, "Accept: application/json");
-  ADD(b, s->auth);
+  if (s->auth) ADD(b, s->auth);
   ADD(b, vline);
   ADD(b, "Accept: application/json");
-  ADD(b, "Content-Type: application/json");
+  if (ctype == NULL || *ctype) { /* "": none (libcurl's mime API sets multipart/form-data; boundary=... itself) */
+    snprintf(cline, sizeof cline, "Content-Type: %s", ctype ? ctype : "application/json");
+    ADD(b, cline);
+  }
   ADD(b, "Expect:"); /* no 100-continue round trip */
 #undef ADD
   *get = g;
@@ -137,6 +144,8 @@ static void xfer_cleanup(lc_session *s, lc_xfer *x) {
   x->added = 0;
   free_slist_wiped(x->hdr_tmp);
   x->hdr_tmp = NULL;
+  curl_mime_free(x->mime);
+  x->mime = NULL;
   free(x->body);
   free(x->url);
   x->body = x->url = NULL;
@@ -343,10 +352,18 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     x->rl_now.seen = 0;
     x->retry_after = -1;
     x->trace_id[0] = '\0';
+    x->content_type_len = 0;
     return len;
   }
   if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) x->head_done = 1;
   if (len < 12) return len;
+  if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Type", &v, &vlen)) {
+    if (vlen >= sizeof x->content_type) vlen = sizeof x->content_type - 1;
+    memcpy(x->content_type, v, vlen);
+    x->content_type[vlen] = '\0';
+    x->content_type_len = vlen;
+    return len;
+  }
   if ((line[0] | 0x20) == 'x' && strncasecmp(line, "X-RateLimit-", 12) == 0) {
     const char *name = line + 12;
     size_t rest = len - 12;
@@ -454,9 +471,14 @@ failed:
 /* Points x at one request. The path, body and version strings must stay alive (on the Lua stack) until the
  * transfer is done. Returns 1, 0 on out of memory, -1 for a version that cannot be a header value. */
 static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *method, const char *path, size_t plen,
-                        const char *body, size_t blen, const char *version, double timeout_s) {
+                        const char *body, size_t blen, const char *version, const char *ctype, double timeout_s) {
   CURL *e = x->easy;
   struct curl_slist *hdrs;
+  if (x->mime) { /* left by a call cut short by a Lua error */
+    curl_easy_setopt(e, CURLOPT_MIMEPOST, NULL);
+    curl_mime_free(x->mime);
+    x->mime = NULL;
+  }
   if (x->url_cap < s->base_len + plen + 1) {
     char *p = (char *)realloc(x->url, s->base_len + plen + 1);
     if (p == NULL) return 0;
@@ -468,13 +490,21 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->url[s->base_len + plen] = '\0';
 
   hdrs = body ? s->hdr_body : s->hdr_get;
-  if (version != NULL && strcmp(version, s->version) != 0) {
+  if (ctype != NULL) { /* a body of another type (multipart): checked by the Lua layer, never a control character */
+    const char *c;
+    for (c = ctype; *c; c++)
+      if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
+    if (strlen(ctype) > 200) return -1;
+  }
+  if ((version != NULL && strcmp(version, s->version) != 0) || (ctype != NULL && body != NULL)) {
     struct curl_slist *g = NULL, *b = NULL;
     const char *c;
+    if (version == NULL) version = s->version; /* before the loop: a call's own type with the default version */
     for (c = version; *c; c++) /* the Lua layer checks it; a header line is never built from a control character */
       if ((unsigned char)*c < 0x20 || *c == 0x7f) return -1;
+    if (version == NULL) version = s->version;
     if (strlen(version) > 64) return -1;
-    if (!build_headers(s, version, &g, &b)) return 0;
+    if (!build_headers(s, version, ctype, &g, &b)) return 0;
     free_slist_wiped(body ? g : b);
     x->hdr_tmp = hdrs = body ? b : g;
   }
@@ -518,6 +548,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->rl_now.seen = 0;
   x->retry_after = -1;
   x->trace_id[0] = '\0';
+  x->content_type_len = 0;
   x->errbuf[0] = '\0';
   return 1;
 }
@@ -562,6 +593,11 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     free_slist_wiped(x->hdr_tmp);
     x->hdr_tmp = NULL;
   }
+  if (x->mime) {
+    curl_easy_setopt(x->easy, CURLOPT_MIMEPOST, NULL);
+    curl_mime_free(x->mime);
+    x->mime = NULL;
+  }
   if (x->rl_now.seen) {
     int i;
     for (i = 0; i < 5; i++)
@@ -571,8 +607,10 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   a.retry_after = x->retry_after;
   a.trace_id = x->trace_id;
-  a.secret = s->auth + AUTH_PREFIX_LEN; /* the token itself */
-  a.secret_len = strlen(a.secret);
+  a.secret = s->auth ? s->auth + AUTH_PREFIX_LEN : NULL; /* the token itself */
+  a.secret_len = a.secret ? strlen(a.secret) : 0;
+  a.content_type = x->content_type;
+  a.content_type_len = x->content_type_len;
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
   if (rc == CURLE_OK && !x->head_done) {
     /* libcurl takes an answer whose connection closed in the middle of its headers as complete (and empty):
@@ -677,7 +715,8 @@ static int l_session(lua_State *L) {
   lc_session *s;
   const char *token, *base, *version, *ua;
   char why[160];
-  size_t toklen;
+  size_t toklen = 0;
+  int notoken;
   double max_size;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -689,7 +728,8 @@ static int l_session(lua_State *L) {
 
   lua_getfield(L, 1, "token");
   token = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &toklen) : NULL;
-  if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
+  notoken = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1); /* false: no Authorization header */
+  if (!notoken && (token == NULL || !lc_check_token(token, toklen, why, sizeof why))) {
     lua_pushnil(L);
     lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
     lc_seterrfield_str(L, "field", "token");
@@ -712,17 +752,17 @@ static int l_session(lua_State *L) {
   s->verify = !(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1));
   lua_pop(L, 1);
 
-  s->auth = (char *)malloc(toklen + 32);
+  s->auth = notoken ? NULL : (char *)malloc(toklen + 32);
   s->version = dupstr(version);
   s->base = dupstr(base);
   s->ua = dupstr(ua);
   s->ca = dupstr(opt_string(L, 1, "ca_file"));
   s->proxy = dupstr(opt_string(L, 1, "proxy"));
-  if (s->auth == NULL || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
-  snprintf(s->auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
+  if ((s->auth == NULL && !notoken) || s->version == NULL || s->base == NULL || s->ua == NULL) goto oom;
+  if (s->auth) snprintf(s->auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
   lua_pop(L, 1); /* token */
   s->base_len = strlen(s->base);
-  if (!build_headers(s, s->version, &s->hdr_get, &s->hdr_body)) goto oom;
+  if (!build_headers(s, s->version, NULL, &s->hdr_get, &s->hdr_body)) goto oom;
   s->closed = 0;
   switch (session_new_handles(s)) {
   case 0: goto oom;
@@ -740,7 +780,7 @@ oom:
   return luaL_error(L, "leadconnector: out of memory");
 }
 
-static const char *const OPS[] = {"send", "status", "message", "conversation", "raw", NULL};
+#define OPS lc_op_names
 
 /* Pushes remaining, interval_ms, retry_after of x's answer (nil where absent). */
 static void push_last(lua_State *L, const lc_xfer *x) {
@@ -752,7 +792,47 @@ static void push_last(lua_State *L, const lc_xfer *x) {
   else lua_pushnil(L);
 }
 
-/** session:call(op, method, path, body|nil, version|nil, timeout_seconds|nil)
+/* A multipart POST through libcurl's mime API: the parts of the list at idx ({ name, data [, filename,
+ * content_type] }, checked by core.multipart_parts), headers without a Content-Type of ours, sent once only like
+ * every POST. libcurl copies the data, so nothing here depends on the Lua strings once the call returns. */
+static int xfer_mime(lua_State *L, lc_session *s, lc_xfer *x, int idx, const char *version) {
+  CURL *e = x->easy;
+  struct curl_slist *g = NULL, *b = NULL;
+  size_t n = lc_rawlen(L, idx), i;
+  if (!build_headers(s, version ? version : s->version, "", &g, &b)) return 0;
+  free_slist_wiped(g);
+  if (x->hdr_tmp) {
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    free_slist_wiped(x->hdr_tmp);
+  }
+  x->hdr_tmp = b;
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, b);
+  x->mime = curl_mime_init(e);
+  if (x->mime == NULL) return 0;
+  for (i = 1; i <= n; i++) {
+    curl_mimepart *part = curl_mime_addpart(x->mime);
+    size_t dn;
+    const char *d;
+    if (part == NULL) return 0;
+    lua_rawgeti(L, idx, (int)i);
+    lua_getfield(L, -1, "name");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_name(part, lua_tostring(L, -1));
+    lua_getfield(L, -2, "data");
+    d = lua_tolstring(L, -1, &dn);
+    if (d) curl_mime_data(part, d, dn);
+    lua_getfield(L, -3, "filename");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_filename(part, lua_tostring(L, -1));
+    lua_getfield(L, -4, "content_type");
+    if (lua_type(L, -1) == LUA_TSTRING) curl_mime_type(part, lua_tostring(L, -1));
+    lua_pop(L, 5);
+  }
+  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+  curl_easy_setopt(e, CURLOPT_MIMEPOST, x->mime);
+  x->once = 1; /* a POST: the pre-request callback lets libcurl send it once */
+  return 1;
+}
+
+/** session:call(op, method, path, body|parts|nil, version|nil, timeout_seconds|nil, content_type|nil)
  *    -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), which saves
  *    the Lua layer a session:last() on every call. */
 static int l_call(lua_State *L) {
@@ -761,15 +841,18 @@ static int l_call(lua_State *L) {
   const char *method = luaL_checkstring(L, 3);
   size_t plen, blen = 0;
   const char *path = luaL_checklstring(L, 4, &plen);
-  const char *body = luaL_optlstring(L, 5, NULL, &blen);
+  int parts = lua_type(L, 5) == LUA_TTABLE; /* a multipart body, as core.multipart_parts lists it */
+  const char *body = parts ? NULL : luaL_optlstring(L, 5, NULL, &blen);
   const char *version = luaL_optstring(L, 6, NULL);
   double tmo = luaL_optnumber(L, 7, -1);
+  const char *ctype = luaL_optstring(L, 8, NULL);
   CURLcode rc;
-  switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, tmo)) {
+  switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, ctype, tmo)) {
   case 0: return luaL_error(L, "leadconnector: out of memory");
-  case -1: return luaL_error(L, "leadconnector: version must be a short header value without control characters");
+  case -1: return luaL_error(L, "leadconnector: version and content type must be short header values without control characters");
   default: break;
   }
+  if (parts && !xfer_mime(L, s, &s->main, 5, version)) return luaL_error(L, "leadconnector: out of memory");
   s->busy = 1;
   rc = curl_easy_perform(s->main.easy);
   s->busy = 0;
@@ -854,7 +937,7 @@ static int l_batch(lua_State *L) {
         s->busy = 0;
         return luaL_error(L, "leadconnector: batch request %d is malformed", next);
       }
-      switch (xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, tmo)) {
+      switch (xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, NULL, tmo)) {
       case 0: s->busy = 0; return luaL_error(L, "leadconnector: out of memory");
       case -1: s->busy = 0; return luaL_error(L, "leadconnector: version must be a short header value without control characters");
       default: break;
@@ -936,6 +1019,56 @@ static int l_last(lua_State *L) {
   return 3;
 }
 
+/** session:set_token(token | false) -> true | nil, err: the token of the calls that follow (an OAuth access token
+ * changes after a refresh); false sends no Authorization header. The old header line is wiped before it is freed. */
+static int l_set_token(lua_State *L) {
+  lc_session *s = check_session(L);
+  size_t toklen = 0;
+  const char *token = NULL;
+  char why[160], *auth = NULL, *old;
+  struct curl_slist *g = NULL, *b = NULL;
+  if (!(lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2))) {
+    token = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &toklen) : NULL;
+    if (token == NULL || !lc_check_token(token, toklen, why, sizeof why)) {
+      lua_pushnil(L);
+      lc_push_error(L, "invalid", "%s", token == NULL ? "token must be a string" : why);
+      lc_seterrfield_str(L, "field", "token");
+      lc_seterrfield_bool(L, "request_sent", 0);
+      return 2;
+    }
+    if (s->auth && strlen(s->auth + AUTH_PREFIX_LEN) == toklen && memcmp(s->auth + AUTH_PREFIX_LEN, token, toklen) == 0) {
+      lua_pushboolean(L, 1); /* the usual case: unchanged */
+      return 1;
+    }
+    auth = (char *)malloc(toklen + 32);
+    if (auth == NULL) return luaL_error(L, "leadconnector: out of memory");
+    snprintf(auth, toklen + 32, "%s%s", AUTH_PREFIX, token);
+  } else if (s->auth == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  old = s->auth;
+  s->auth = auth;
+  if (!build_headers(s, s->version, NULL, &g, &b)) {
+    s->auth = old;
+    if (auth) {
+      wipe(auth, strlen(auth));
+      free(auth);
+    }
+    return luaL_error(L, "leadconnector: out of memory");
+  }
+  free_slist_wiped(s->hdr_get);
+  free_slist_wiped(s->hdr_body);
+  s->hdr_get = g;
+  s->hdr_body = b;
+  if (old) {
+    wipe(old, strlen(old));
+    free(old);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_close(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
   if (s->busy) return luaL_error(L, "leadconnector: cannot close a client during its own call");
@@ -963,6 +1096,7 @@ static int l_closed(lua_State *L) {
 
 static const luaL_Reg session_methods[] = {{"call", l_call},   {"batch", l_batch},   {"rate_limit", l_rate_limit},
                                            {"last", l_last},   {"close", l_close},   {"closed", l_closed},
+                                           {"set_token", l_set_token},
                                            {NULL, NULL}};
 
 static int l_curl_version(lua_State *L) {

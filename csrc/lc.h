@@ -15,7 +15,14 @@
 #define LC_SESSION_MT "leadconnector.Session"
 
 /* What a call expects back; chooses how a 2xx answer is decoded. */
-enum lc_op { LC_OP_SEND = 0, LC_OP_STATUS, LC_OP_MESSAGE, LC_OP_CONVERSATION, LC_OP_RAW, LC_OP__COUNT };
+/* The names (lc_op_names, error.c) are what session:call and core.finish take; the Lua layer maps the catalogue's
+ * `answer` to them. raw: the decoded JSON as cjson made it; bytes: { body = ..., content_type = ... }. */
+enum lc_op {
+  LC_OP_SEND = 0, LC_OP_STATUS, LC_OP_MESSAGE, LC_OP_CONVERSATION, LC_OP_RAW,
+  LC_OP_TABLE, LC_OP_TABLE_CONVERSATION, LC_OP_MESSAGES_PAGE, LC_OP_CONVERSATIONS_PAGE, LC_OP_EXPORT_PAGE, LC_OP_BYTES,
+  LC_OP__COUNT
+};
+extern const char *const lc_op_names[]; /* NULL-terminated, in enum order */
 
 /* Values taken from one answer's headers. */
 typedef struct lc_ratelimit {
@@ -31,6 +38,8 @@ typedef struct lc_answer {
   const char *trace_id; /* from a header, may be NULL */
   const char *secret;   /* the token: redacted wherever an error would quote the answer (may be NULL) */
   size_t secret_len;
+  const char *content_type; /* the answer's Content-Type (may be NULL); for LC_OP_BYTES */
+  size_t content_type_len;
 } lc_answer;
 
 /* A growable byte buffer owned by a userdata on the Lua stack: a Lua error while it is in use cannot leak it. */
@@ -89,9 +98,11 @@ void lc_redact_copy(char *dst, size_t cap, const char *src, size_t n, const char
 /* object.c */
 void lc_object_init(lua_State *L);
 void lc_push_object(lua_State *L, const char *mt, int tidx); /* wraps the table at tidx */
+void lc_add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max, int *first); /* `k=value` for tostring */
 
 /* validate.c */
 int lc_check_token(const char *s, size_t len, char *why, size_t whylen);
+void lc_validate_init(lua_State *L, int module); /* core.build_send / build_status, the schema metatable */
 
 /* http.c */
 void lc_http_init(lua_State *L);
@@ -99,9 +110,13 @@ void lc_http_init(lua_State *L);
 /* Module functions registered by each file (NULL-terminated lists, merged in core.c). */
 extern const luaL_Reg lc_validate_funcs[];
 extern const luaL_Reg lc_http_funcs[];
+extern const luaL_Reg lc_fs_funcs[]; /* fs.c */
+void lc_fs_init(lua_State *L);
 extern const luaL_Reg lc_error_funcs[];
 extern const luaL_Reg lc_redis_funcs[]; /* redis.c */
 void lc_redis_init(lua_State *L);
 extern const luaL_Reg lc_object_funcs[];
+extern const luaL_Reg lc_webhook_funcs[]; /* webhook.c */
+void lc_webhook_init(lua_State *L);
 
 #endif

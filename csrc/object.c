@@ -134,6 +134,8 @@ static void add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max
   }
 }
 
+void lc_add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max, int *first) { add_field(L, b, t, k, max, first); }
+
 static int obj_tostring(lua_State *L) {
   static const char *const msg_fields[] = {"id", "messageType", "direction", "status", "contactId", "body", NULL};
   static const char *const conv_fields[] = {"id", "contactId", "type", "unreadCount", NULL};

@@ -51,6 +51,9 @@ static lua_State *fz_setup(const char *check) {
   lua_getglobal(L, "package");
   lua_pushliteral(L, "/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;/usr/local/lib/lua/5.4/?.so;/usr/lib/lua/5.4/?.so");
   lua_setfield(L, -2, "cpath");
+  /* the catalogue (core.build_send / build_status compile their schemas from it): run from the repository root */
+  lua_pushliteral(L, "./lua/?.lua;./lua/?/init.lua");
+  lua_setfield(L, -2, "path");
   lua_pop(L, 1);
   lua_pushcfunction(L, luaopen_leadconnector_core);
   fz_call(L, 0, 1);

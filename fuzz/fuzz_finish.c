@@ -6,12 +6,16 @@
  * Input: [op][status hi][status lo][retry_after mode][...retry_after][trace len][trace][token len][token][body...]
  *   The token is "SeCrEt" followed by the token bytes mapped onto [A-Za-z0-9._-] (a marker that appears nowhere
  *   else, so any occurrence in an error is a leak); the fuzzer finds it in the body through the comparison hooks.
- *   op % 5 -> send status message conversation raw; status = u16 % 1000; retry_after mode 1: one byte of
+ *   op % 11 -> send status message conversation raw table table_conversation messages_page conversations_page
+ *   export_page bytes (the catalogue's answer shapes); status = u16 % 1000; retry_after mode 1: one byte of
  *   seconds, 2: any 8-byte double (NaN, inf, huge), 3: the same, and error fields overwritten with it before
  *   tostring, else absent; trace len 0 -> no trace id. */
 #include "common.h"
 
-static const char *const OPS[] = {"send", "status", "message", "conversation", "raw"};
+static const char *const OPS[] = {"send",          "status",        "message",       "conversation",
+                                  "raw",           "table",         "table_conversation", "messages_page",
+                                  "conversations_page", "export_page", "bytes"};
+#define NOPS (sizeof OPS / sizeof *OPS)
 
 static const char CHECK[] =
     "local KINDS = { invalid=1, network=1, timeout=1, auth=1, not_found=1, rate_limited=1, http=1, server=1, decode=1 }\n"
@@ -88,8 +92,32 @@ static const char CHECK[] =
     "    assert(type(v) == 'table', 'send/status result not a table')\n"
     "    assert(type(v.messageId) == 'string' and #v.messageId > 0, 'success without a messageId')\n"
     "    walk(v, 0)\n"
-    "  elseif op == 'raw' then\n"
-    "    assert(type(v) == 'table', 'raw result not a table')\n"
+    "  elseif op == 'raw' or op == 'table' or op == 'table_conversation' then\n"
+    "    assert(type(v) == 'table', op .. ' result not a table')\n"
+    "    if op == 'table_conversation' and type(v.conversation) ~= 'table' and v.conversation ~= nil then\n"
+    "      assert(core.typeof(v.conversation) == 'Conversation', 'conversation not a Conversation')\n"
+    "      one_line(tostring(v.conversation), 'Conversation')\n"
+    "      local _ = v.conversation:to_table()\n"
+    "      v.conversation = nil\n"
+    "    end\n"
+    "    walk(v, 0)\n"
+    "  elseif op == 'bytes' then\n"
+    "    assert(type(v) == 'table' and v.body == body, 'bytes not the answer as it came')\n"
+    "  elseif op == 'messages_page' or op == 'conversations_page' or op == 'export_page' then\n"
+    "    local key = op == 'conversations_page' and 'conversations' or 'messages'\n"
+    "    local want = op == 'conversations_page' and 'Conversation' or 'Message'\n"
+    "    local list = v[key]\n"
+    "    assert(type(list) == 'table', 'page without its list')\n"
+    "    for i = 1, #list do\n"
+    "      local x = list[i]\n"
+    "      if core.typeof(x) then\n"
+    "        assert(core.typeof(x) == want, 'page item of the wrong kind')\n"
+    "        assert(type(x.id) == 'string', 'page item without an id')\n"
+    "        one_line(tostring(x), want)\n"
+    "        walk(x:to_table(), 0)\n"
+    "      end\n"
+    "    end\n"
+    "    v[key] = nil\n"
     "    walk(v, 0)\n"
     "  else\n"
     "    local want = op == 'message' and 'Message' or 'Conversation'\n"
@@ -120,7 +148,7 @@ FZ_INITIALIZE(CHECK)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_State *L = fz_L;
   fz_in in = {data, size, 0};
-  unsigned op = fz_u8(&in) % 5, mode;
+  unsigned op = fz_u8(&in) % NOPS, mode;
   unsigned status = fz_u16(&in) % 1000;
   const char *trace;
   size_t tlen, slen;

@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lc_session *s = sess;
   lc_xfer *x = &s->main;
   fz_in in = {data, size, 0};
-  unsigned op = fz_u8(&in) % 5;
+  unsigned op = fz_u8(&in) % LC_OP__COUNT;
   size_t chunk, len;
   long status = 200;
   const char *line;
@@ -112,6 +112,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   x->rl_now.seen = 0;
   x->retry_after = -1;
   x->trace_id[0] = '\0';
+  x->content_type_len = 0;
+  x->head_bytes = 0; /* per answer, as xfer_prepare does: the 64 KiB cap counts this input's lines only */
+  x->head_too_big = 0;
   s->rl_last.seen = 0;
 
   /* headers: libcurl hands over one whole line at a time, in a buffer it owns (copied here, so ASan sees its end) */
@@ -129,7 +132,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           status = status * 10 + (buf[k] - '0');
       }
     }
-    if (on_header(buf, 1, len, x) != len) fz_fail("on_header did not take the whole line", NULL);
+    if (on_header(buf, 1, len, x) != len) {
+      /* only past the header cap may it refuse a line (libcurl then aborts the transfer) */
+      if (!x->head_too_big) fz_fail("on_header did not take the whole line", NULL);
+      break;
+    }
     if ((len == 2 && buf[0] == '\r') || len == 1) {
       if (!(fz_left(&in) >= 5 && memcmp(in.p + in.i, "HTTP/", 5) == 0)) break;
     }
@@ -174,6 +181,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   a.status = status;
   a.retry_after = x->retry_after;
   a.trace_id = x->trace_id;
+  a.content_type = x->content_type;
+  a.content_type_len = x->content_type_len;
   a.body = x->body ? x->body : "";
   a.body_len = x->body_len;
   if (x->too_big && status < 300) {

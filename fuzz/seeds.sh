@@ -37,6 +37,14 @@ seed finish echo-401        '\x02\x01\x91\x00\x00\x03\x1a\x1b\x1c{"statusCode":4
 seed finish echo-html       '\x00\x01\xf6\x00\x00\x03\x1a\x1b\x1c<html>Bearer SeCrEtabc</html>'
 # echo-201 was a finding: a 2xx error kept the echoed token in err.body (fixed in csrc/error.c)
 seed finish echo-201        '\x00\x00\xc9\x00\x00\x03\x1a\x1b\x1c{"conversationId":"c1","echo":"SeCrEtabc"}'
+#   op 5 table 6 table_conversation 7 messages_page 8 conversations_page 9 export_page 10 bytes
+seed finish table           '\x05\x00\xc8\x00\x00\x00{"success":true,"x":null,"n":1.0}'
+seed finish table-conv      '\x06\x00\xc9\x00\x00\x00{"success":true,"conversation":{"id":"c9","locationId":"l"}}'
+seed finish page-flat       '\x07\x00\xc8\x00\x00\x00{"lastMessageId":"m2","nextPage":true,"messages":[{"id":"m1"},{"id":"m2","body":"b"},{"x":1}]}'
+seed finish page-nested     '\x07\x00\xc8\x00\x00\x00{"messages":{"lastMessageId":"m2","nextPage":false,"messages":[{"id":"m1"}]}}'
+seed finish page-convs      '\x08\x00\xc8\x00\x00\x00{"conversations":[{"id":"c1","sort":[1700000000000]},null,3],"total":2}'
+seed finish page-export     '\x09\x00\xc8\x00\x00\x00{"messages":[{"id":"m1"}],"nextCursor":null,"total":1}'
+seed finish bytes           '\x0a\x00\xc8\x00\x00\x00RIFF\x00\x01WAVE'
 seed finish err-tamper-2p64  '\x00\x01\xf4\x03\x00\x00\x00\x00\x00\x00\xf0\x43\x00\x00{"statusCode":500}'
 
 # headers: [op][max_size selector][chunk size] then header lines (\n-terminated) up to a blank line, then the body
@@ -65,6 +73,12 @@ seed build send-sched       '\x00\x00\x04\x00\x02\x02\x01\x00\x02c1\x0e\x04\x65\
 seed build send-unknown     '\x02\x00\x03\x00\x02\x00\x01\x00\x02c1\xc8\x05extra\x07\x01\x02\x00\x01x\x09\x00'
 seed build send-bad-utf8    '\x00\x00\x03\x00\x02\x00\x01\x00\x02c1\x09\x02\x15'
 seed build status-read      '\x01\x00\x01\x16\x02\x0c'
+# mode bits 2-3: 1 query (bit0: get_messages), 2 multipart (a second table: the files), 3 [op] then the body of op
+seed build query-search     '\x04\x00\x02\xc8\x00\x02l1\xc8\x00\x05limit'
+seed build query-messages   '\x05\x00\x02\xc8\x00\x05limit\x04\x00\x00\x00\x14\xc8\x00\x04type\x00\x12TYPE_SMS,TYPE_CALL'
+seed build multipart        '\x08\x00\x01\xc8\x00\x02c1\x01\x02\x00\x05hello\x00\x03\x00\xff\x00'
+seed build op-body          '\x0c\x03\x00\x02\xc8\x00\x02l1\xc8\x00\x02c1'
+seed build op-body-unknown  '\x0e\x05\x00\x02\xc8\x00\x05extra\x07\x00\x01\xc8\x00\x02\xff\xfe\xc8\x00\x01x'
 seed build status-full      '\x01\x00\x04\x16\x02\x0a\x22\x07\x00\x02\x24\x00\x03E42\x09\x00\x04oops\x1c\x00\x02e1\x23\x07\x01\x02\x00\x01a\x07\x00\x02\x25\x00\x01x\x16\x02\x09'
 
 # reader: [mode][piece seed][answer bytes]  (mode bit 0 HEAD, bits 1-2 max size, bit 3 repeat to 100 KiB)
@@ -77,3 +91,17 @@ seed reader huge-line   '\x0e\x05HTTP/1.1 200 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
 seed reader huge-header '\x0e\x05X-Big: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n'
 seed reader head        '\x01\x04HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n'
 seed reader capped      '\x00\x04HTTP/1.1 200 OK\r\nContent-Length: 20\r\nX-Request-Id: r\x01q\r\n\r\n01234567890123456789'
+
+# webhook: [flags][body len hi lo][body][pos hi lo][header bytes][\0 extra header lines] (see fuzz/fuzz_webhook.c)
+seed webhook signed-inbound         '\x01\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00'
+seed webhook signed-provider-lower  '\x09\x00r{"contactId":"c1","locationId":"l1","messageId":"m9","type":"SMS","phone":"+1555","message":"hi","attachments":[]}\x00\x00'
+seed webhook signed-seen            'A\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00'
+seed webhook sig-bitflip            '\x03\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x01\x05'
+seed webhook body-bitflip           '\x05\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x10'
+seed webhook unsigned-na            '\x80\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00N/A'
+seed webhook unsigned-b64           '\x80\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=='
+seed webhook wh-only                '\x10\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='
+seed webhook wh-rsa-false           '0\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='
+seed webhook signed-extra-dup       '\x01\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00\x00x-ghl-signature: N/A\x0aContent-Type: application/json\x0a'
+seed webhook signed-not-json        '\x01\x00\x08not json\x00\x00'
+seed webhook signed-array           '\x01\x00\x0e[{"type":"x"}]\x00\x00'

@@ -244,7 +244,7 @@ describe("sandbox", function()
       for _, msg in ipairs(expected) do
         assert.is_true(contains(body.message, msg), "missing: " .. msg .. " in " .. cjson.encode(body.message))
       end
-      assert.equals(5, #sb:messages()) -- the seed's, nothing more
+      assert.equals(6, #sb:messages()) -- the seed's, nothing more
     end)
 
     it("requires type and contactId", function()
@@ -770,7 +770,7 @@ describe("sandbox", function()
       assert.equals("msg_demo_3", list[1].id)
       assert.equals("msg_demo_4", list[2].id)
       assert.equals(0, #sb:messages("nobody"))
-      assert.equals(5, #sb:messages())
+      assert.equals(6, #sb:messages())
     end)
 
     it("answers 404 for an unknown control endpoint", function()

@@ -83,6 +83,9 @@ local function compare(name, problems, seen)
       elseif rule.enum and not dev_enums[prop] then
         problems[#problems + 1] = where .. ": the rule has an enum the spec does not"
       end
+      if p.maxLength ~= rule.max_length then
+        problems[#problems + 1] = where .. ": maxLength " .. tostring(p.maxLength) .. ", rule " .. tostring(rule.max_length)
+      end
       if p.format and p.format ~= rule.format then
         problems[#problems + 1] = where .. ": format " .. p.format .. " not checked by the rule"
       end
@@ -128,6 +131,112 @@ local function compare(name, problems, seen)
   end
   return problems
 end
+
+-- The handlers the sandbox routes to (lcsandbox.operations; ngx is only used when they run).
+local operations = require "lcsandbox.operations"
+local catalogue = require "leadconnector.catalogue"
+
+-- The spec's operation for a catalogue entry.
+local function spec_op(op)
+  local path = op.path
+  local item = spec.paths[path]
+  return item and item[op.method:lower()]
+end
+
+local function body_ref_of(sop)
+  local content = sop.requestBody and sop.requestBody.content
+  if not content then return nil end
+  local media = content["application/json"] or content["multipart/form-data"]
+  return media and media.schema["$ref"] and media.schema["$ref"]:match("([^/]+)$")
+end
+
+-- Compares a query schema of the rules with the spec operation's query parameters.
+local function compare_query(sop, r, problems)
+  local where = sop.operationId
+  local seen = {}
+  local required = set_of(r.required)
+  for _, prm in ipairs(sop.parameters or {}) do
+    if prm["in"] == "query" then
+      seen[prm.name] = true
+      local rule = r.by_name[prm.name]
+      local s = prm.schema or {}
+      if not rule then
+        problems[#problems + 1] = where .. "." .. prm.name .. ": in the spec, missing from the rules"
+      else
+        if s.type ~= rule.type then
+          problems[#problems + 1] = where .. "." .. prm.name .. ": spec type " .. tostring(s.type) .. ", rule " .. tostring(rule.type)
+        end
+        if (s.enum and table.concat(s.enum, ",")) ~= (rule.enum and table.concat(rule.enum, ",")) then
+          problems[#problems + 1] = where .. "." .. prm.name .. ": enum differs"
+        end
+        if s.minimum ~= rule.minimum or s.maximum ~= rule.maximum then
+          problems[#problems + 1] = where .. "." .. prm.name .. ": minimum/maximum differ"
+        end
+        if (prm.required == true) ~= (required[prm.name] == true) then
+          problems[#problems + 1] = where .. "." .. prm.name .. ": required differs"
+        end
+      end
+    end
+  end
+  for _, pr in ipairs(r.properties) do
+    if not seen[pr[1]] then problems[#problems + 1] = where .. "." .. pr[1] .. ": in the rules, not in the spec" end
+  end
+end
+
+describe("sandbox operations vs the vendor OpenAPI spec and the catalogue", function()
+  it("route every operation of the spec, and each to a handler", function()
+    local in_spec = {}
+    for path, item in pairs(spec.paths) do
+      for method, op in pairs(item) do
+        if type(op) == "table" and op.operationId then in_spec[op.operationId] = method:upper() .. " " .. path end
+      end
+    end
+    local n = 0
+    for _, op in ipairs(catalogue.operations) do
+      n = n + 1
+      assert.is_table(operations.handlers[op.name], "no sandbox handler for " .. op.name)
+      local sop = spec_op(op)
+      assert.is_table(sop, op.name .. ": " .. op.method .. " " .. op.path .. " is not in the spec")
+      in_spec[sop.operationId] = nil
+    end
+    assert.equals(29, n)
+    assert.same({}, in_spec)
+  end)
+
+  it("validate each body against the schema the spec's endpoint takes, property by property", function()
+    local problems = {}
+    for _, op in ipairs(catalogue.operations) do
+      local h, sop = operations.handlers[op.name], spec_op(op)
+      local ref = body_ref_of(sop)
+      local used = h.body
+      if op.name == "upload_attachments" then used = "UploadFilesDto" end -- multipart: its fields
+      if ref ~= (used or nil) then
+        problems[#problems + 1] = op.name .. ": spec body " .. tostring(ref) .. ", handler " .. tostring(used)
+      elseif ref then
+        compare(ref, problems)
+      end
+    end
+    assert.same({}, problems)
+  end)
+
+  it("validate each query against the spec's query parameters", function()
+    local problems = {}
+    for _, op in ipairs(catalogue.operations) do
+      local h, sop = operations.handlers[op.name], spec_op(op)
+      local has_query = false
+      for _, prm in ipairs(sop.parameters or {}) do
+        if prm["in"] == "query" then has_query = true end
+      end
+      if has_query ~= (h.query ~= nil) then
+        problems[#problems + 1] = op.name .. ": query parameters in the spec " .. tostring(has_query) .. ", handler " .. tostring(h.query)
+      elseif h.query then
+        if h.query ~= sop.operationId then problems[#problems + 1] = op.name .. ": query schema " .. h.query .. " for " .. sop.operationId end
+        compare_query(sop, rules.queries[h.query], problems)
+      end
+    end
+    assert.same({}, problems)
+  end)
+end)
 
 describe("sandbox rules vs the vendor OpenAPI spec (" .. SPEC_PATH .. ")", function()
   for _, name in ipairs({ "SendMessageBodyDto", "UpdateMessageStatusDto", "ProcessMessageBodyDto" }) do

@@ -64,6 +64,56 @@ describe("inside nginx (ngx transport on cosockets) #lua54only #nginx #slow", fu
     sb:reset()
   end)
 
+  it("the catalogue's other operations on cosockets: DELETE, a multipart upload, raw bytes, a nested page", function()
+    local ops = require "opshelpers"
+    local answers = {
+      { status = 200, body = '{"uploadedFiles":{"a.txt":"https://cdn/a.txt"}}' },
+      { status = 200, body = "RIFF\0\1wav", headers = { ["Content-Type"] = "audio/x-wav" } },
+      { status = 200, body = '{"messages":{"lastMessageId":"m2","nextPage":false,' ..
+        '"messages":[{"id":"m1","body":"a"},{"id":"m2","body":"b"}]}}' },
+      { status = 200, body = '{"success":true}' },
+    }
+    local calls = {
+      { "upload_attachments", { conversationId = "c1", contactId = "ct1", locationId = "l1", attachmentUrls = { "u1" } },
+        { { name = "a.txt", content = "hello\r\nworld", content_type = "text/plain" }, { name = "b.bin", content = "\0\255" } } },
+      { "get_message_recording", "l1", "m1" },
+      { "get_messages", "c1", { limit = 2 } },
+      { "delete_conversation", "c 1" },
+    }
+    local s1, s2 = ops.server(answers), ops.server(answers)
+    local in_ngx = nx:json("POST", "/call", { client = { base_url = s1.url, max_retries = 0 }, calls = calls })
+    local plain = t.run({ calls = calls }, { token = sb.token, base_url = s2.url, max_retries = 0 })
+    local r1, r2 = s1:requests(), s2:requests()
+    s1:stop()
+    s2:stop()
+    assert.are.equal("ngx", in_ngx.transport)
+    for i = 1, #calls do
+      assert.is_true(in_ngx.results[i].ok, calls[i][1] .. ": " .. tostring(in_ngx.results[i].tostring))
+      same_outcome(in_ngx.results[i], plain.results[i], calls[i][1])
+      assert.are.same(plain.results[i].fields, in_ngx.results[i].fields, calls[i][1])
+    end
+    assert.are.equal("audio/x-wav", in_ngx.results[2].fields.content_type)
+    assert.are.equal("RIFF\0\1wav", in_ngx.results[2].fields.body)
+    assert.are.equal("m2", in_ngx.results[3].fields.lastMessageId)
+    assert.are.equal(4, #r1)
+    for i = 1, 4 do
+      assert.are.equal(r2[i].method, r1[i].method)
+      assert.are.equal(r2[i].target, r1[i].target)
+    end
+    assert.are.equal("DELETE", r1[4].method)
+    assert.are.equal("/conversations/c%201", r1[4].target)
+    -- the same multipart body on both transports, up to the boundary
+    local p1 = ops.parse_multipart(r1[1].body, r1[1].headers["content-type"])
+    local p2 = ops.parse_multipart(r2[1].body, r2[1].headers["content-type"])
+    assert.are.same(p2, p1)
+    assert.are.equal(#r1[1].body, tonumber(r1[1].headers["content-length"]))
+    local files = {}
+    for _, part in ipairs(p1) do if part.filename then files[#files + 1] = part end end
+    assert.are.equal(2, #files)
+    assert.are.equal("hello\r\nworld", files[1].data)
+    assert.are.equal("\0\255", files[2].data)
+  end)
+
   it("gives the four calls' results, userdata and errors exactly as the libcurl transport does", function()
     local spec = {
       calls = {

@@ -28,6 +28,12 @@ This interface is stable; other specs build on it.
   sb:requests()                               GET /_sandbox/requests: decoded list, oldest first
   sb:clear_requests()                         DELETE /_sandbox/requests
   sb:messages(contact_id)                     GET /_sandbox/messages?contactId=...: decoded list (all if nil)
+  sb:inbound(t)                               POST /_sandbox/inbound: inject a message (conversation created if
+                                              needed; recording/transcription for calls); returns
+                                              {conversationId, messageId, contactId, emailMessageId?}
+  sb:recording(message_id, bytes, content_type)   PUT /_sandbox/messages/{id}/recording (raw bytes)
+  sb:transcription(message_id, sentences)     PUT /_sandbox/messages/{id}/transcription
+                                              (sb:config{messages_shape = "flat"|"nested"} picks get_messages' shape)
   sb:request(method, path, body, headers, opts) -> status, body, headers, raw_body
       One raw HTTP/1.1 request over luasocket (Connection: close). Sends by default
       Authorization: Bearer <sb.token>, Version: 2021-04-15, Accept: application/json, and
@@ -249,6 +255,20 @@ function Sandbox:clear_requests() return self:control("DELETE", "/_sandbox/reque
 
 local function urlencode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end))
+end
+
+function Sandbox:inbound(t) return self:control("POST", "/_sandbox/inbound", t) end
+
+function Sandbox:recording(message_id, bytes, content_type)
+  local path = "/_sandbox/messages/" .. urlencode(message_id) .. "/recording"
+  local status, decoded, _, raw = http(self.host, self.port, "PUT", path, bytes,
+    { ["Content-Type"] = content_type or "audio/x-wav" }, 10)
+  if status ~= 200 then error(("sandbox PUT %s failed: %s %s"):format(path, tostring(status), tostring(raw)), 2) end
+  return decoded
+end
+
+function Sandbox:transcription(message_id, sentences)
+  return self:control("PUT", "/_sandbox/messages/" .. urlencode(message_id) .. "/transcription", sentences)
 end
 
 function Sandbox:messages(contact_id)

@@ -19,7 +19,7 @@ local limiter = require "leadconnector.limiter"
 local type, pairs, tostring, setmetatable, getmetatable, error, select = type, pairs, tostring, setmetatable,
   getmetatable, error, select
 local floor, min, random = math.floor, math.min, math.random
-local now, path_id = core.now, core.path_id
+local now = core.now
 
 local M = {
   _VERSION = core.version,
@@ -46,7 +46,7 @@ local OPTIONS = {
   token = "string", base_url = "string", version = "string", timeout = "number", connect_timeout = "number",
   deadline = "number", max_retries = "number", retry_base = "number", retry_cap = "number", user_agent = "string",
   ca_file = "string", verify = "boolean", proxy = "string", max_response_size = "number", rate_limit = "boolean",
-  transport = "string", limiter = "table",
+  transport = "string", limiter = "table", auth = "table",
 }
 
 local CALL_OPTIONS = {
@@ -129,9 +129,17 @@ function M.new(opts)
   end
   local ok, err = check_options(opts, OPTIONS, "option")
   if not ok then return nil, err end
-  if opts.token == nil then return nil, invalid("token", "option 'token' is required") end
-  ok, err = core.check_token(opts.token)
-  if not ok then return nil, err end
+  local auth = opts.auth -- an OAuth token source (leadconnector.oauth): a token per call instead of `token`
+  if auth then
+    if opts.token ~= nil then return nil, invalid("auth", "give option 'token' or option 'auth', not both") end
+    if type(auth.token) ~= "function" or type(auth.refresh) ~= "function" or type(auth.key) ~= "string" then
+      return nil, invalid("auth", "option 'auth' must be a token source (app:token_source(locationId))")
+    end
+  else
+    if opts.token == nil then return nil, invalid("token", "option 'token' is required") end
+    ok, err = core.check_token(opts.token)
+    if not ok then return nil, err end
+  end
 
   local base_url = opts.base_url or M.DEFAULT_BASE_URL
   if not base_url:match("^https?://[%w%.%-%[%]:]+/?$") and not base_url:match("^https?://[%w%.%-%[%]:]+/[%w%-%._~/]*$") then
@@ -172,7 +180,7 @@ function M.new(opts)
     timeout = opts.timeout or DEFAULTS.timeout, connect_timeout = opts.connect_timeout or DEFAULTS.connect_timeout,
     verify = opts.verify ~= false, ca_file = opts.ca_file, proxy = opts.proxy,
     max_response_size = opts.max_response_size or DEFAULTS.max_response_size,
-    token = opts.token,
+    token = opts.token or false,
   }
   local session
   if transport == "ngx" then
@@ -194,23 +202,28 @@ function M.new(opts)
     retry_cap = opts.retry_cap or DEFAULTS.retry_cap,
     rate_limiting = opts.rate_limit ~= false,
     _session = session,
-    -- the budget: per app and location, shared by every client of the token (see leadconnector.limiter)
-    _limiter = opts.rate_limit ~= false and (opts.limiter or limiter.default()):bind(base_url, opts.token) or nil,
+    -- the budget: per app and location, shared by every client of the token (see leadconnector.limiter); an
+    -- OAuth source's belongs to its location, whatever its token of the moment
+    _limiter = opts.rate_limit ~= false and (opts.limiter or limiter.default()):bind(base_url,
+      auth and ("\1oauth\0" .. auth.key) or opts.token) or nil,
+    _auth = auth,
     _sleep = transport == "ngx" and require("leadconnector.ngx").sleep or core.sleep,
   }, Client)
   return self
 end
 
--- Which failures are worth another attempt. A send (not idempotent) is retried only when the API said 429 or
--- when the request provably never left this machine: after a timeout or a 5xx the message may already be queued.
-local function retryable(op, err)
+-- Which failures are worth another attempt. A POST (not idempotent: every POST of the catalogue has retry class
+-- "send") is retried only when the API said 429 or when the request provably never left this machine: after a
+-- timeout or a 5xx the message may already be queued.
+local function retryable(method, err)
   local kind = err.kind
   if kind == "rate_limited" then return true end
+  local once = method == "POST"
   if kind == "network" or kind == "timeout" then
-    if op == "send" then return err.request_sent == false end
+    if once then return err.request_sent == false end
     return true
   end
-  if kind == "server" and op ~= "send" then
+  if kind == "server" and not once then
     local s = err.status
     return s == 502 or s == 503 or s == 504
   end
@@ -225,7 +238,7 @@ local function finish_error(err, method, path, attempts, sent)
   return nil, err
 end
 
-function Client:_call(op, method, path, body, copts)
+function Client:_call(op, method, path, body, copts, ctype)
   local session, lim = self._session, self._limiter
   local version, timeout, deadline, max_retries = self.version, self.timeout, self.deadline, self.max_retries
   if copts then
@@ -238,6 +251,7 @@ function Client:_call(op, method, path, body, copts)
   local stop_at = t + deadline
   local attempts = 0
   local sent = false -- an attempt so far may have reached the server
+  local auth, used, reauthed = self._auth, nil, false
   while true do
     local ta, ticket
     if lim then -- the limiter waits (if the budget allows it before the deadline), then counts this attempt
@@ -258,19 +272,41 @@ function Client:_call(op, method, path, body, copts)
       err.request_sent = sent
       return finish_error(err, method, path, attempts)
     end
+    if auth then -- the token of this attempt, refreshed first when due (it may wait for another's refresh)
+      local aerr
+      used, aerr = auth:token()
+      if used then
+        local ok, serr = session:set_token(used)
+        if not ok then used, aerr = nil, serr end
+      end
+      if not used then
+        if lim then lim:cancel(ticket) end
+        aerr.request_sent = sent
+        return finish_error(aerr, method, path, attempts)
+      end
+    end
     attempts = attempts + 1
     -- call() also returns what this answer said of the rate limit: remaining, interval_ms, retry_after.
     local value, err, remaining, interval_ms, retry_after =
-      session:call(op, method, path, body, version, timeout < left and timeout or left)
+      session:call(op, method, path, body, version, timeout < left and timeout or left, ctype)
     if lim then lim:done(ticket, ta, err and err.status, remaining, interval_ms, retry_after, session) end
     if value ~= nil then return value end
     t = now()
-    if attempts > max_retries or not retryable(op, err) then
-      return finish_error(err, method, path, attempts, sent)
-    end
-    if err.request_sent ~= false then sent = true end
     local delay
-    if err.retry_after then
+    if auth and err.status == 401 and not reauthed then
+      -- One refresh per failing token (none when another worker stored a new one already), then this call once
+      -- more, sends too: the API refused the request. A second 401 is the caller's.
+      reauthed, sent = true, true
+      local ok, aerr = auth:refresh(used)
+      if not ok then return finish_error(aerr, method, path, attempts, sent) end
+      delay = 0
+    elseif attempts > max_retries or not retryable(method, err) then
+      return finish_error(err, method, path, attempts, sent)
+    else
+      if err.request_sent ~= false then sent = true end
+    end
+    if delay then -- the 401 retry: at once
+    elseif err.retry_after then
       delay = min(err.retry_after, 3600)
     elseif err.kind == "rate_limited" and remaining == 0 and interval_ms then
       delay = min(interval_ms / 1000, 3600)
@@ -298,78 +334,11 @@ local function call_options(copts)
   return copts
 end
 
-local SEND_PATH = "/conversations/messages"
-
---- Sends a message: POST /conversations/messages.
--- @tparam table fields the API's fields (`type` and `contactId` required)
--- @tparam[opt] table opts `allow_unknown`, `version`, `timeout`, `deadline`, `max_retries`
--- @return table {conversationId, messageId, ...} or nil, err
-function Client:send_message(fields, opts)
-  if getmetatable(self) ~= Client then check_client(self, "send_message") end
-  if type(fields) ~= "table" then error("leadconnector: send_message expects a table of fields, got " .. type(fields), 2) end
-  local copts, err
-  if opts ~= nil then
-    copts, err = call_options(opts)
-    if err then return finish_error(err, "POST", SEND_PATH, 0) end
-  end
-  local body
-  body, err = core.build_send(fields, copts and copts.allow_unknown)
-  if not body then return finish_error(err, "POST", SEND_PATH, 0) end
-  return self:_call("send", "POST", SEND_PATH, body, copts)
-end
-
---- Reads one message: GET /conversations/messages/{id}.
--- @return leadconnector.Message or nil, err
-function Client:get_message(id, opts)
-  if getmetatable(self) ~= Client then check_client(self, "get_message") end
-  local copts, err
-  if opts ~= nil then
-    copts, err = call_options(opts)
-    if err then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
-  end
-  local path
-  path, err = path_id(id, "id", "/conversations/messages/")
-  if not path then return finish_error(err, "GET", "/conversations/messages/{id}", 0) end
-  return self:_call("message", "GET", path, nil, copts)
-end
-
---- Reports a message's delivery status: PUT /conversations/messages/{messageId}/status.
--- @tparam string id message id
--- @tparam table fields `status` (required), `error`, `emailMessageId`, `recipients`
--- @return table {conversationId, messageId, ...} or nil, err
-function Client:update_message_status(id, fields, opts)
-  if getmetatable(self) ~= Client then check_client(self, "update_message_status") end
-  local template = "/conversations/messages/{messageId}/status"
-  if type(fields) ~= "table" then
-    error("leadconnector: update_message_status expects a table of fields, got " .. type(fields), 2)
-  end
-  local copts, err
-  if opts ~= nil then
-    copts, err = call_options(opts)
-    if err then return finish_error(err, "PUT", template, 0) end
-  end
-  local path, body
-  path, err = path_id(id, "messageId", "/conversations/messages/", "/status")
-  if not path then return finish_error(err, "PUT", template, 0) end
-  body, err = core.build_status(fields, copts and copts.allow_unknown)
-  if not body then return finish_error(err, "PUT", template, 0) end
-  return self:_call("status", "PUT", path, body, copts)
-end
-
---- Reads one conversation: GET /conversations/{conversationId}.
--- @return leadconnector.Conversation or nil, err
-function Client:get_conversation(id, opts)
-  if getmetatable(self) ~= Client then check_client(self, "get_conversation") end
-  local copts, err
-  if opts ~= nil then
-    copts, err = call_options(opts)
-    if err then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
-  end
-  local path
-  path, err = path_id(id, "conversationId", "/conversations/")
-  if not path then return finish_error(err, "GET", "/conversations/{conversationId}", 0) end
-  return self:_call("conversation", "GET", path, nil, copts)
-end
+-- The API's methods (send_message, get_message, ... every operation of the catalogue), the paging iterators and
+-- the upload: generated from lua/leadconnector/catalogue.lua by leadconnector.operations.
+local prepare_entry = require("leadconnector.operations").install(Client, {
+  call_options = call_options, finish_error = finish_error,
+})
 
 --------------------------------------------------------------------------------------------------------------------
 -- Batches: many calls at once from one Lua thread.
@@ -379,47 +348,11 @@ local BATCH_OPTIONS = {
 }
 
 -- Turns one batch entry into a request tuple for the session: { op, method, path, body|false, version|false,
--- timeout|false }, or nil + error (the entry's own validation error; nothing is sent for it).
+-- timeout|false }, or nil + error (the entry's own validation error; nothing is sent for it). The entry is prepared
+-- by the same declaration as the method (leadconnector.operations).
 local function prepare(call, bopts)
-  local name = call[1]
-  local op, method, path, body, copts, err, seg
-  if name == "send_message" then
-    if type(call[2]) ~= "table" then error("leadconnector: batch send_message expects a table of fields", 4) end
-    copts, err = call_options(call[3])
-    op, method, path = "send", "POST", SEND_PATH
-    if not err then body, err = core.build_send(call[2], copts and copts.allow_unknown) end
-  elseif name == "get_message" then
-    copts, err = call_options(call[3])
-    op, method, path = "message", "GET", "/conversations/messages/{id}"
-    if not err then
-      seg, err = path_id(call[2], "id", "/conversations/messages/")
-      if seg then path = seg end
-    end
-  elseif name == "update_message_status" then
-    if type(call[3]) ~= "table" then error("leadconnector: batch update_message_status expects a table of fields", 4) end
-    copts, err = call_options(call[4])
-    op, method, path = "status", "PUT", "/conversations/messages/{messageId}/status"
-    if not err then
-      seg, err = path_id(call[2], "messageId", "/conversations/messages/", "/status")
-      if seg then
-        path = seg
-        body, err = core.build_status(call[3], copts and copts.allow_unknown)
-      end
-    end
-  elseif name == "get_conversation" then
-    copts, err = call_options(call[3])
-    op, method, path = "conversation", "GET", "/conversations/{conversationId}"
-    if not err then
-      seg, err = path_id(call[2], "conversationId", "/conversations/")
-      if seg then path = seg end
-    end
-  else
-    error(("leadconnector: batch entries are { method_name, args... }; unknown method %s"):format(tostring(name)), 4)
-  end
-  if err then
-    err.method, err.path, err.attempts = method, path, 0
-    return nil, err
-  end
+  local op, method, path, body, copts = prepare_entry(call)
+  if not op then return nil, method end
   local version = (copts and copts.version) or bopts.version or false
   -- [6] is each attempt's time limit, set per round (the call's own, cut to what its deadline leaves); [7] the
   -- call's own limit, when it or the batch gives one (else the client's)
@@ -429,8 +362,9 @@ local function prepare(call, bopts)
   return { op, method, path, body or false, version, false, timeout, retries, (copts and copts.deadline) or false }
 end
 
---- Runs many calls at once: `calls[i] = { "get_message", id }`, `{ "send_message", fields [, opts] }`,
--- `{ "update_message_status", id, fields [, opts] }`, `{ "get_conversation", id }`.
+--- Runs many calls at once: `calls[i] = { method_name, args... }` with the method's own arguments, e.g.
+-- `{ "get_message", id }`, `{ "send_message", fields [, opts] }`, `{ "get_messages", conversationId, query }`
+-- (every method of the catalogue but the upload; the iterators are not methods of a batch).
 -- Up to `opts.concurrency` (default 8) are in flight together over the client's connections (libcurl's multi
 -- interface; cosockets in nginx). Each call follows the same retry rules as on its own, and the rate limiter.
 -- @return a list in the order of `calls`: `results[i] = { value = ... }` or `{ err = ... }`
@@ -491,6 +425,14 @@ function Client:batch(calls, opts)
   end
 
   while #pending > 0 do
+    if self._auth then -- this round's token (no 401 retry in a batch: each call's error stands)
+      local tok, aerr = self._auth:token()
+      if tok then tok, aerr = session:set_token(tok) end
+      if not tok then
+        drop_before(math.huge, function(i) local e = core.error(aerr.kind, aerr.message) e.request_sent = sent[i] == true return e end)
+        break
+      end
+    end
     local t = now()
     drop_before(t, function(i) -- deadline passed
       local e = core.error("timeout", "deadline passed")
@@ -570,7 +512,7 @@ function Client:batch(calls, opts)
         results[i] = { value = v }
       else
         local err = errors[k]
-        if attempts[i] <= (req[8] or max_retries) and retryable(req[1], err) then
+        if attempts[i] <= (req[8] or max_retries) and retryable(req[2], err) then
           local d = err.retry_after or random() * min(self.retry_cap, self.retry_base * 2 ^ (attempts[i] - 1))
           if t + d < stop_of[i] then -- else the error stands: a retry would start past the call's deadline
             pending[#pending + 1], where[#where + 1] = req, i

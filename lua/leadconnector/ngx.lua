@@ -168,9 +168,12 @@ function M.session(settings, auto)
       "TLS with the CA file of its lua_ssl_trusted_certificate directive")
   end
   local token = settings.token
-  if type(token) ~= "string" then return nil, invalid("token", "token must be a string") end
-  local ok, err = core.check_token(token)
-  if not ok then return nil, err end
+  local ok, err = true, nil
+  if token ~= false then -- false: no Authorization header (OAuth token requests)
+    if type(token) ~= "string" then return nil, invalid("token", "token must be a string") end
+    ok, err = core.check_token(token)
+    if not ok then return nil, err end
+  end
   local base = parse_base(tostring(settings.base_url))
   if not base then
     return nil, invalid("base_url", "option 'base_url' must be an http(s) URL such as https://services.leadconnectorhq.com")
@@ -208,10 +211,10 @@ function M.session(settings, auto)
   }, Session)
   local s = {
     -- Host, User-Agent, Authorization, Accept: the same headers as the libcurl transport, in one string.
-    token = token,
-    head = "Host: " .. base.host_header .. "\r\nUser-Agent: " .. ua .. "\r\nAuthorization: Bearer " .. token ..
-      "\r\nAccept: application/json\r\n",
+    token = token or nil,
+    head0 = "Host: " .. base.host_header .. "\r\nUser-Agent: " .. ua .. "\r\n",
   }
+  s.head = s.head0 .. (token and ("Authorization: Bearer " .. token .. "\r\n") or "") .. "Accept: application/json\r\n"
   if auto then
     s.curl_settings = {
       base_url = settings.base_url, version = version, user_agent = ua, timeout = timeout,
@@ -374,7 +377,7 @@ local function read_answer(sock, method, max_size, stop_at, where)
     http10 = v == "0"
     -- headers
     h.chunked, h.length, h.close, h.keep_alive, h.trace_id, h.retry_after = nil, nil, nil, nil, nil, nil
-    h.rl = nil
+    h.rl, h.content_type = nil, nil
     while true do
       line, kind, err = read_line(r, MAX_HEADER_BYTES - hbytes)
       if not line then return cut(kind, err, " in its headers") end
@@ -425,6 +428,8 @@ local function read_answer(sock, method, max_size, stop_at, where)
                 h.retry_after = left > 0 and left or 0
               end
             end
+          elseif name == "content-type" then
+            h.content_type = sub(value, 1, 127) -- kept for answers returned as bytes
           elseif name == "x-trace-id" or name == "x-request-id" then
             -- whole: core.finish redacts an echoed token before it cuts the id to its length
             h.trace_id = gsub(value, "%c", "?")
@@ -519,14 +524,19 @@ local function record(self, ans)
 end
 
 -- The call through libcurl, for a default-transport client in a start-up phase.
-local function curl_call(self, op, method, path, body, version, tmo)
+local function curl_call(self, op, method, path, body, version, tmo, ctype)
   local s = secrets[self]
   if not s.curl then
     local cs, err = core.session(s.curl_settings)
     if not cs then return nil, err end
     s.curl = cs
   end
-  local value, err, remaining, interval_ms, retry_after = s.curl:call(op, method, path, body, version, tmo)
+  if s.curl_settings.token ~= (s.token or false) then -- set_token since the libcurl session was made
+    local ok, err = s.curl:set_token(s.token or false)
+    if not ok then return nil, err end
+    s.curl_settings.token = s.token or false
+  end
+  local value, err, remaining, interval_ms, retry_after = s.curl:call(op, method, path, body, version, tmo, ctype)
   local rl = s.curl:rate_limit()
   local all = self._rl
   for k, v in pairs(rl) do all[k] = v end
@@ -535,7 +545,7 @@ local function curl_call(self, op, method, path, body, version, tmo)
 end
 
 -- One HTTP/1.1 request on a cosocket (or through libcurl in a start-up phase): value | nil, err.
-local function call(self, op, method, path, body, version, tmo)
+local function call(self, op, method, path, body, version, tmo, ctype)
   if getmetatable(self) ~= Session then error("leadconnector: not an ngx session", 3) end
   -- closed by another request during this client call's retry wait: an error for the call, not a raise (calling
   -- a closed client is refused, with a raise, by the client itself)
@@ -543,7 +553,7 @@ local function call(self, op, method, path, body, version, tmo)
   local p = phase()
   if not COSOCKET_PHASES[p] then
     if secrets[self].curl_settings and BLOCKING_OK_PHASES[p] then
-      return curl_call(self, op, method, path, body, version, tmo)
+      return curl_call(self, op, method, path, body, version, tmo, ctype)
     end
     record(self, nil)
     return nil, phase_error(p)
@@ -556,6 +566,11 @@ local function call(self, op, method, path, body, version, tmo)
   elseif #version > 64 or find(version, "[\r\n]") then
     error("leadconnector: bad version", 3)
   end
+  if ctype == nil then
+    ctype = "application/json"
+  elseif #ctype > 200 or find(ctype, "%c") then -- a multipart body's type, made by the C core: never a header break
+    error("leadconnector: bad content type", 3)
+  end
   if not (tmo and tmo > 0) then tmo = self._timeout end
   local base = self._base
   local stop_at = now() + tmo
@@ -565,7 +580,7 @@ local function call(self, op, method, path, body, version, tmo)
   local req
   if body then
     req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
-      "\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+      "\r\nContent-Type: " .. ctype .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
   else
     req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
       "\r\n\r\n"
@@ -624,7 +639,7 @@ local function call(self, op, method, path, body, version, tmo)
         return nil, e
       end
       -- the token, so that an error answer echoing it never puts it into err.message or err.body
-      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, sec.token)
+      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, sec.token, ans.content_type)
     end
     sock:close()
     -- A pooled connection the server had already closed: try a fresh one, as libcurl does, but never for a POST
@@ -637,13 +652,29 @@ local function call(self, op, method, path, body, version, tmo)
   end
 end
 
---- session:call(op, method, path, body|nil, version|nil, timeout_s|nil)
+--- session:call(op, method, path, body|nil, version|nil, timeout_s|nil, content_type|nil)
 --   -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), as the C
 --   core's session returns them
--- op: "send" | "status" | "message" | "conversation" | "raw".
-function Session:call(op, method, path, body, version, tmo)
-  local value, err = call(self, op, method, path, body, version, tmo)
+-- op: one of the C core's answer kinds (core.finish): "send", "status", "message", "table", "bytes", ...
+function Session:call(op, method, path, body, version, tmo, ctype)
+  local value, err = call(self, op, method, path, body, version, tmo, ctype)
   return value, err, self._remaining, self._interval_ms, self._retry_after
+end
+
+--- session:set_token(token | false) -> true | nil, err: the token of the calls that follow (an OAuth access token
+-- changes after a refresh); false sends no Authorization header. A call already under way keeps its own.
+function Session:set_token(token)
+  check_open(self)
+  local s = secrets[self]
+  if token == (s.token or false) then return true end
+  if token ~= false then
+    if type(token) ~= "string" then return nil, invalid("token", "token must be a string") end
+    local ok, err = core.check_token(token)
+    if not ok then return nil, err end
+  end
+  s.token = token or nil
+  s.head = s.head0 .. (token and ("Authorization: Bearer " .. token .. "\r\n") or "") .. "Accept: application/json\r\n"
+  return true
 end
 
 --- session:batch(requests, concurrency) -> values, errors, remaining, interval_ms

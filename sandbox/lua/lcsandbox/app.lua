@@ -6,14 +6,17 @@
 -- One worker process holds all the state in its Lua tables.
 local json = require "lcsandbox.json"
 local store = require "lcsandbox.store"
-local validate = require "lcsandbox.validate"
 local rules = require "lcsandbox.rules"
 local ratelimit = require "lcsandbox.ratelimit"
 local faults = require "lcsandbox.faults"
+local oauth = require "lcsandbox.oauth"
+local webhooks = require "lcsandbox.webhooks"
+local routes = require "lcsandbox.routes"
+local operations = require "lcsandbox.operations"
 
 local ngx = ngx
 local type, pairs, tostring, floor = type, pairs, tostring, math.floor
-local sub, find, match, lower = string.sub, string.find, string.match, string.lower
+local sub, match = string.sub, string.match
 local unescape = ngx.unescape_uri
 local null = json.null
 
@@ -42,6 +45,7 @@ local function number_env(name)
 end
 
 function M.init()
+  oauth.init()
   settings.instance = os.getenv("LCSB_INSTANCE")
   local toks = os.getenv("LCSB_TOKENS")
   if toks and toks ~= "" then
@@ -74,6 +78,7 @@ function M.init()
     if ok == nil then error(err) end -- nginx refuses to start; the launcher shows this line
     if ok == false then store.save(state) end -- first run: write the seed, so the path is known writable
   end
+  webhooks.init()
 end
 
 local function flush()
@@ -182,89 +187,12 @@ local function read_body()
   return data
 end
 
--- The request's JSON body as a table, or nil, status, text. Like the API's body parser, a body
--- whose Content-Type is not JSON is not read at all (validation then reports the missing fields).
-local function json_body(hs, e)
-  local data = read_body()
-  e.raw_body = data
-  if not data or data == "" then return {} end
-  local ct = hs["content-type"]
-  if type(ct) ~= "string" or not find(lower(ct), "^%s*application/[%w.+-]*json") then
-    e.body = data
-    return {}
-  end
-  local v, err = json.decode(data)
-  if v == nil then
-    e.body = data
-    return nil, 400, err_body(400, "Invalid JSON in request body: " .. tostring(err))
-  end
-  e.body = v
-  if type(v) ~= "table" or v[1] ~= nil then
-    return nil, 400, err_body(400, "Request body must be a JSON object")
-  end
-  return v
-end
-
--- A shallow copy of b without its JSON nulls (null means "not given" to the API's validator).
-local function without_nulls(b)
-  local c
-  for k, v in pairs(b) do
-    if v == null then
-      if not c then
-        c = {}
-        for k2, v2 in pairs(b) do c[k2] = v2 end
-      end
-      c[k] = nil
-    end
-  end
-  return c or b
-end
-
-local function validated(schema, hs, e)
-  local b, status, text = json_body(hs, e)
-  if not b then return nil, status, text end
-  local errs = validate.check(schema, b)
-  if errs then
-    return nil, 422, json.encode({ statusCode = 422, message = errs, error = "Unprocessable Entity" })
-  end
-  return without_nulls(b)
-end
-
 local function not_found(msg) return 404, err_body(404, msg, "Not Found") end
 
-local function store_result(ok_status, result, status, msg)
-  if not result then
-    if status == 404 then return not_found(msg) end
-    return status, err_body(status, msg)
-  end
-  return ok_status, json.encode(result)
-end
-
 ---------------------------------------------------------------------------------------------------
--- the API
-local ROUTE_SEND, ROUTE_INBOUND, ROUTE_GET_MSG, ROUTE_STATUS, ROUTE_CONV = 1, 2, 3, 4, 5
-
-local function route(method, path)
-  if sub(path, 1, 15) ~= "/conversations/" then return nil end
-  if path == "/conversations/messages" then
-    if method == "POST" then return ROUTE_SEND end
-    return nil
-  end
-  if path == "/conversations/messages/inbound" and method == "POST" then return ROUTE_INBOUND end
-  local id = match(path, "^/conversations/messages/([^/]+)$")
-  if id then
-    if method == "GET" then return ROUTE_GET_MSG, unescape(id) end
-    return nil
-  end
-  id = match(path, "^/conversations/messages/([^/]+)/status$")
-  if id then
-    if method == "PUT" then return ROUTE_STATUS, unescape(id) end
-    return nil
-  end
-  id = match(path, "^/conversations/([^/]+)$")
-  if id and method == "GET" then return ROUTE_CONV, unescape(id) end
-  return nil
-end
+-- the API: method + path -> operation name, derived from the library's catalogue (lcsandbox.routes);
+-- the operations themselves are in lcsandbox.operations.
+local router = routes.default()
 
 local function location_of(hs)
   local auth = hs["authorization"]
@@ -272,7 +200,7 @@ local function location_of(hs)
   local loc = bearer[auth]
   if loc then return loc end
   local tok = match(auth, "^[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
-  return tok and settings.tokens[tok]
+  return tok and (settings.tokens[tok] or oauth.location_of(tok)) -- static tokens, or ones /oauth/token issued
 end
 
 local UNAUTHORIZED = json.encode({
@@ -280,9 +208,10 @@ local UNAUTHORIZED = json.encode({
 })
 local TOO_MANY = json.encode({ statusCode = 429, message = "Too Many Requests" })
 
--- Processes an API request. Returns status, body text; fills h with headers.
+-- Processes an API request. Returns status, body text [, headers, content type]; fills h with headers.
 local function process(method, path, hs, h, e)
-  local r, id = route(method, path)
+  if sub(path, 1, 7) == "/oauth/" then return oauth.process(method, path, hs, read_body, e) end
+  local r, params, args = routes.match(router, method, path, unescape)
   local loc = location_of(hs)
   e.location = loc
   if not r then
@@ -304,23 +233,7 @@ local function process(method, path, hs, h, e)
   end
   if not ratelimit.check(loc, h, true) then return 429, TOO_MANY end
 
-  if r == ROUTE_GET_MSG then
-    return store_result(200, store.get_message(loc, id))
-  elseif r == ROUTE_CONV then
-    return store_result(200, store.get_conversation(loc, id))
-  elseif r == ROUTE_SEND then
-    local b, status, text = validated("SendMessageBodyDto", hs, e)
-    if not b then return status, text end
-    return store_result(201, store.send(loc, b))
-  elseif r == ROUTE_STATUS then
-    local b, status, text = validated("UpdateMessageStatusDto", hs, e)
-    if not b then return status, text end
-    return store_result(200, store.update_status(loc, id, b))
-  elseif r == ROUTE_INBOUND then
-    local b, status, text = validated("ProcessMessageBodyDto", hs, e)
-    if not b then return status, text end
-    return store_result(201, store.inbound(loc, b))
-  end
+  return operations.run(r, { loc = loc, params = params, args = args, hs = hs, e = e, read_body = read_body })
 end
 
 local HTML_502 = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n" ..
@@ -387,7 +300,10 @@ local function api(method, path, raw_path)
       end
     end
   end
-  local status, text = process(method, path, hs, h, e)
+  local status, text, extra, ct = process(method, path, hs, h, e)
+  if extra then
+    for k, v in pairs(extra) do h[k] = v end
+  end
   if f and f.after then
     if f.delay_ms then ngx.sleep(f.delay_ms / 1000) end
     if f.status or f.action then
@@ -395,7 +311,7 @@ local function api(method, path, raw_path)
     end
   end
   e.status = status
-  return send(status, text, h)
+  return send(status, text, h, ct)
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -421,6 +337,7 @@ local function current_config()
     daily_limit = c.daily,
     state_file = settings.state_file or null,
     max_messages = store.max_messages,
+    messages_shape = operations.config.messages_shape,
     stored_messages = store.stats().messages,
     tokens = (function()
       local n = 0
@@ -432,13 +349,17 @@ end
 
 local function reset()
   store.seed()
+  operations.reset()
   faults.clear()
   log_clear()
   ratelimit.reset()
+  oauth.reset()
+  webhooks.clear()
   flush()
 end
 
 local control = {}
+webhooks.control(control, ok, bad, control_body)
 
 control["GET /_sandbox/health"] = function()
   return ok(200, { ok = true, service = "leadconnector-sandbox", pid = ngx.worker.pid(), instance = settings.instance })
@@ -504,8 +425,11 @@ control["POST /_sandbox/config"] = function()
     t.daily = v
   end
   if b.rate_window ~= nil then t.window = b.rate_window end
+  local oerr = operations.check_config(b)
+  if oerr then return bad(400, oerr) end
   local okc, cerr = ratelimit.configure(t)
   if not okc then return bad(400, cerr) end
+  operations.configure(b)
   ratelimit.reset()
   return ok(200, current_config())
 end
@@ -549,6 +473,8 @@ control["POST /_sandbox/flush"] = function()
   return ok(200, { ok = true, state_file = settings.state_file })
 end
 
+oauth.control(control, ok, bad, control_body) -- /_sandbox/oauth/*
+
 local function is_loopback(addr)
   return addr and (sub(addr, 1, 4) == "127." or addr == "::1" or sub(addr, 1, 5) == "unix:")
 end
@@ -558,8 +484,14 @@ local function handle_control(method, path)
     return bad(403, "the /_sandbox/ endpoints answer on the loopback interface only")
   end
   local fn = control[method .. " " .. path]
-  if not fn then return bad(404, "Cannot " .. method .. " " .. path) end
-  return fn()
+  if fn then return fn() end
+  local status, body, ct = operations.handle_control(method, path, read_body)
+  if not status then return bad(404, "Cannot " .. method .. " " .. path) end
+  if type(body) == "table" then
+    if status >= 400 then body.statusCode = status end
+    return ok(status, body)
+  end
+  return send(status, body, nil, ct)
 end
 
 ---------------------------------------------------------------------------------------------------

@@ -31,6 +31,19 @@ local function is_datetime(s)
       or s:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.?%d*[+-]%d%d:?%d%d$") ~= nil
 end
 
+local function in_enum(enum, v)
+  for _, e in ipairs(enum) do
+    if e == v then return true end
+  end
+  return false
+end
+
+-- Characters, as class-validator counts them (UTF-8 continuation bytes do not count).
+local function utf8_len(s)
+  local _, cont = s:gsub("[\128-\191]", "")
+  return #s - cont
+end
+
 local check_schema
 
 -- Checks one present (non-null) value; appends messages to errs. name is the dotted path.
@@ -41,6 +54,7 @@ local function check_value(rule, v, name, errs)
       check_value(alt, v, name, sub)
       if #sub == 0 then return true end
     end
+    if rule.message then errs[#errs + 1] = rule.message:gsub("^[%w_]+", name, 1) end
     return false
   end
   local t = rule.type
@@ -54,8 +68,13 @@ local function check_value(rule, v, name, errs)
     end
     if rule.enum then
       local ok = false
-      for _, e in ipairs(rule.enum) do
-        if e == v then ok = true break end
+      if rule.list then
+        ok = true
+        for item in (v .. rule.list):gmatch("(.-)" .. rule.list) do
+          if not in_enum(rule.enum, item) then ok = false break end
+        end
+      else
+        ok = in_enum(rule.enum, v)
       end
       if not ok then
         errs[#errs + 1] = name .. " must be one of the following values: " .. one_of(rule.enum)
@@ -70,9 +89,21 @@ local function check_value(rule, v, name, errs)
       errs[#errs + 1] = name .. " must be a valid ISO 8601 date string"
       return false
     end
+    if rule.max_length and utf8_len(v) > rule.max_length then
+      errs[#errs + 1] = name .. " must be shorter than or equal to " .. rule.max_length .. " characters"
+      return false
+    end
   elseif t == "number" then
     if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
       errs[#errs + 1] = name .. " must be a number conforming to the specified constraints"
+      return false
+    end
+    if rule.minimum and v < rule.minimum then
+      errs[#errs + 1] = name .. " must not be less than " .. rule.minimum
+      return false
+    end
+    if rule.maximum and v > rule.maximum then
+      errs[#errs + 1] = name .. " must not be greater than " .. rule.maximum
       return false
     end
   elseif t == "boolean" then
@@ -143,6 +174,31 @@ function M.check(schema_name, body)
   check_schema(s, body, "", errs)
   if #errs > 0 then return errs end
   return nil
+end
+
+-- Query parameters (a table as ngx.req.get_uri_args gives it: strings, `true` for a name without
+-- a value, a list for a repeated name) against rules.queries[operation_id]. Returns the parameters
+-- with numbers converted, or nil and the list of messages. Unknown parameters are ignored.
+function M.check_query(operation_id, args)
+  local s = assert(rules.queries[operation_id], "no such query schema")
+  local q = {}
+  for k, v in pairs(args) do
+    if v == true then v = "" end
+    q[k] = v
+  end
+  for _, p in ipairs(s.properties) do
+    local name, rule = p[1], p[2]
+    local v = q[name]
+    if rule.type == "number" and type(v) == "string" and v:match("%S") then
+      q[name] = tonumber(v) or v
+    elseif v == "" and rule.type ~= "string" then
+      q[name] = nil
+    end
+  end
+  local errs = {}
+  check_schema(s, q, "", errs)
+  if #errs > 0 then return nil, errs end
+  return q
 end
 
 return M

@@ -1,0 +1,124 @@
+-- OAuth inside a real nginx with 4 workers sharing one shdict_store: a burst of requests (each with 4 light
+-- threads) at the moment of expiry makes exactly one refresh, and every call succeeds.
+-- Tagged lua54only like spec/60 (nginx brings its own LuaJIT).
+local helpers = require "helpers"
+local lch = require "lchelpers"
+local oauth = require "leadconnector.oauth"
+local core = require "leadconnector.core"
+local socket = require "socket"
+local cjson = require "cjson"
+
+local sh = function(cmd) local p = io.popen(cmd) local o = p:read("*a") p:close() return o end
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local REPO = sh("pwd"):gsub("%s+$", "")
+
+local CONF = [[
+load_module @MODULES@/ndk_http_module.so;
+load_module @MODULES@/ngx_http_lua_module.so;
+@USER@
+daemon off;
+master_process on;
+worker_processes 4;
+pid @PREFIX@/nginx.pid;
+error_log @PREFIX@/error.log info;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path @PREFIX@/tmp/body;
+  proxy_temp_path @PREFIX@/tmp/proxy;
+  fastcgi_temp_path @PREFIX@/tmp/fastcgi;
+  uwsgi_temp_path @PREFIX@/tmp/uwsgi;
+  scgi_temp_path @PREFIX@/tmp/scgi;
+  lua_package_path "@REPO@/lua/?.lua;@REPO@/lua/?/init.lua;@REPO@/spec/?.lua;;";
+  lua_package_cpath "@REPO@/build/luajit/?.so;;";
+  lua_shared_dict oauth_tokens 1m;
+  init_by_lua_block { require("nginx.oauth_t").init("@SANDBOX_URL@") }
+  server {
+    listen 127.0.0.1:@PORT@ reuseport;
+    location = /call { content_by_lua_block { require("nginx.oauth_t").call() } }
+    location = /save { content_by_lua_block { require("nginx.oauth_t").save() } }
+  }
+}
+]]
+
+local function request(port, method, path, body)
+  local c = socket.tcp()
+  c:settimeout(30 * lch.scale)
+  assert(c:connect("127.0.0.1", port))
+  c:send(("%s %s HTTP/1.0\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s")
+    :format(method, path, body and #body or 0, body or ""))
+  return function()
+    local data, _, partial = c:receive("*a")
+    c:close()
+    data = data or partial or ""
+    return tonumber(data:match("^HTTP/1%.%d (%d+)")), data:match("\r\n\r\n(.*)$")
+  end
+end
+
+describe("oauth in nginx with 4 workers #lua54only #nginx", function()
+  local sb, prefix, port, watcher
+
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false }
+    prefix = sh("mktemp -d \"${TMPDIR:-/tmp}/lc-oauth-nginx.XXXXXX\""):gsub("%s+$", "")
+    os.execute("mkdir -p " .. q(prefix .. "/tmp"))
+    port = helpers.free_port()
+    local vars = { MODULES = os.getenv("LEADCONNECTOR_NGINX_MODULES") or "/usr/lib/nginx/modules",
+      USER = sh("id -u"):match("^0") and "user root;" or "", PREFIX = prefix, REPO = REPO, PORT = port,
+      SANDBOX_URL = sb.url }
+    helpers.write_file(prefix .. "/nginx.conf", (CONF:gsub("@([%u_]+)@", function(k) return tostring(vars[k]) end)))
+    local script = ("nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
+      "while kill -0 %d 2>/dev/null && [ -e /proc/$n ]; do sleep 0.3; done; kill -TERM $n 2>/dev/null; wait $n")
+      :format(q(prefix), q(prefix), q(prefix), q(prefix), helpers.my_pid())
+    watcher = tonumber(sh(("%s sh -c %s >/dev/null 2>&1 </dev/null & echo $!"):format(helpers.CLEAN_ENV, q(script)))
+      :match("%d+"))
+    local deadline = socket.gettime() + 20
+    while true do
+      local ok, status = pcall(function() return request(port, "GET", "/nothing")() end)
+      if ok and status then break end
+      assert(socket.gettime() < deadline, "nginx did not start: " .. (helpers.read_file(prefix .. "/error.log") or ""))
+      socket.sleep(0.05)
+    end
+  end)
+
+  lazy_teardown(function()
+    local master = tonumber((helpers.read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
+    if master then os.execute("kill -QUIT " .. master .. " 2>/dev/null") end
+    local deadline = socket.gettime() + 10
+    while master and helpers.alive(master) and socket.gettime() < deadline do socket.sleep(0.05) end
+    if watcher then os.execute("kill " .. watcher .. " 2>/dev/null") end
+    os.execute("rm -rf " .. q(prefix))
+    if sb then sb:stop() end
+  end)
+
+  it("a burst at the moment of expiry: exactly one refresh across workers and light threads, every call succeeds", function()
+    local app = assert(oauth.app { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = sb.url })
+    local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_sandbox" }).code
+    local tok = assert(app:exchange_code(code, "https://app.example/cb"))
+    local rec = {}
+    for k, v in pairs(assert(app:token("loc_sandbox"))) do rec[k] = v end
+    rec.expires_at = core.time() - 1 -- due now
+    local st, out = request(port, "POST", "/save", cjson.encode(rec))()
+    assert.equals(200, st)
+    assert.equals("loc_sandbox", out:match("%S+"))
+    local waits = {}
+    for i = 1, 40 do waits[i] = request(port, "GET", "/call") end
+    local pids, oks = {}, 0
+    for i = 1, 40 do
+      local status, body = waits[i]()
+      assert.equals(200, status, body)
+      local pid, res = body:match("^(%d+) (%S+)")
+      pids[pid] = true
+      for r in res:gmatch("[^,]+") do
+        assert.equals("ok", r)
+        oks = oks + 1
+      end
+    end
+    assert.equals(160, oks)
+    assert.is_true(lch.count(pids) >= 2, "the burst should reach several workers")
+    local s = sb:control("GET", "/_sandbox/oauth/stats?refresh_token=" .. tok.refresh_token)
+    assert.equals(1, s.refreshes)
+    assert.equals(1, s.uses)
+    assert.is_nil((helpers.read_file(prefix .. "/error.log") or ""):find(tok.refresh_token, 1, true))
+  end)
+end)

@@ -1,0 +1,144 @@
+-- OAuth with redis_store (leadconnector.redis) against a real redis-server started on a free port: several
+-- processes at the moment of expiry make one refresh; the lock expires with a dead holder and is released only by
+-- its owner; with Redis down every call fails with a clear error and no refresh is ever tried.
+local helpers = require "helpers"
+local lch = require "lchelpers"
+local oauth = require "leadconnector.oauth"
+local leadconnector = require "leadconnector"
+local core = require "leadconnector.core"
+local socket = require "socket"
+
+local INTERP = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+")) -- the same Lua as this run
+
+local function start_redis()
+  local port = helpers.free_port()
+  local pid = tonumber(helpers.sh(("%s redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no " ..
+    ">/dev/null 2>&1 </dev/null & echo $!"):format(helpers.CLEAN_ENV, port)):match("%d+"))
+  local deadline = socket.gettime() + 10
+  while true do
+    local c = socket.tcp()
+    c:settimeout(0.2)
+    if c:connect("127.0.0.1", port) then c:close() break end
+    c:close()
+    assert(socket.gettime() < deadline, "redis-server did not start")
+    socket.sleep(0.05)
+  end
+  return { port = port, pid = pid, stop = function() os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.2") end }
+end
+
+local function stats(sb, rt)
+  return sb:control("GET", "/_sandbox/oauth/stats" .. (rt and ("?refresh_token=" .. rt) or ""))
+end
+
+describe("oauth redis_store", function()
+  local sb, redis
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false }
+    redis = start_redis()
+  end)
+  lazy_teardown(function()
+    if redis then redis.stop() end
+    if sb then sb:stop() end
+  end)
+  before_each(function() sb:reset() end)
+
+  local function new_app(store, o)
+    local t = { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = sb.url, store = store }
+    for k, v in pairs(o or {}) do t[k] = v end
+    return assert(oauth.app(t))
+  end
+
+  it("get/set, and a SET NX PX lock: one holder, released only by its owner, expiring with a dead holder", function()
+    local s = oauth.redis_store { port = redis.port, prefix = "t1:" }
+    assert.is_nil(s:get("k"))
+    assert.is_true(s:set("k", "v"))
+    assert.equals("v", s:get("k"))
+    local a = assert(s:lock("k", 0.3))
+    assert.is_false(s:lock("k", 0.3))
+    assert.is_true(s:unlock("k", "not-the-owner"))
+    assert.is_false(s:lock("k", 0.3))
+    assert.is_true(s:unlock("k", a))
+    assert.is_string(s:lock("k", 0.3))
+    socket.sleep(0.4)
+    assert.is_string(s:lock("k", 0.3))
+  end)
+
+  it("several processes (think: machines) at the moment of expiry: exactly one refresh, every call succeeds", function()
+    local prefix = "t2:"
+    local app = new_app(oauth.redis_store { port = redis.port, prefix = prefix })
+    local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_sandbox" }).code
+    local tok = assert(app:exchange_code(code, "https://app.example/cb"))
+    local rec = assert(app:token("loc_sandbox"))
+    rec.expires_at = core.time() - 1
+    assert(app:save(rec))
+    local script = [[
+local oauth, lc, core = require "leadconnector.oauth", require "leadconnector", require "leadconnector.core"
+local port, url, start, prefix = tonumber(arg[1]), arg[2], tonumber(arg[3]), arg[4]
+local app = assert(oauth.app { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = url,
+  store = oauth.redis_store { port = port, prefix = prefix } })
+local c = assert(lc.new { auth = app:token_source("loc_sandbox"), base_url = url, max_retries = 0, rate_limit = false })
+while core.time() < start do core.sleep(0.001) end
+local n = 0
+for _ = 1, 4 do
+  local v, err = c:get_conversation("conv_demo_1")
+  if v then n = n + 1 else io.write("ERR ", tostring(err), "\n") end
+end
+io.write("OK ", n, "\n")
+]]
+    local file = os.tmpname()
+    helpers.write_file(file, script)
+    local prelude = ("package.path=%q package.cpath=%q"):format(package.path, package.cpath)
+    local start = core.time() + 1.5 * lch.scale
+    local procs = {}
+    for i = 1, 6 do
+      procs[i] = io.popen(("%s -e %q %s %d %s %.3f %s 2>&1"):format(INTERP, prelude, file, redis.port, sb.url, start,
+        prefix))
+    end
+    local total = 0
+    for i = 1, 6 do
+      local out = procs[i]:read("*a")
+      procs[i]:close()
+      assert.is_nil(out:match("ERR"), out)
+      total = total + (tonumber(out:match("OK (%d+)")) or 0)
+    end
+    os.remove(file)
+    assert.equals(24, total)
+    local s = stats(sb, tok.refresh_token)
+    assert.equals(1, s.refreshes)
+    assert.equals(1, s.uses)
+  end)
+
+  it("Redis down: a clear error on every call, and no refresh storm (no token request at all)", function()
+    local port = helpers.free_port() -- nothing listens there
+    local app = new_app(oauth.redis_store { port = port, timeout = 0.2 })
+    local c = assert(leadconnector.new { auth = app:token_source("loc_sandbox"), base_url = sb.url, max_retries = 3,
+      rate_limit = false })
+    for _ = 1, 10 do
+      local v, err = c:get_conversation("conv_demo_1")
+      assert.is_nil(v)
+      assert.is_true(err.kind == "network" or err.kind == "timeout", tostring(err))
+      assert.is_true(err.store)
+      assert.truthy(err.message:find("token store", 1, true))
+      assert.is_false(err.request_sent)
+    end
+    assert.equals(0, stats(sb).token_requests)
+    assert.equals(0, #lch.api_requests(sb))
+  end)
+
+  it("Redis going down during a refresh wait: the waiters get the store's error, not a refresh of their own", function()
+    local r2 = start_redis()
+    local store = oauth.redis_store { port = r2.port, timeout = 0.2 }
+    local app = new_app(store, { lock_ttl = 5, timeout = 2 })
+    local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_sandbox" }).code
+    local tok = assert(app:exchange_code(code, "https://app.example/cb"))
+    local rec = assert(app:token("loc_sandbox"))
+    rec.expires_at = core.time() - 1
+    assert(app:save(rec))
+    assert(store:lock("loc_sandbox", 5)) -- someone else is refreshing
+    r2.stop()
+    local v, err = app:token_source("loc_sandbox"):token()
+    assert.is_nil(v)
+    assert.is_true(err.store)
+    assert.equals(0, stats(sb, tok.refresh_token).uses)
+  end)
+end)
