@@ -7,24 +7,9 @@ local oauth = require "leadconnector.oauth"
 local leadconnector = require "leadconnector"
 local core = require "leadconnector.core"
 local socket = require "socket"
+local harness = require "limiter.harness"
 
 local INTERP = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+")) -- the same Lua as this run
-
-local function start_redis()
-  local port = helpers.free_port()
-  local pid = tonumber(helpers.sh(("%s redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no " ..
-    ">/dev/null 2>&1 </dev/null & echo $!"):format(helpers.CLEAN_ENV, port)):match("%d+"))
-  local deadline = socket.gettime() + 10
-  while true do
-    local c = socket.tcp()
-    c:settimeout(0.2)
-    if c:connect("127.0.0.1", port) then c:close() break end
-    c:close()
-    assert(socket.gettime() < deadline, "redis-server did not start")
-    socket.sleep(0.05)
-  end
-  return { port = port, pid = pid, stop = function() os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.2") end }
-end
 
 local function stats(sb, rt)
   return sb:control("GET", "/_sandbox/oauth/stats" .. (rt and ("?refresh_token=" .. rt) or ""))
@@ -34,7 +19,7 @@ describe("oauth redis_store", function()
   local sb, redis
   lazy_setup(function()
     sb = helpers.start_sandbox { rate_limit = false }
-    redis = start_redis()
+    redis = harness.redis()
   end)
   lazy_teardown(function()
     if redis then redis.stop() end
@@ -126,7 +111,7 @@ io.write("OK ", n, "\n")
   end)
 
   it("Redis going down during a refresh wait: the waiters get the store's error, not a refresh of their own", function()
-    local r2 = start_redis()
+    local r2 = harness.redis()
     local store = oauth.redis_store { port = r2.port, timeout = 0.2 }
     local app = new_app(store, { lock_ttl = 5, timeout = 2 })
     local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_sandbox" }).code
