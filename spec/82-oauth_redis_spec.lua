@@ -8,12 +8,9 @@ local leadconnector = require "leadconnector"
 local core = require "leadconnector.core"
 local socket = require "socket"
 local harness = require "limiter.harness"
+local oh = require "oauthhelpers"
 
-local INTERP = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+")) -- the same Lua as this run
-
-local function stats(sb, rt)
-  return sb:control("GET", "/_sandbox/oauth/stats" .. (rt and ("?refresh_token=" .. rt) or ""))
-end
+local stats = oh.stats
 
 describe("oauth redis_store", function()
   local sb, redis
@@ -56,37 +53,10 @@ describe("oauth redis_store", function()
     local rec = assert(app:token("loc_sandbox"))
     rec.expires_at = core.time() - 1
     assert(app:save(rec))
-    local script = [[
-local oauth, lc, core = require "leadconnector.oauth", require "leadconnector", require "leadconnector.core"
-local port, url, start, prefix = tonumber(arg[1]), arg[2], tonumber(arg[3]), arg[4]
-local app = assert(oauth.app { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = url,
-  store = oauth.redis_store { port = port, prefix = prefix } })
-local c = assert(lc.new { auth = app:token_source("loc_sandbox"), base_url = url, max_retries = 0, rate_limit = false })
-while core.time() < start do core.sleep(0.001) end
-local n = 0
-for _ = 1, 4 do
-  local v, err = c:get_conversation("conv_demo_1")
-  if v then n = n + 1 else io.write("ERR ", tostring(err), "\n") end
-end
-io.write("OK ", n, "\n")
-]]
-    local file = os.tmpname()
-    helpers.write_file(file, script)
-    local prelude = ("package.path=%q package.cpath=%q"):format(package.path, package.cpath)
     local start = core.time() + 1.5 * lch.scale
-    local procs = {}
-    for i = 1, 6 do
-      procs[i] = io.popen(("%s -e %q %s %d %s %.3f %s 2>&1"):format(INTERP, prelude, file, redis.port, sb.url, start,
-        prefix))
-    end
-    local total = 0
-    for i = 1, 6 do
-      local out = procs[i]:read("*a")
-      procs[i]:close()
-      assert.is_nil(out:match("ERR"), out)
-      total = total + (tonumber(out:match("OK (%d+)")) or 0)
-    end
-    os.remove(file)
+    local total, outputs = oh.burst(sb.url, "oauth.redis_store { port = tonumber(arg[3]), prefix = arg[4] }",
+      { redis.port, prefix }, start)
+    for _, out in ipairs(outputs) do assert.is_nil(out:match("ERR"), out) end
     assert.equals(24, total)
     local s = stats(sb, tok.refresh_token)
     assert.equals(1, s.refreshes)
