@@ -11,6 +11,7 @@
 local socket = require "socket"
 package.path = "bench/?.lua;" .. package.path
 local lib = require "lib"
+local tls = require "tls"
 
 local env, log, quote, argv_string = lib.env, lib.log, lib.quote, lib.argv_string
 local exists, read_file, sh, capture, median = lib.exists, lib.read_file, lib.sh, lib.capture, lib.median
@@ -121,11 +122,13 @@ local function need_decode_build(name)
     return false, "no Lua 5.4 headers to build it"
   end
 end
-row {
-  id = "rawdec_get_message", label = "raw libcurl easy + cjson.decode: get_message", base = "raw_get_message",
-  needs = need_decode_build("raw_easy_decode"),
-  argv = function(c, n) return { OUT .. "/raw_easy_decode", c.url, c.token, "get_message", c.msg, n } end,
-}
+for _, call in ipairs(CALLS) do
+  row {
+    id = "rawdec_" .. call, label = "raw libcurl easy + cjson.decode: " .. call, base = "raw_" .. call,
+    needs = need_decode_build("raw_easy_decode"),
+    argv = function(c, n) return { OUT .. "/raw_easy_decode", c.url, c.token, call, id_for(call), n } end,
+  }
+end
 row {
   id = "rawdec_multi", label = "raw libcurl multi x" .. CONCURRENCY .. " + cjson.decode: get_message",
   base = "raw_multi", needs = need_decode_build("raw_multi_decode"),
@@ -206,6 +209,38 @@ row {
   end,
 }
 
+-- The TLS rows (issue 16): get_message over HTTPS through bench/tls.lua's nginx front, every client verifying its
+-- openssl-made certificate; ratios against the raw libcurl loop over TLS; handshakes counted by the server.
+local function need_tls() return ctx.tls, ctx.tls_reason end
+local function with_ca(argv) return { "env", "BENCH_CAINFO=" .. ctx.tls_ca, table.unpack(argv) } end
+row {
+  id = "tls_raw", label = "TLS raw libcurl easy: get_message", base = "tls_raw", tls = true, needs = need_tls,
+  argv = function(c, n) return with_ca { OUT .. "/raw_easy", c.tls_url, c.token, "get_message", c.msg, n } end,
+}
+row {
+  id = "tls_lc", label = "TLS leadconnector (Lua 5.4): get_message", base = "tls_raw", tls = true,
+  needs = function()
+    if not need_library() then return need_library() end
+    return need_tls()
+  end,
+  argv = function(c, n) return with_ca { LUA, "bench/lc_seq.lua", c.tls_url, c.token, "get_message", c.msg, n } end,
+}
+row {
+  id = "tls_naive", label = "TLS naive luasocket+luasec: get_message", base = "tls_raw", tls = true, needs = need_tls,
+  argv = function(c, n) return with_ca { LUA, "bench/naive.lua", c.tls_url, c.token, "get_message", c.msg, n } end,
+}
+row {
+  id = "tls_node", label = "TLS node SDK: get_message", base = "tls_raw", tls = true, n = NODE_N,
+  needs = function()
+    if not need_node() then return need_node() end
+    return need_tls()
+  end,
+  argv = function(c, n)
+    local argv = { "env", "NODE_EXTRA_CA_CERTS=" .. c.tls_ca, "node", "bench/node/sdk.js", c.tls_url, c.token, c.msg, n }
+    if c.node_version then argv[#argv + 1] = c.node_version end
+    return argv
+  end,
+}
 require("wh_rows").add(row, { OUT = OUT, LUA = LUA, CC = CC, need_library = need_library, need_node = need_node })
 
 local by_id = {}
@@ -269,7 +304,9 @@ local function run_row(r, rep)
     broken[#broken + 1] = r.label .. ": " .. ferr
     return
   end
+  local mark = r.tls and tls.mark()
   local res = run_client(r.argv(ctx, n))
+  if mark then res.tls = tls.handshakes(mark) end
   if res.missing then
     r.na = "n/a (" .. res.missing .. " missing)"
     log("  %-48s %s", r.label, r.na)
@@ -298,8 +335,10 @@ local function run_row(r, rep)
     f:write(table.concat({ rep, r.id, res.requests, res.errors, res.seconds, res.cpu, res.rss_kb, res.wall }, "\t"), "\n")
     f:close()
   end
-  log("  %-48s %9.0f req/s %8.1f CPU ms/1000 %6.1f MB%s", r.label, res.rps, res.cpu_per_1000,
-    res.rss_kb / 1024, res.errors > 0 and ("  " .. res.errors .. " errors") or "")
+  log("  %-48s %9.0f req/s %8.1f CPU ms/1000 %6.1f MB%s%s", r.label, res.rps, res.cpu_per_1000,
+    res.rss_kb / 1024, res.errors > 0 and ("  " .. res.errors .. " errors") or "",
+    res.tls and string.format("  %d TLS handshakes (%d resumed) for %d requests", res.tls.handshakes,
+      res.tls.resumed, res.tls.requests) or "")
 end
 
 local function summarize(r)
@@ -310,6 +349,15 @@ local function summarize(r)
     errors = errors + x.errors
   end
   r.rps, r.cpu, r.rss, r.errors = median(rps), median(cpu), median(rss), errors
+  -- TLS rows: handshakes (full and resumed) per 1,000 requests the server logged, over all runs
+  local hs, resumed, logged = 0, 0, 0
+  for _, x in ipairs(r.runs) do
+    if x.tls then hs, resumed, logged = hs + x.tls.handshakes, resumed + x.tls.resumed, logged + x.tls.requests end
+  end
+  if logged > 0 then
+    r.tls = { per_1000 = hs / logged * 1000, full_per_1000 = (hs - resumed) / logged * 1000,
+      protocol = r.runs[#r.runs].tls.protocol }
+  end
 end
 
 -- The median over runs of (row / base) for one field, each row run paired
@@ -327,14 +375,15 @@ local function ratio_median(r, base, field)
 end
 
 -- BENCH_ONLY=id,id,...: run just those rows (e.g. BENCH_ONLY=raw_get_messages,lc_get_messages).
-local ONLY
+-- (A table of its own: ONLY is BENCH_ROWS's pattern, and the two must not shadow each other.)
+local ONLY_IDS
 if env("BENCH_ONLY", "") ~= "" then
-  ONLY = {}
-  for id in env("BENCH_ONLY", ""):gmatch("[^,%s]+") do ONLY[id] = true end
+  ONLY_IDS = {}
+  for id in env("BENCH_ONLY", ""):gmatch("[^,%s]+") do ONLY_IDS[id] = true end
 end
 
 local function runnable(r)
-  if ONLY and not ONLY[r.id] then r.na = "n/a (not in BENCH_ONLY)" return false end
+  if ONLY_IDS and not ONLY_IDS[r.id] then r.na = "n/a (not in BENCH_ONLY)" return false end
   if r.na or r.failed then return false end
   if r.needs then
     local ok, why = r.needs()
@@ -404,9 +453,14 @@ local function print_table(startup, rss_run)
         notes[#notes + 1] = "ratios vs raw multi"
       elseif r.base == "lim_none" then
         notes[#notes + 1] = "ratios vs the same loop without a limiter"
-      elseif r.base ~= "raw_get_message" then
+      elseif r.base ~= "raw_get_message" and r.base ~= "tls_raw" then
         notes[#notes + 1] = "ratios vs raw easy " .. r.base:gsub("^raw_", "")
       end
+      if r.tls then
+        notes[#notes + 1] = string.format("%s: %.2f handshakes / 1000 req (%.2f full, the rest resumed)",
+          r.tls.protocol or "TLS", r.tls.per_1000, r.tls.full_per_1000)
+      end
+      if r.base == "tls_raw" and r.id ~= r.base then notes[#notes + 1] = "ratios vs raw libcurl over TLS" end
       if r.errors > 0 then notes[#notes + 1] = r.errors .. " errors over all runs" end
       if r.n and r.n ~= N then notes[#notes + 1] = r.n .. " requests per run" end
       if r.id == "node" then
@@ -495,6 +549,19 @@ local function targets(startup, rss_run)
     ratio_target("lc_" .. call, "raw_" .. call, "cpu_per_1000", function(x) return x <= 1.2 end,
       "CPU per request, " .. call .. " <= 1.2x raw easy", "%.3fx", "%.1f vs %.1f ms/1000")
   end
+  -- issue 16: against the floor (the raw loops that also decode every answer), and over TLS
+  for _, call in ipairs(CALLS) do
+    ratio_target("lc_" .. call, "rawdec_" .. call, "rps", at_least(0.95),
+      "issue 16: sequential " .. call .. " >= 0.95x raw easy + cjson.decode req/s", "%.3fx", "%.0f vs %.0f")
+    ratio_target("lc_" .. call, "rawdec_" .. call, "cpu_per_1000", function(x) return x <= 1.1 end,
+      "issue 16: CPU per request, " .. call .. " <= 1.1x raw easy + cjson.decode", "%.3fx", "%.1f vs %.1f ms/1000")
+  end
+  ratio_target("lc_batch", "rawdec_multi", "rps", at_least(0.9),
+    "issue 16: batch >= 0.9x raw multi + cjson.decode req/s", "%.3fx", "%.0f vs %.0f")
+  ratio_target("tls_lc", "tls_raw", "rps", at_least(0.95),
+    "issue 16: over TLS, get_message >= 0.95x raw libcurl over TLS req/s", "%.3fx", "%.0f vs %.0f")
+  ratio_target("tls_lc", "tls_naive", "rps", function(x) return x > 1 end,
+    "issue 16: over TLS, get_message ahead of luasocket+luasec req/s", "%.3fx", "%.0f vs %.0f")
   require("wh_rows").targets(ratio_target, at_least)
   if rss_run and rss_run.rss_kb then
     local mb = rss_run.rss_kb / 1024
@@ -506,6 +573,7 @@ local function targets(startup, rss_run)
   if startup.ms then
     check(startup.ms < 20, string.format("require + new < 20 ms: %.2f ms (median of %d processes)",
       startup.ms, #startup.samples))
+    check(startup.ms < 10, string.format("issue 16: require + new < 10 ms: %.2f ms", startup.ms))
   else
     check(nil, "require + new < 20 ms: " .. (startup.na or startup.failed or "no data"))
   end
@@ -561,6 +629,19 @@ local function main()
     return
   end
   if ctx.node then ctx.node, ctx.node_reason = probe_node() end
+  local want_tls = ONLY == ""
+  for _, id in ipairs { "tls_raw", "tls_lc", "tls_naive", "tls_node" } do want_tls = want_tls or id:find(ONLY) ~= nil end
+  if want_tls then
+    ctx.tls, ctx.tls_reason = tls.start(ctx.url, pin_server)
+    if ctx.tls then
+      ctx.tls_url, ctx.tls_ca = tls.state.url, tls.state.ca
+      log("bench: TLS front %s (certificate %s)", ctx.tls_url, ctx.tls_ca)
+    else
+      broken[#broken + 1] = "TLS front: " .. tostring(ctx.tls_reason)
+    end
+  else
+    ctx.tls, ctx.tls_reason = false, "BENCH_ROWS"
+  end
 
   log("bench: %d requests per run (Node SDK %d), %d runs per row, rows interleaved", N, NODE_N, REPEATS)
   -- Warm-up, not recorded: the server's first connections and caches.
@@ -619,6 +700,7 @@ local function main()
   else
     startup = { na = "n/a (" .. (ONLY ~= "" and "BENCH_ROWS" or ctx.library_reason) .. ")" }
   end
+  tls.stop()
   lib.stop_server()
   log("bench: measured in %.0f s", socket.gettime() - t0)
 
@@ -628,7 +710,7 @@ local function main()
     os.date("!%Y-%m-%d %H:%M UTC"), (capture("uname -srm"):gsub("%s+$", "")),
     (capture("nproc"):gsub("%s+$", "")), ctx.load and string.format("%.2f", ctx.load) or "?",
     N, REPEATS, ctx.pinning, ctx.reset and "reset before every run" or "NOT reset (no /_sandbox/reset)")
-  local text = header .. "\n\n" .. print_table(startup, rss_run) .. "\n\nTargets (issue 5):\n" ..
+  local text = header .. "\n\n" .. print_table(startup, rss_run) .. "\n\nTargets (issue 5, then issue 16):\n" ..
     targets(startup, rss_run) .. "\n"
   io.write("\n", text)
   local f = io.open(OUT .. "/results.md", "w")
@@ -636,6 +718,7 @@ local function main()
 end
 
 local ok, err = xpcall(main, debug.traceback)
+tls.stop()
 lib.stop_server()
 if not ok then broken[#broken + 1] = "bench crashed: " .. tostring(err) end
 if #broken > 0 then

@@ -17,7 +17,8 @@ if not (base and token and call and id and count) then
   os.exit(2)
 end
 
-local client = assert(leadconnector.new { token = token, base_url = base })
+-- BENCH_CAINFO (the TLS rows): the CA file the server's certificate is verified against.
+local client = assert(leadconnector.new { token = token, base_url = base, ca_file = os.getenv("BENCH_CAINFO") })
 
 local do_call
 if call == "get_message" then

@@ -2,6 +2,10 @@
 -- on luasocket + lua-cjson. HTTP/1.1 over one TCP socket, Content-Length (or
 -- chunked) framing, cjson.decode of every answer, a fresh connection only when
 -- the server closes the old one. No validation, no retries, no userdata.
+-- With an https:// BASE_URL (the TLS rows) the socket is wrapped by luasec (Debian's lua-sec): TLS 1.2 or 1.3,
+-- the peer's chain verified against the CA file in BENCH_CAINFO, its subjectAltName checked for the host
+-- (luasec does not check names itself), one handshake per connection; luasec keeps no session cache, so a new
+-- connection is always a full handshake.
 --
 --   lua5.4 bench/naive.lua BASE_URL TOKEN CALL ID COUNT
 --
@@ -15,12 +19,38 @@ if not (base and token and call and id and count) then
   io.stderr:write("usage: naive.lua BASE_URL TOKEN CALL ID COUNT\n")
   os.exit(2)
 end
-local host, port = base:match("^http://([^:/]+):?(%d*)/?$")
+local scheme, host, port = base:match("^(https?)://([^:/]+):?(%d*)/?$")
 if not host then
-  io.stderr:write("naive.lua: only plain http://host[:port] base URLs: ", base, "\n")
+  io.stderr:write("naive.lua: only http(s)://host[:port] base URLs: ", base, "\n")
   os.exit(2)
 end
-port = tonumber(port) or 80
+port = tonumber(port) or (scheme == "https" and 443 or 80)
+
+local tls -- luasec's context, for https
+if scheme == "https" then
+  local ok, ssl = pcall(require, "ssl")
+  if not ok then
+    print("BENCH missing=luasec")
+    os.exit(3)
+  end
+  tls = { ssl = ssl, params = { mode = "client", protocol = "any", options = { "all", "no_sslv2", "no_sslv3", "no_tlsv1", "no_tlsv1_1" },
+    verify = "peer", cafile = os.getenv("BENCH_CAINFO") } }
+end
+
+-- The certificate names the host (an IP address here: its subjectAltName iPAddress entries).
+local function names_host(c)
+  local cert = c:getpeercertificate()
+  local ext = cert and cert:extensions()
+  local san = ext and ext["2.5.29.17"]
+  for _, list in pairs(san or {}) do
+    if type(list) == "table" then
+      for _, v in ipairs(list) do
+        if v == host then return true end
+      end
+    end
+  end
+  return false
+end
 
 local conn
 
@@ -29,6 +59,12 @@ local function connect()
   c:setoption("tcp-nodelay", true)
   c:settimeout(30)
   assert(c:connect(host, port))
+  if tls then
+    c = assert(tls.ssl.wrap(c, tls.params))
+    c:settimeout(30)
+    assert(c:dohandshake())
+    assert(names_host(c), "the certificate does not name " .. host)
+  end
   conn = c
 end
 

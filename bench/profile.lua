@@ -4,7 +4,8 @@
 -- target is missed to see what costs what.
 --
 --   lua5.4 bench/profile.lua [CALL ...]      (CALL: get_message send_message
---                                             update_message_status get_conversation;
+--                                             update_message_status get_conversation,
+--                                             or tls: get_message over HTTPS, bench/tls.lua;
 --                                             default get_message)
 --
 -- For each call, each client (raw libcurl easy loop, leadconnector, naive
@@ -50,11 +51,24 @@ local function id_for(call)
 end
 
 local function rows_for(call)
+  if call == "tls" then -- get_message over bench/tls.lua's HTTPS front, every client verifying the certificate
+    local function ca(argv) return argv end -- BENCH_CAINFO is set around valgrind (count(), row.tls)
+    return {
+      { id = "tls_raw", tls = true, label = "TLS raw libcurl easy: get_message",
+        argv = function(n) return ca { OUT .. "/raw_easy", ctx.tls_url, ctx.token, "get_message", ctx.msg, n } end },
+      { id = "tls_lc", tls = true, label = "TLS leadconnector (Lua 5.4): get_message", lc = true, base = "tls_raw",
+        argv = function(n) return ca { LUA, "bench/lc_seq.lua", ctx.tls_url, ctx.token, "get_message", ctx.msg, n } end },
+      { id = "tls_naive", tls = true, label = "TLS naive luasocket+luasec: get_message", lc = true, base = "tls_raw",
+        argv = function(n) return ca { LUA, "bench/naive.lua", ctx.tls_url, ctx.token, "get_message", ctx.msg, n } end },
+    }
+  end
   local rows = {
     { id = "raw_" .. call, label = "raw libcurl easy: " .. call,
       argv = function(n) return { OUT .. "/raw_easy", ctx.url, ctx.token, call, id_for(call), n } end },
     { id = "lc_" .. call, label = "leadconnector (Lua 5.4): " .. call, lc = true, base = "raw_" .. call,
       argv = function(n) return { LUA, "bench/lc_seq.lua", ctx.url, ctx.token, call, id_for(call), n } end },
+    { id = "rawdec_" .. call, label = "raw libcurl easy + cjson.decode: " .. call, base = "raw_" .. call,
+      argv = function(n) return { OUT .. "/raw_easy_decode", ctx.url, ctx.token, call, id_for(call), n } end },
     { id = "naive_" .. call, label = "naive luasocket+cjson: " .. call, base = "raw_" .. call,
       argv = function(n) return { LUA, "bench/naive.lua", ctx.url, ctx.token, call, id_for(call), n } end },
   }
@@ -88,7 +102,7 @@ end
 local function count(row, n)
   assert(lib.fresh_state(ctx))
   local file = string.format("%s/callgrind.%s.%d.out", OUT, row.id, n)
-  local cmd = "valgrind --tool=callgrind --callgrind-out-file=" .. file .. " " ..
+  local cmd = (row.tls and "env BENCH_CAINFO=" .. lib.quote(ctx.tls_ca) .. " " or "") .. "valgrind --tool=callgrind --callgrind-out-file=" .. file .. " " ..
     argv_string(row.argv(n)) .. " >" .. OUT .. "/profile-client.out 2>>" .. OUT .. "/profile.log"
   if not sh(cmd) then return nil, "client failed under valgrind: see " .. OUT .. "/profile.log" end
   local out = lib.read_file(OUT .. "/profile-client.out") or ""
@@ -108,6 +122,14 @@ local function main()
   if not ok then return nil, "server: " .. err end
   ctx.url, ctx.token = lib.server.url, lib.server.token
   os.remove(OUT .. "/profile.log")
+  for _, call in ipairs(calls) do
+    if call == "tls" then
+      local tls = require "tls"
+      local up, terr = tls.start(ctx.url, "")
+      if not up then return nil, "TLS front: " .. tostring(terr) end
+      ctx.tls_url, ctx.tls_ca, ctx.tls_stop = tls.state.url, tls.state.ca, tls.stop
+    end
+  end
 
   local lines = { { "row", "instructions / request", "ratio to its raw loop" } }
   local annotations, splits = {}, {}
@@ -146,6 +168,7 @@ local function main()
       end
     end
   end
+  if ctx.tls_stop then ctx.tls_stop() end
   lib.stop_server()
 
   local widths = {}
@@ -217,6 +240,7 @@ local function main()
 end
 
 local ok, res, err = xpcall(main, debug.traceback)
+if ctx.tls_stop then ctx.tls_stop() end
 lib.stop_server()
 if not ok then
   io.stderr:write("bench/profile: crashed: ", tostring(res), "\n")

@@ -436,23 +436,24 @@ static int finish(lua_State *L, enum lc_op op, const lc_answer *a) {
 }
 
 int lc_finish(lua_State *L, enum lc_op op, const lc_answer *a) {
-  if (lc_has_secret(a->body, a->body_len, a->secret, a->secret_len)) {
-    lc_answer r = *a;
-    int n, at;
-    if (a->status >= 200 && a->status <= 299) {
-      /* A success keeps the answer as it came; a 2xx that is an error (no messageId, no id) keeps its decoded
-       * body in err.body, so it is made again from the redacted text. */
-      if (finish(L, op, a) == 1) return 1;
-      lua_pop(L, 2);
-    }
-    push_redacted(L, a->body, a->body_len, a->secret, a->secret_len);
-    at = lua_gettop(L);
-    r.body = lua_tolstring(L, at, &r.body_len); /* stays alive: it is on the stack until finish is done */
-    n = finish(L, op, &r);
-    lua_remove(L, at);
-    return n;
+  lc_answer r = *a;
+  int n, at;
+  if (a->status >= 200 && a->status <= 299) {
+    /* A success keeps the answer as it came, so it is made first and the body is searched for the secret only
+     * when it turned out an error (no messageId, no id): that keeps its decoded body in err.body, so it is made
+     * again from the redacted text. The common case, a success, never scans its body. */
+    n = finish(L, op, a);
+    if (n == 1 || !lc_has_secret(a->body, a->body_len, a->secret, a->secret_len)) return n;
+    lua_pop(L, 2);
+  } else if (!lc_has_secret(a->body, a->body_len, a->secret, a->secret_len)) {
+    return finish(L, op, a);
   }
-  return finish(L, op, a);
+  push_redacted(L, a->body, a->body_len, a->secret, a->secret_len);
+  at = lua_gettop(L);
+  r.body = lua_tolstring(L, at, &r.body_len); /* stays alive: it is on the stack until finish is done */
+  n = finish(L, op, &r);
+  lua_remove(L, at);
+  return n;
 }
 
 /* tostring(err): one readable line, never more than a few hundred bytes, control characters shown as spaces. */

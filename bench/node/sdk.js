@@ -9,7 +9,9 @@
 // the bench repoints that instance's defaults at the local server.
 // The SDK sends `Version: 2023-02-21` by default; when VERSION is given it is
 // passed per call through the SDK's own per-call options (`{ headers }`).
-// Node 20's global HTTP agent keeps connections alive, so this reuses one.
+// Node 20's global HTTP agent keeps connections alive, so this reuses one. With an https:// BASE_URL (the TLS
+// rows) the bench starts node with NODE_EXTRA_CA_CERTS naming its certificate, which Node then verifies; the
+// global HTTPS agent keeps the connection alive and caches TLS sessions (maxCachedSessions 100).
 // Prints one "BENCH requests=N errors=E seconds=S" line.
 'use strict';
 const { HighLevel } = require('@gohighlevel/api-client');

@@ -121,7 +121,6 @@ function A.acquire(n, count, tmo)
   end
   local bw = blocked(t)
   if bw > 0 then return bw, t end
-  local out = { 0, t }
   if not m then
     -- nothing learned yet: one request goes alone to learn the limits, the others wait for its answer
     if not S.add(KP, 1, PROBE_TTL) then return 0.02, t end
@@ -134,6 +133,17 @@ function A.acquire(n, count, tmo)
     S.set(KD, 1, DAILY_PROBE + 1)     -- the probe a minute from now may go
     return DAILY_PROBE, t
   end
+  if count == 1 then -- the loop below for one number, without its list (a sequential call's case)
+    local k = S.incr(KQ, 1)
+    if not S.add(S.key(k), pend, ttl) then
+      k = S.incr(KQ, 1)
+      S.set(S.key(k), pend, ttl)
+    end
+    local g = gate(t, k, m, w)
+    if d then S.incr(KD, -1) end
+    return g, t, k
+  end
+  local out = { 0, t }
   for i = 1, count do
     local k = S.incr(KQ, 1)
     if not S.add(S.key(k), pend, ttl) then
@@ -238,10 +248,12 @@ local function table_store()
   local S = {}
   function S.now() cur = now() return cur end
   function S.key(k) return k end
-  function S.get(k)
+  function S.get(k) -- a key that is absent (the usual case for a new slot) costs one lookup
     local e = exps[k]
-    if e and e <= cur then vals[k], exps[k] = nil, nil end
-    return vals[k]
+    if e == nil then return nil end
+    if e > cur then return vals[k] end
+    vals[k], exps[k] = nil, nil
+    return nil
   end
   local function sweep()
     for k, e in pairs(exps) do
@@ -255,13 +267,18 @@ local function table_store()
     return true
   end
   function S.add(k, v, ttl)
-    if S.get(k) ~= nil then return false end
+    local e = exps[k]
+    if e ~= nil and e > cur and vals[k] ~= nil then return false end
     return S.set(k, v, ttl)
   end
   function S.incr(k, n)
-    local v = (S.get(k) or 0) + n
+    local e = exps[k]
+    if e == nil or e <= cur then
+      vals[k], exps[k] = n, math.huge
+      return n
+    end
+    local v = (vals[k] or 0) + n
     vals[k] = v
-    if not exps[k] then exps[k] = math.huge end
     return v
   end
   return S
