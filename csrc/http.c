@@ -38,6 +38,7 @@ typedef struct lc_xfer {
   size_t body_len, body_cap;
   int too_big, added, index;
   int head_too_big;  /* the answer's status line and headers passed LC_MAX_HEADER_BYTES */
+  int head_done;     /* the last answer's headers ended (their blank line came): else it was cut in them */
   size_t head_bytes; /* of this answer so far */
   enum lc_op op;
   lc_ratelimit rl_now;
@@ -347,12 +348,14 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   }
   x->head_bytes += len;
   if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new answer (after a 1xx, say): start over */
+    x->head_done = 0;
     x->rl_now.seen = 0;
     x->retry_after = -1;
     x->trace_id[0] = '\0';
     x->content_type_len = 0;
     return len;
   }
+  if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) x->head_done = 1;
   if (len < 12) return len;
   if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Type", &v, &vlen)) {
     if (vlen >= sizeof x->content_type) vlen = sizeof x->content_type - 1;
@@ -540,6 +543,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->body_len = 0;
   x->too_big = 0;
   x->head_too_big = 0;
+  x->head_done = 0;
   x->head_bytes = 0;
   x->rl_now.seen = 0;
   x->retry_after = -1;
@@ -608,6 +612,14 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   a.content_type = x->content_type;
   a.content_type_len = x->content_type_len;
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
+  if (rc == CURLE_OK && !x->head_done) {
+    /* libcurl takes an answer whose connection closed in the middle of its headers as complete (and empty):
+     * no whole answer came, as the cosocket transport says too */
+    lua_pushnil(L);
+    lc_push_error(L, "network", "answer cut short in its headers: the connection closed");
+    lc_seterrfield_bool(L, "request_sent", 1);
+    return 2;
+  }
   if (rc == CURLE_OK || (capped && status >= 300)) {
     /* A complete answer, or an error answer cut at the size cap: classify it by its status. */
     a.status = status;

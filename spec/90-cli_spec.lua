@@ -216,6 +216,20 @@ describe("the leadconnector command", function()
       end)
     end
 
+    it("a call the library refuses as misuse (it raises): exit 2, one line on stderr, no Lua traceback", function()
+      -- without the catalogue the arguments are not counted first: the library's raise reached the user as a
+      -- traceback with exit 1, and a client method that is no API call (close) printed "nil"
+      for _, args in ipairs({ { "get-message", "a", "b" }, { "close" }, { "batch" } }) do
+        local rc, out, err = run(args, env)
+        assert.equal(2, rc, err)
+        assert.equal("", out)
+        assert.equal(1, #lines(err), err)
+        assert.falsy(err:find("traceback", 1, true), err)
+        assert.falsy(err:find("^nil"), err)
+      end
+      assert.same({}, lch.api_requests(sb))
+    end)
+
     it("no LEADCONNECTOR_TOKEN: says so, exit 2", function()
       local rc, _, err = run({ "get-message", "msg_demo_1" }, { LEADCONNECTOR_BASE_URL = sb.url })
       assert.equal(2, rc)

@@ -112,6 +112,7 @@ local MAX_STALE_RETRIES = 4        -- pooled connections found closed by the ser
 
 -- A header's number, as the libcurl transport reads it: plain decimals only (no sign, hex, exponent, inf, nan).
 local function plain_number(v)
+  if #v >= 40 then return nil end -- as the C core: past 39 characters no header number is plausible (1e400: inf)
   if find(v, "^%d+$") then return tonumber(v) end
   if find(v, "^[%d%.]+$") then
     local d = tonumber(v)
@@ -366,7 +367,8 @@ local function read_answer(sock, method, max_size, stop_at, where)
     end
     hbytes = hbytes + #line + 2
     local v
-    v, status = match(line, "^HTTP/1%.(%d) (%d%d%d)")
+    -- exactly three digits, then a space or the end (as libcurl: "HTTP/1.1 2000" is no 200)
+    v, status = match(line, "^HTTP/1%.(%d) (%d%d%d)%f[^%d]")
     status = tonumber(status)
     -- a status under 100 (HTTP/1.1 000) is no HTTP status: a broken answer, as libcurl takes it
     if not status or status < 100 then
@@ -450,7 +452,10 @@ local function read_answer(sock, method, max_size, stop_at, where)
     while true do
       local line, kind, err = read_line(r, 1024)
       if not line then return cut(kind == "toolong" and "network" or kind, err or "malformed chunk") end
-      local len = tonumber(match(line, "^%s*(%x+)"), 16)
+      -- at most 16 hex digits (libcurl's limit: past it a size no longer fits in 64 bits), then anything to the
+      -- line's end (extensions), as libcurl reads it
+      local hex = match(line, "^%s*(%x+)")
+      local len = hex and #hex <= 16 and tonumber(hex, 16)
       if not len then return nil, "network", format("answer from %s has a malformed chunk", where) end
       if len == 0 then
         local tbytes = 0

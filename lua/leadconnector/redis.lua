@@ -20,7 +20,7 @@ local core = require "leadconnector.core"
 
 local type, tostring, setmetatable, getmetatable, select, error = type, tostring, setmetatable, getmetatable, select,
   error
-local floor, format, find, lower = math.floor, string.format, string.find, string.lower
+local floor, format, find, upper = math.floor, string.format, string.find, string.upper
 local unpack = table.unpack or unpack -- luacheck: ignore 113
 
 local M = {}
@@ -140,9 +140,51 @@ local function drop(self)
   if c.conn then c.conn:close() elseif c.red then c.red:close() end
 end
 
+-- The arguments of a command, checked the same way for both clients (lua-resty-redis would send a table as
+-- "table: 0x...", nil as "nil", or cut the command at a nil; hiredis refuses them): raises on misuse.
+local MAX_ARGS = 256
+local function check_args(...)
+  local n = select("#", ...)
+  if n < 1 then error("leadconnector.redis: a command needs a name", 3) end
+  if n > MAX_ARGS then error(format("leadconnector.redis: at most %d arguments", MAX_ARGS), 3) end
+  local cmd = (...)
+  if type(cmd) ~= "string" or not find(cmd, "^%a[%w_%-]*$") then
+    error("leadconnector.redis: a command name must be a string of letters", 3)
+  end
+  for i = 2, n do
+    local t = type((select(i, ...)))
+    if t ~= "string" and t ~= "number" then
+      error(format("leadconnector.redis: argument %d must be a string or a number, got %s", i, t), 3)
+    end
+  end
+  return cmd
+end
+
+-- lua-resty-redis's timeout bounds each socket read, and nginx restarts it whenever a byte arrives: a Redis
+-- trickling its reply held the request for as long as it liked. The command runs in a light thread raced
+-- against the timeout as a whole (as the C client's deadline); TIMED_OUT when the timeout won.
+local TIMED_OUT = {}
+local spawn = type(ngx) == "table" and ngx.thread and ngx.thread.spawn
+local function nap(s) ngx.sleep(s) end -- spawn takes Lua functions only
+local function bounded(timeout, red, cmd, ...)
+  local n, args = select("#", ...), { ... }
+  local ok, worker = pcall(spawn, function() return red[cmd](red, unpack(args, 1, n)) end)
+  if not ok then return red[cmd](red, ...) end -- a phase without light threads: resty's own timeout
+  local timer = spawn(nap, timeout)
+  local done, v, err = ngx.thread.wait(worker, timer)
+  if coroutine.status(worker) ~= "dead" then
+    ngx.thread.kill(worker)
+    return nil, TIMED_OUT
+  end
+  ngx.thread.kill(timer)
+  if not done then error(v, 0) end
+  return v, err
+end
+
 --- r:call(cmd, ...) -> value | nil, err (see the module's summary).
 function Conn:call(...)
   if getmetatable(self) ~= Conn then error("leadconnector.redis: call it as r:call(...)", 2) end
+  local cmd = check_args(...)
   local s = secrets[self]
   if not s then return nil, "network: the connection is closed" end
   local c = s.c
@@ -159,9 +201,13 @@ function Conn:call(...)
     return nil, msg
   end
   local red = c.red
-  local cmd = (...)
-  if type(cmd) ~= "string" then error("leadconnector.redis: a command name must be a string", 2) end
-  local v, err = red[lower(cmd)](red, select(2, ...))
+  -- upper case: lua-resty-redis's own methods (close, connect, read_reply, init_pipeline, ...) are all lower case,
+  -- so a command of that name goes to Redis as a command, as it does through hiredis
+  local v, err = bounded(self.timeout, red, upper(cmd), select(2, ...))
+  if err == TIMED_OUT then
+    drop(self) -- mid-reply: the socket must not go back to the pool
+    return nil, format("timeout: no whole answer from Redis within %g s", self.timeout)
+  end
   if v ~= nil and v ~= false then return plain(v) end
   if v == false and err then return nil, err end
   if v == false then return false end

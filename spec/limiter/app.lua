@@ -80,4 +80,42 @@ function M.burst()
   ngx.say(cjson.encode { pid = ngx.worker.pid(), ok = ok, kinds = kinds, seconds = ngx.now() - t0 })
 end
 
+-- leadconnector.redis misused (spec/57): each case's outcome ("raised" or the value / error returned) and what
+-- Redis holds afterwards, the same function inside nginx (lua-resty-redis) and in plain Lua (hiredis).
+function M.redis_misuse_cases(r)
+  local out = {}
+  local function try(name, ...)
+    local ok, v, err = pcall(r.call, r, ...)
+    out[name] = not ok and "raised" or (v == nil and ("nil: " .. tostring(err):sub(1, 3)) or type(v))
+  end
+  r:call("DEL", "m1", "m2", "m3")
+  try("nil_middle", "SET", "m1", nil, "v")
+  try("table_arg", "SET", "m2", {})
+  try("bool_arg", "SET", "m3", true)
+  try("number_cmd", 5)
+  try("close_cmd", "close")
+  try("read_reply_cmd", "read_reply")
+  out.after = { r:call("EXISTS", "m1"), r:call("EXISTS", "m2"), r:call("EXISTS", "m3"), r:call("PING") }
+  return out
+end
+
+-- GET /redis_get?port=P&timeout=S: one GET through leadconnector.redis against whatever listens on P (spec/57's
+-- fake Redis): { ok, err, seconds }.
+function M.redis_get()
+  local a = ngx.req.get_uri_args()
+  local t0 = ngx.now()
+  local r, err = require("leadconnector.redis").connect { port = tonumber(a.port), timeout = tonumber(a.timeout) }
+  local v
+  if r then v, err = r:call("GET", "k") r:close() end
+  ngx.update_time()
+  ngx.say(cjson.encode { ok = v ~= nil, err = err, seconds = ngx.now() - t0 })
+end
+
+function M.redis_misuse()
+  local r = assert(require("leadconnector.redis").connect { port = conf.redis_port, timeout = 1 })
+  local out = M.redis_misuse_cases(r)
+  r:close()
+  ngx.say(cjson.encode(out))
+end
+
 return M

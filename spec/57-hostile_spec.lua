@@ -1,0 +1,217 @@
+-- Hostile servers and hostile callers against what issues 10, 11 and 15 landed: each test here failed on the code
+-- before its fix (see the commit that added it). Servers run in other processes on 127.0.0.1.
+local redis = require "leadconnector.redis"
+local core = require "leadconnector.core"
+local lch = require "lchelpers"
+
+-- A fake Redis in another process: accepts one connection, reads the first command, then misbehaves as `mode`
+-- says, and closes. Returns its port and a function that waits for it to end.
+local FAKE_REDIS = [==[
+local socket = require "socket"
+local mode, secs = arg[1], tonumber(arg[2]) or 3
+local lst = assert(socket.bind("127.0.0.1", 0))
+local _, port = lst:getsockname()
+io.stdout:write(port, "\n") io.stdout:flush()
+lst:settimeout(30)
+local c = lst:accept()
+if not c then os.exit(0) end
+c:settimeout(30)
+c:receive(1)                          -- a command began
+c:settimeout(0.05) c:receive(65536) c:settimeout(30)
+if mode == "trickle" then             -- a bulk reply, one byte every 50 ms, for `secs` seconds
+  c:send("$100000\r\n")
+  for _ = 1, secs * 20 do if not c:send("x") then break end socket.sleep(0.05) end
+elseif mode == "hugebulk" then        -- a 1 GB bulk announced, 200 MB of it sent
+  c:send("$1000000000\r\n")
+  local chunk = string.rep("x", 65536)
+  for _ = 1, 3200 do if not c:send(chunk) then break end end
+elseif mode == "hugearray" then       -- an array of 2e9 items announced, 3 million sent
+  c:send("*2000000000\r\n")
+  local chunk = string.rep(":1\r\n", 10000)
+  for _ = 1, 300 do if not c:send(chunk) then break end end
+elseif mode == "garbage" then
+  c:send("?what is this\r\n")
+  socket.sleep(1)
+end
+c:close()
+]==]
+
+local function fake_redis(mode, secs)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "wb"))
+  f:write(FAKE_REDIS)
+  f:close()
+  local interp = (type(jit) == "table") and "luajit" or "lua5.4"
+  local p = assert(io.popen(("env -u LD_PRELOAD -u ASAN_OPTIONS %s %s %s %d"):format(interp, file, mode, secs or 3), "r"))
+  local port = tonumber(p:read("*l"))
+  os.remove(file)
+  assert(port, "fake redis did not start")
+  return port, function() p:close() end
+end
+
+local function peak_kb()
+  local f = io.open("/proc/self/status")
+  if not f then return 0 end
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmHWM:%s*(%d+)")) or 0
+end
+
+describe("a hostile Redis against leadconnector.redis (plain Lua, hiredis) #redis", function()
+  it("a reply trickled byte by byte is bounded by the timeout as a whole, not per read", function()
+    local tmo = 0.2 * lch.scale
+    local port, wait = fake_redis("trickle", math.ceil(tmo + 3))
+    local r = assert(redis.connect { port = port, timeout = tmo })
+    local t0 = core.now()
+    local v, err = r:call("GET", "k")
+    local took = core.now() - t0
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^timeout"), err)
+    assert.is_true(took < tmo + 0.5 * lch.scale, ("took %.2f s with timeout %.2f"):format(took, tmo))
+    r:close()
+  end)
+
+  it("a huge bulk length: refused at the reply cap, the process's memory bounded", function()
+    local port, wait = fake_redis("hugebulk")
+    local r = assert(redis.connect { port = port, timeout = 5 * lch.scale })
+    local before = peak_kb()
+    local v, err = r:call("GET", "k")
+    local grew = peak_kb() - before
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^network: the Redis reply exceeds"), err)
+    -- (under ASan or valgrind the allocator's own bookkeeping makes the peak meaningless; the cap's error is not)
+    if lch.scale == 1 then assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew)) end
+    -- the connection is closed for good; the next call connects again (and here finds nobody)
+    local v2, err2 = r:call("PING")
+    assert.is_nil(v2)
+    assert.truthy(err2:find("^network"), err2)
+  end)
+
+  it("a huge array length: refused at once, no million objects built", function()
+    local port, wait = fake_redis("hugearray")
+    local r = assert(redis.connect { port = port, timeout = 5 * lch.scale })
+    local before = peak_kb()
+    local v, err = r:call("LRANGE", "k", 0, -1)
+    local grew = peak_kb() - before
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^network: the Redis reply exceeds"), err)
+    -- (under ASan or valgrind the allocator's own bookkeeping makes the peak meaningless; the cap's error is not)
+    if lch.scale == 1 then assert.is_true(grew < 100 * 1024, ("peak memory grew by %d kB"):format(grew)) end
+  end)
+
+  it("a reply that is not RESP: a network error, no crash", function()
+    local port, wait = fake_redis("garbage")
+    local r = assert(redis.connect { port = port, timeout = 1 * lch.scale })
+    local v, err = r:call("GET", "k")
+    wait()
+    assert.is_nil(v)
+    assert.truthy(err:find("^network: .*[Pp]rotocol error"), err)
+  end)
+end)
+
+describe("leadconnector.redis misused: both clients refuse the same calls, nothing reaches Redis #redis #nginx", function()
+  local h = require "limiter.harness"
+  local app = require "limiter.app"
+  local rd, ngx_srv
+  lazy_setup(function()
+    rd = h.redis()
+    ngx_srv = h.nginx({ url = "http://127.0.0.1:1", token = "unused" }, { workers = 1, redis_port = rd.port })
+  end)
+  lazy_teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+    if rd then rd.stop() end
+  end)
+
+  it("inside nginx too, a reply trickled byte by byte is bounded by the timeout as a whole", function()
+    local tmo = 0.2 * lch.scale
+    local port, wait = fake_redis("trickle", math.ceil(tmo + 3))
+    local got = h.get_all(ngx_srv.port, { ("/redis_get?port=%d&timeout=%g"):format(port, tmo) })[1]
+    wait()
+    assert.is_false(got.ok)
+    assert.truthy(tostring(got.err):find("^timeout"), got.err)
+    assert.is_true(got.seconds < tmo + 0.5 * lch.scale, ("took %.2f s with timeout %.2f"):format(got.seconds, tmo))
+  end)
+
+  it("non-string arguments, nil in the middle, a command named like a lua-resty-redis method", function()
+    local want = {
+      nil_middle = "raised", table_arg = "raised", bool_arg = "raised", number_cmd = "raised",
+      close_cmd = "nil: ERR", read_reply_cmd = "nil: ERR", after = { 0, 0, 0, "PONG" },
+    }
+    local got = h.get_all(ngx_srv.port, { "/redis_misuse" })[1]
+    assert.same(want, got)
+    local r = assert(redis.connect { port = rd.port, timeout = 1 * lch.scale })
+    assert.same(want, app.redis_misuse_cases(r))
+    r:close()
+  end)
+end)
+
+-- Answers that break HTTP's framing, from a server in another process, on both transports: the same outcome.
+describe("malformed answers, both transports agree #nginx #lua54only", function()
+  local helpers = require "helpers"
+  local fs = require "faultserver"
+  local t = require "nginx.t"
+  local ns = require "nginx.server"
+  local sb, nx
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = false }
+    nx = ns.start(sb)
+  end)
+  lazy_teardown(function()
+    if nx then nx:stop() end
+    if sb then sb:stop() end
+  end)
+  local BODY = '{"id":"m1","conversationId":"c1","contactId":"k1","body":"x"}'
+  local CASES = {
+    { "a four-digit status (2000 is no 200)", "HTTP/1.1 2000 OK\r\nContent-Length: " .. #BODY .. "\r\n\r\n" .. BODY },
+    { "a 2011 to a send is no 201", "HTTP/1.1 2011 Created\r\nContent-Length: 2\r\n\r\n{}" },
+    { "a connection closed in the middle of the headers (libcurl took it as an empty 200)",
+      "HTTP/1.1 200 OK\r\nX-RateLimit-Remaining: 5\r\nContent-Le" },
+    { "a chunk size of 17 hex digits", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n" ..
+      BODY .. "\r\n0\r\n\r\n" },
+  }
+  it("a Retry-After or X-RateLimit-* of 400 digits is no number on either transport (it was inf on cosockets)",
+    function()
+      local huge = ("9"):rep(400)
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write("HTTP/1.1 429 Too Many Requests\r\nRetry-After: " .. huge .. "\r\nX-RateLimit-Remaining: " .. huge ..
+        "\r\nX-RateLimit-Interval-Milliseconds: 1\r\nContent-Length: 2\r\n\r\n{}")
+      f:close()
+      for _, where in ipairs { "libcurl", "cosockets" } do
+        local srv = fs.start("raw", file)
+        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
+          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
+        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
+        srv:stop()
+        local r = out.results[1]
+        assert.equals("rate_limited", r.kind, where)
+        assert.is_nil(r.retry_after, where)
+        assert.is_true(r.seconds < 2 * lch.scale, where) -- no hour-long wait either
+      end
+      os.remove(file)
+    end)
+
+  for _, c in ipairs(CASES) do
+    it(c[1] .. ": network, no status, on libcurl and on cosockets", function()
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write(c[2])
+      f:close()
+      for _, where in ipairs { "libcurl", "cosockets" } do
+        local srv = fs.start("raw", file)
+        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
+          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
+        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
+        srv:stop()
+        local r = out.results[1]
+        assert.is_false(r.ok, where)
+        assert.equals("network", r.kind, where .. ": " .. tostring(r.message))
+        assert.is_nil(r.status, where)
+      end
+      os.remove(file)
+    end)
+  end
+end)
