@@ -5,7 +5,7 @@ lua/leadconnector/catalogue.lua: an operation without a case here fails the spec
 page boundaries and one client:batch holding every batch-able operation, on cosockets.
 
 nginx runs spec/nginx/ops.conf, its Lua is spec/nginx/ops_t.lua (the same run() is used here in plain Lua).
-Tagged lua54only like spec/60 (nginx brings its own LuaJIT).
+Tagged lua54only, nginx and slow like spec/60 (nginx brings its own LuaJIT; ASan/valgrind of this process add nothing).
 ]]
 local helpers = require "helpers"
 local socket_http = require "socket.http"
@@ -100,7 +100,7 @@ end
 local OPS = {}
 for _, op in ipairs(catalogue.operations) do OPS[op.name] = op end
 
-describe("every operation inside nginx (2 workers, cosockets) equals libcurl #lua54only #nginx", function()
+describe("every operation inside nginx (2 workers, cosockets) equals libcurl #lua54only #nginx #slow", function()
   local sb, nx
 
   lazy_setup(function()
