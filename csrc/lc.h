@@ -98,6 +98,7 @@ void lc_redact_copy(char *dst, size_t cap, const char *src, size_t n, const char
 /* object.c */
 void lc_object_init(lua_State *L);
 void lc_push_object(lua_State *L, const char *mt, int tidx); /* wraps the table at tidx */
+int lc_pairs_copy(lua_State *L); /* __pairs of a checked userdata at 1: walks a copy of its user value */
 void lc_add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max, int *first); /* `k=value` for tostring */
 
 /* validate.c */

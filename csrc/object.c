@@ -160,15 +160,20 @@ static int obj_next(lua_State *L) {
   return 1;
 }
 
-/* pairs(obj) walks a copy, so the loop body may do anything. */
-static int obj_pairs(lua_State *L) {
-  check_obj(L, 1);
+/* pairs() of the (already checked) userdata at 1 whose user value holds its fields: walks a copy, so the loop body
+   may do anything. The messages' and conversations' __pairs here, the webhook events' in webhook.c. */
+int lc_pairs_copy(lua_State *L) {
   lua_pushcfunction(L, obj_next);
   lc_getuv(L, 1);
   lc_deepcopy(L, -1, 0);
   lua_remove(L, -2);
   lua_pushnil(L);
   return 3;
+}
+
+static int obj_pairs(lua_State *L) {
+  check_obj(L, 1);
+  return lc_pairs_copy(L);
 }
 
 static const luaL_Reg obj_methods[] = {{"to_table", obj_to_table}, {NULL, NULL}};

@@ -306,21 +306,9 @@ static int ev_tostring(lua_State *L) {
   return 1;
 }
 
-static int ev_next(lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_next(L, 1)) return 2;
-  lua_pushnil(L);
-  return 1;
-}
-
 static int ev_pairs(lua_State *L) {
   check_event(L, 1);
-  lua_pushcfunction(L, ev_next);
-  lc_getuv(L, 1);
-  lc_deepcopy(L, -1, 0);
-  lua_remove(L, -2);
-  lua_pushnil(L);
-  return 3;
+  return lc_pairs_copy(L);
 }
 
 static int l_webhook_is_event(lua_State *L) {

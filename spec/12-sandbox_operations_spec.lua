@@ -41,18 +41,9 @@ end
 describe("sandbox operations", function()
   local sb
 
-  lazy_setup(function()
-    sb = helpers.start_sandbox({ rate_limit = false, tokens = { "sandbox-token", "other-token@loc_other" } })
-  end)
-
-  lazy_teardown(function()
-    if sb then sb:stop() end
-  end)
-
-  before_each(function()
-    sb:reset()
-    sb:config({ rate_limit = false, rate_interval_ms = 10000, daily_limit = 200000 })
-  end)
+  helpers.sandbox_suite(function(s) sb = s end,
+    { rate_limit = false, tokens = { "sandbox-token", "other-token@loc_other" } },
+    { rate_limit = false, rate_interval_ms = 10000, daily_limit = 200000 })
 
   local function req(method, path, body, headers) return sb:request(method, path, body, headers) end
   local function send(body) return req("POST", "/conversations/messages", body) end

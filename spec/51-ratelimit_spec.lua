@@ -19,20 +19,10 @@ describe("rate limits #ratelimit", function()
   local next_token = 0
   local seq = 0
 
-  lazy_setup(function()
-    local spec = {}
-    for i, t in ipairs(tokens) do spec[i] = t .. "@loc_rl_" .. i end
-    sb = helpers.start_sandbox { tokens = spec, rate_limit = LIMIT, rate_interval_ms = INTERVAL_MS }
-  end)
-
-  lazy_teardown(function()
-    if sb then sb:stop() end
-  end)
-
-  before_each(function()
-    sb:reset()
-    sb:config { rate_limit = LIMIT, rate_interval_ms = INTERVAL_MS }
-  end)
+  local spec = {}
+  for i, t in ipairs(tokens) do spec[i] = t .. "@loc_rl_" .. i end
+  helpers.sandbox_suite(function(s) sb = s end, { tokens = spec, rate_limit = LIMIT, rate_interval_ms = INTERVAL_MS },
+    { rate_limit = LIMIT, rate_interval_ms = INTERVAL_MS })
 
   -- A client with a token (and server-side location) no other test has used.
   local function fresh_token()
@@ -49,11 +39,7 @@ describe("rate limits #ratelimit", function()
     return c:send_message({ type = "SMS", contactId = "contact_rl_" .. seq, message = "n" .. seq }, opts)
   end
   local function statuses()
-    local n, n429 = 0, 0
-    for _, r in ipairs(lch.api_requests(sb)) do
-      n = n + 1
-      if r.status == 429 then n429 = n429 + 1 end
-    end
+    local n429, n = lch.count_429(sb)
     return n, n429
   end
 
@@ -232,14 +218,7 @@ describe("the limiter against an exact sliding window #ratelimit", function()
     end
     return calls
   end
-  local function count_429()
-    local n, n429 = 0, 0
-    for _, r in ipairs(lch.api_requests(sb)) do
-      n = n + 1
-      if r.status == 429 then n429 = n429 + 1 end
-    end
-    return n429, n
-  end
+  local function count_429() return lch.count_429(sb) end
   local function all_ok(results, n)
     local ok = 0
     for i = 1, n do

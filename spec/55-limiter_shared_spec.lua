@@ -13,14 +13,7 @@ local h = require "limiter.harness"
 local S = lch.scale
 local LIM, WIN = 20, 2 -- per 2 s
 
-local function count_429(sb)
-  local n, n429 = 0, 0
-  for _, r in ipairs(lch.api_requests(sb)) do
-    n = n + 1
-    if r.status == 429 then n429 = n429 + 1 end
-  end
-  return n429, n
-end
+local count_429 = lch.count_429
 
 local function paths(k, n, backend, threads)
   local out = {}

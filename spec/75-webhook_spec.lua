@@ -409,24 +409,15 @@ end)
 
 describe("webhook.redis_seen against a real redis-server", function()
   local ok_redis = pcall(require, "leadconnector.redis")
-  local port, pid, dir
+  local port, rd
 
   lazy_setup(function()
     if not ok_redis then return end
-    port = wh.free_port()
-    dir = wh.tmpdir("lc-wh-redis")
-    pid = tonumber(require("helpers").sh(("%s redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no " ..
-      "--dir %s >/dev/null 2>&1 & echo $!"):format(require("helpers").CLEAN_ENV, port, wh.q(dir))):match("%d+"))
-    local socket = require "socket"
-    for _ = 1, 100 do
-      local c = socket.connect("127.0.0.1", port)
-      if c then c:close() break end
-      socket.sleep(0.05)
-    end
+    rd = require("limiter.harness").redis()
+    port = rd.port
   end)
   lazy_teardown(function()
-    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
-    if dir then wh.rm(dir) end
+    if rd then rd.stop() end
   end)
 
   it("takes a webhookId once, forgets it on remove and after the ttl, and fails closed when Redis is gone", function()
@@ -503,20 +494,12 @@ end)
 
 describe("webhook.handler with webhook.redis_seen in nginx #lua54only #slow #nginx", function()
   local helpers = require "helpers"
-  local K, nx, port, pid, dir
+  local K, nx, port, rd
 
   lazy_setup(function()
     K = wh.keys()
-    port = wh.free_port()
-    dir = wh.tmpdir("lc-wh-redis2")
-    pid = tonumber(helpers.sh(("%s redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s " ..
-      ">/dev/null 2>&1 & echo $!"):format(helpers.CLEAN_ENV, port, wh.q(dir))):match("%d+"))
-    local socket = require "socket"
-    for _ = 1, 100 do
-      local c = socket.connect("127.0.0.1", port)
-      if c then c:close() break end
-      socket.sleep(0.05)
-    end
+    rd = require("limiter.harness").redis()
+    port = rd.port
     helpers.write_file(K.dir .. "/redisapp.lua", ([[
 local webhook = require "leadconnector.webhook"
 local seen = webhook.redis_seen { host = "127.0.0.1", port = %d, timeout = 1 }
@@ -540,9 +523,8 @@ end }
   end)
   lazy_teardown(function()
     if nx then nx:stop() end
-    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
+    if rd then rd.stop() end
     if K then wh.rm(K.dir) end
-    if dir then wh.rm(dir) end
   end)
 
   it("handles a webhookId once across workers, and again after on_event failed", function()

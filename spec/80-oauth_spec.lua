@@ -7,6 +7,7 @@ local oauth = require "leadconnector.oauth"
 local core = require "leadconnector.core"
 local socket = require "socket"
 local floor = math.floor
+local oh = require "oauthhelpers"
 
 local SECRET = "sandbox-secret"
 local LOC = "loc_sandbox"
@@ -23,9 +24,7 @@ local function install(sb, app, loc)
   return assert(app:exchange_code(code_for(sb, { locationId = loc or LOC }), "https://app.example/cb"))
 end
 
-local function stats(sb, rt)
-  return sb:control("GET", "/_sandbox/oauth/stats" .. (rt and ("?refresh_token=" .. rt) or ""))
-end
+local stats = oh.stats
 
 -- Marks the stored token of key as expired (its refresh token stays the live one).
 local function expire(app, key)
@@ -49,14 +48,7 @@ local function tmpdir()
   return d
 end
 
-local INTERP = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+")) -- the same Lua as this run
-local function lua_child(script, args)
-  local file = os.tmpname()
-  helpers.write_file(file, script)
-  local prelude = ("package.path=%q package.cpath=%q"):format(package.path, package.cpath)
-  local cmd = ("%s -e %q %s %s 2>&1"):format(INTERP, prelude, file, table.concat(args, " "))
-  return io.popen(cmd, "r"), file
-end
+local lua_child = oh.lua_child
 
 describe("oauth", function()
   local sb
@@ -138,30 +130,8 @@ describe("oauth", function()
     local tok = install(sb, app)
     expire(app, LOC)
     local start = core.time() + 1.5 * lch.scale
-    local script = [[
-local oauth, lc, core = require "leadconnector.oauth", require "leadconnector", require "leadconnector.core"
-local dir, url, start = arg[1], arg[2], tonumber(arg[3])
-local app = assert(oauth.app { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = url,
-  store = oauth.file_store(dir) })
-local c = assert(lc.new { auth = app:token_source("loc_sandbox"), base_url = url, max_retries = 0, rate_limit = false })
-while core.time() < start do core.sleep(0.001) end
-local n = 0
-for _ = 1, 4 do
-  local v, err = c:get_conversation("conv_demo_1")
-  if v then n = n + 1 else io.write("ERR ", tostring(err), "\n") end
-end
-io.write("OK ", n, "\n")
-]]
-    local procs = {}
-    for i = 1, 6 do procs[i] = { lua_child(script, { dir, sb.url, ("%.3f"):format(start) }) } end
-    local total = 0
-    for i = 1, 6 do
-      local out = procs[i][1]:read("*a")
-      procs[i][1]:close()
-      os.remove(procs[i][2])
-      total = total + (tonumber(out:match("OK (%d+)")) or 0)
-      assert.is_nil(out:match("ERR"), out)
-    end
+    local total, outputs = oh.burst(sb.url, "oauth.file_store(arg[3])", { dir }, start)
+    for _, out in ipairs(outputs) do assert.is_nil(out:match("ERR"), out) end
     assert.equals(24, total)
     local s = stats(sb, tok.refresh_token)
     assert.equals(1, s.refreshes)

@@ -5,13 +5,11 @@ local helpers = require "helpers"
 local lch = require "lchelpers"
 local oauth = require "leadconnector.oauth"
 local core = require "leadconnector.core"
-local socket = require "socket"
 local cjson = require "cjson"
 local floor = math.floor
 
-local sh = function(cmd) local p = io.popen(cmd) local o = p:read("*a") p:close() return o end
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local REPO = sh("pwd"):gsub("%s+$", "")
+local wh = require "whhelpers"
+local ns = require "nginx.server"
 
 local CONF = [[
 load_module @MODULES@/ndk_http_module.so;
@@ -42,53 +40,22 @@ http {
 }
 ]]
 
+-- Starts a request; returns a function that waits for its status, body (so a burst can be in flight at once).
 local function request(port, method, path, body)
-  local c = socket.tcp()
-  c:settimeout(30 * lch.scale)
-  assert(c:connect("127.0.0.1", port))
-  c:send(("%s %s HTTP/1.0\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s")
-    :format(method, path, body and #body or 0, body or ""))
-  return function()
-    local data, _, partial = c:receive("*a")
-    c:close()
-    data = data or partial or ""
-    return tonumber(data:match("^HTTP/1%.%d (%d+)")), data:match("\r\n\r\n(.*)$")
-  end
+  return ns.start_request(port, method, path, body, nil, 30 * lch.scale)
 end
 
 describe("oauth in nginx with 4 workers #lua54only #nginx", function()
-  local sb, prefix, port, watcher
+  local sb, nx, port
 
   lazy_setup(function()
     sb = helpers.start_sandbox { rate_limit = false }
-    prefix = sh("mktemp -d \"${TMPDIR:-/tmp}/lc-oauth-nginx.XXXXXX\""):gsub("%s+$", "")
-    os.execute("mkdir -p " .. q(prefix .. "/tmp"))
-    port = helpers.free_port()
-    local vars = { MODULES = os.getenv("LEADCONNECTOR_NGINX_MODULES") or "/usr/lib/nginx/modules",
-      USER = sh("id -u"):match("^0") and "user root;" or "", PREFIX = prefix, REPO = REPO, PORT = port,
-      SANDBOX_URL = sb.url }
-    helpers.write_file(prefix .. "/nginx.conf", (CONF:gsub("@([%u_]+)@", function(k) return tostring(vars[k]) end)))
-    local script = ("nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
-      "while kill -0 %d 2>/dev/null && [ -e /proc/$n ]; do sleep 0.3; done; kill -TERM $n 2>/dev/null; wait $n")
-      :format(q(prefix), q(prefix), q(prefix), q(prefix), helpers.my_pid())
-    watcher = tonumber(sh(("%s sh -c %s >/dev/null 2>&1 </dev/null & echo $!"):format(helpers.CLEAN_ENV, q(script)))
-      :match("%d+"))
-    local deadline = socket.gettime() + 20
-    while true do
-      local ok, status = pcall(function() return request(port, "GET", "/nothing")() end)
-      if ok and status then break end
-      assert(socket.gettime() < deadline, "nginx did not start: " .. (helpers.read_file(prefix .. "/error.log") or ""))
-      socket.sleep(0.05)
-    end
+    nx = wh.nginx { conf = CONF, vars = { SANDBOX_URL = sb.url }, probe = "/nothing" }
+    port = nx.port
   end)
 
   lazy_teardown(function()
-    local master = tonumber((helpers.read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
-    if master then os.execute("kill -QUIT " .. master .. " 2>/dev/null") end
-    local deadline = socket.gettime() + 10
-    while master and helpers.alive(master) and socket.gettime() < deadline do socket.sleep(0.05) end
-    if watcher then os.execute("kill " .. watcher .. " 2>/dev/null") end
-    os.execute("rm -rf " .. q(prefix))
+    if nx then nx:stop() end
     if sb then sb:stop() end
   end)
 
@@ -120,7 +87,7 @@ describe("oauth in nginx with 4 workers #lua54only #nginx", function()
     local s = sb:control("GET", "/_sandbox/oauth/stats?refresh_token=" .. tok.refresh_token)
     assert.equals(1, s.refreshes)
     assert.equals(1, s.uses)
-    assert.is_nil((helpers.read_file(prefix .. "/error.log") or ""):find(tok.refresh_token, 1, true))
+    assert.is_nil(nx:log():find(tok.refresh_token, 1, true))
   end)
 
   it("the access token revoked while light threads call: exactly one refresh across workers, every call succeeds", function()
@@ -136,7 +103,7 @@ describe("oauth in nginx with 4 workers #lua54only #nginx", function()
     sb:clear_requests()
     local waits = {}
     for i = 1, 24 do waits[i] = request(port, "GET", "/call?n=2") end
-    socket.sleep(0.1 * lch.scale)
+    core.sleep(0.1 * lch.scale)
     assert.is_true(sb:control("POST", "/_sandbox/oauth/revoke", { access_token = tok.access_token }).revoked)
     local pids, oks = {}, 0
     for i = 1, 24 do
@@ -158,6 +125,6 @@ describe("oauth in nginx with 4 workers #lua54only #nginx", function()
     local s = sb:control("GET", "/_sandbox/oauth/stats?refresh_token=" .. tok.refresh_token)
     assert.equals(before + 1, s.refreshes)
     assert.equals(1, s.uses)
-    assert.is_nil((helpers.read_file(prefix .. "/error.log") or ""):find(tok.refresh_token, 1, true))
+    assert.is_nil(nx:log():find(tok.refresh_token, 1, true))
   end)
 end)

@@ -7,34 +7,16 @@ local oauth = require "leadconnector.oauth"
 local leadconnector = require "leadconnector"
 local core = require "leadconnector.core"
 local socket = require "socket"
+local harness = require "limiter.harness"
+local oh = require "oauthhelpers"
 
-local INTERP = (type(jit) == "table") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+")) -- the same Lua as this run
-
-local function start_redis()
-  local port = helpers.free_port()
-  local pid = tonumber(helpers.sh(("%s redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no " ..
-    ">/dev/null 2>&1 </dev/null & echo $!"):format(helpers.CLEAN_ENV, port)):match("%d+"))
-  local deadline = socket.gettime() + 10
-  while true do
-    local c = socket.tcp()
-    c:settimeout(0.2)
-    if c:connect("127.0.0.1", port) then c:close() break end
-    c:close()
-    assert(socket.gettime() < deadline, "redis-server did not start")
-    socket.sleep(0.05)
-  end
-  return { port = port, pid = pid, stop = function() os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.2") end }
-end
-
-local function stats(sb, rt)
-  return sb:control("GET", "/_sandbox/oauth/stats" .. (rt and ("?refresh_token=" .. rt) or ""))
-end
+local stats = oh.stats
 
 describe("oauth redis_store", function()
   local sb, redis
   lazy_setup(function()
     sb = helpers.start_sandbox { rate_limit = false }
-    redis = start_redis()
+    redis = harness.redis()
   end)
   lazy_teardown(function()
     if redis then redis.stop() end
@@ -71,37 +53,10 @@ describe("oauth redis_store", function()
     local rec = assert(app:token("loc_sandbox"))
     rec.expires_at = core.time() - 1
     assert(app:save(rec))
-    local script = [[
-local oauth, lc, core = require "leadconnector.oauth", require "leadconnector", require "leadconnector.core"
-local port, url, start, prefix = tonumber(arg[1]), arg[2], tonumber(arg[3]), arg[4]
-local app = assert(oauth.app { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = url,
-  store = oauth.redis_store { port = port, prefix = prefix } })
-local c = assert(lc.new { auth = app:token_source("loc_sandbox"), base_url = url, max_retries = 0, rate_limit = false })
-while core.time() < start do core.sleep(0.001) end
-local n = 0
-for _ = 1, 4 do
-  local v, err = c:get_conversation("conv_demo_1")
-  if v then n = n + 1 else io.write("ERR ", tostring(err), "\n") end
-end
-io.write("OK ", n, "\n")
-]]
-    local file = os.tmpname()
-    helpers.write_file(file, script)
-    local prelude = ("package.path=%q package.cpath=%q"):format(package.path, package.cpath)
     local start = core.time() + 1.5 * lch.scale
-    local procs = {}
-    for i = 1, 6 do
-      procs[i] = io.popen(("%s -e %q %s %d %s %.3f %s 2>&1"):format(INTERP, prelude, file, redis.port, sb.url, start,
-        prefix))
-    end
-    local total = 0
-    for i = 1, 6 do
-      local out = procs[i]:read("*a")
-      procs[i]:close()
-      assert.is_nil(out:match("ERR"), out)
-      total = total + (tonumber(out:match("OK (%d+)")) or 0)
-    end
-    os.remove(file)
+    local total, outputs = oh.burst(sb.url, "oauth.redis_store { port = tonumber(arg[3]), prefix = arg[4] }",
+      { redis.port, prefix }, start)
+    for _, out in ipairs(outputs) do assert.is_nil(out:match("ERR"), out) end
     assert.equals(24, total)
     local s = stats(sb, tok.refresh_token)
     assert.equals(1, s.refreshes)
@@ -126,7 +81,7 @@ io.write("OK ", n, "\n")
   end)
 
   it("Redis going down during a refresh wait: the waiters get the store's error, not a refresh of their own", function()
-    local r2 = start_redis()
+    local r2 = harness.redis()
     local store = oauth.redis_store { port = r2.port, timeout = 0.2 }
     local app = new_app(store, { lock_ttl = 5, timeout = 2 })
     local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_sandbox" }).code

@@ -44,6 +44,9 @@ This interface is stable; other specs build on it.
       it returns nil, error message. opts.timeout: seconds (default 10).
   sb:stop()                                   SIGTERM, waits for the exit (SIGKILL after 10 s); idempotent
 
+  helpers.sandbox_suite(set, opts, config)    inside a describe block: one sandbox (start_sandbox(opts)) for the
+                                              block, handed to set(sb); stopped after it; before each test
+                                              sb:reset(), then sb:config(config) when config is given
   helpers.free_port()                         a TCP port free on 127.0.0.1 right now
   helpers.CLEAN_ENV                           "env -u LD_PRELOAD -u ASAN_OPTIONS ...": put it before a
                                               command run with io.popen/os.execute so that the test
@@ -365,6 +368,22 @@ function helpers.start_sandbox(opts)
     socket.sleep(0.02)
   end
   return sb
+end
+
+function helpers.sandbox_suite(set, opts, config)
+  local busted = require "busted" -- its block functions (lazy_setup, ...) are globals only in spec files
+  local sb
+  busted.lazy_setup(function()
+    sb = helpers.start_sandbox(opts)
+    set(sb)
+  end)
+  busted.lazy_teardown(function()
+    if sb then sb:stop() end
+  end)
+  busted.before_each(function()
+    sb:reset()
+    if config then sb:config(config) end
+  end)
 end
 
 return helpers

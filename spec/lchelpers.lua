@@ -125,6 +125,16 @@ function lch.api_requests(sb)
   return out
 end
 
+-- n429, n: how many of the sandbox's API answers (its own log) were 429, of how many.
+function lch.count_429(sb)
+  local n, n429 = 0, 0
+  for _, r in ipairs(lch.api_requests(sb)) do
+    n = n + 1
+    if r.status == 429 then n429 = n429 + 1 end
+  end
+  return n429, n
+end
+
 local CLOSING_SERVER = [==[
 local socket = require "socket"
 local s = assert(socket.bind("127.0.0.1", 0))

@@ -56,12 +56,8 @@ local CALL_OPTIONS = {
 -- Time limits: 0 would mean "wait forever" to libcurl, so they must be positive.
 local POSITIVE = { timeout = true, connect_timeout = true, deadline = true }
 
-local function invalid(field, msg)
-  local err = core.error("invalid", msg)
-  err.field = field
-  err.request_sent = false
-  return err
-end
+local operations = require "leadconnector.operations"
+local invalid = operations.invalid -- an "invalid" error naming the field, nothing sent
 
 local function check_options(opts, allowed, what)
   for k, v in pairs(opts) do
@@ -349,7 +345,7 @@ end
 
 -- The API's methods (send_message, get_message, ... every operation of the catalogue), the paging iterators and
 -- the upload: generated from lua/leadconnector/catalogue.lua by leadconnector.operations.
-local prepare_entry = require("leadconnector.operations").install(Client, {
+local prepare_entry = operations.install(Client, {
   call_options = call_options, finish_error = finish_error,
 })
 

@@ -31,6 +31,7 @@ local function invalid(field, msg)
   err.request_sent = false
   return err
 end
+M.invalid = invalid -- init.lua's too: one constructor of the "invalid" errors raised before anything is sent
 
 -- The template split at its {parameters}: { prefix, name1, mid, name2, suffix } (one or two ids in these paths).
 local function split_path(path)

@@ -10,7 +10,8 @@ local helpers = require "helpers"
 local cjson = require "cjson"
 local socket = require "socket"
 local redis = require "leadconnector.redis"
-local sh, read_file, write_file = helpers.sh, helpers.read_file, helpers.write_file
+local ns = require "nginx.server"
+local sh, read_file = helpers.sh, helpers.read_file
 
 local h = {}
 
@@ -62,52 +63,15 @@ function h.redis(port)
   return self
 end
 
-local function nginx_pids(prefix)
-  local pids = {}
-  for pid in sh("ls /proc"):gmatch("%d+") do
-    local cmd = read_file("/proc/" .. pid .. "/cmdline")
-    if cmd and cmd:find(prefix, 1, true) and cmd:find("nginx", 1, true) then pids[#pids + 1] = tonumber(pid) end
-  end
-  return pids
-end
-
+-- nginx from spec/limiter/nginx.conf (started by spec/nginx/server.lua's launch): .port, .prefix, read_log(), stop().
 function h.nginx(sb, opts)
-  local prefix = tmpdir("lc-nginx-lim")
-  os.execute("mkdir -p " .. q(prefix .. "/tmp"))
-  local port = helpers.free_port()
-  local vars = {
-    MODULES = os.getenv("LEADCONNECTOR_NGINX_MODULES") or "/usr/lib/nginx/modules",
-    USER = sh("id -u"):match("^0") and "user root;" or "", PREFIX = prefix, REPO = REPO, PORT = port,
-    WORKERS = opts.workers or 4, SANDBOX_URL = sb.url, TOKEN = sb.token, REDIS_PORT = opts.redis_port or 0,
+  local nx = ns.launch {
+    name = "lc-nginx-lim", conf = assert(read_file(REPO .. "/spec/limiter/nginx.conf")),
+    vars = { WORKERS = opts.workers or 4, SANDBOX_URL = sb.url, TOKEN = sb.token, REDIS_PORT = opts.redis_port or 0 },
+    ready = function(self) return (ns.http(self.port, "GET", "/health", nil, nil, 1)) == 200 end,
   }
-  local conf = assert(read_file(REPO .. "/spec/limiter/nginx.conf"))
-    :gsub("@([%u_]+)@", function(k) return tostring(assert(vars[k], k)) end)
-  write_file(prefix .. "/nginx.conf", conf)
-  local script = ("nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
-    "while kill -0 %d 2>/dev/null && kill -0 $n 2>/dev/null; do sleep 0.3; done; kill -TERM $n 2>/dev/null"):format(
-    q(prefix), q(prefix), q(prefix), q(prefix), helpers.my_pid())
-  os.execute(CLEAN .. "sh -c " .. q(script) .. " >/dev/null 2>&1 </dev/null &")
-  local self = { port = port, prefix = prefix }
-  function self.read_log() return read_file(prefix .. "/error.log") or "" end
-  function self.stop()
-    local master = tonumber((read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
-    if master then os.execute("kill -TERM " .. master .. " 2>/dev/null") end
-    local deadline = socket.gettime() + 10
-    while #nginx_pids(prefix) > 0 and socket.gettime() < deadline do socket.sleep(0.05) end
-    for _, pid in ipairs(nginx_pids(prefix)) do os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
-    self.log = read_file(prefix .. "/error.log") or ""
-    os.execute("rm -rf " .. q(prefix))
-  end
-  local deadline = socket.gettime() + 20
-  while not sh(("curl -s -m 1 http://127.0.0.1:%d/health"):format(port)):match("%d") do
-    if socket.gettime() > deadline then
-      local why = (read_file(prefix .. "/stderr.log") or "") .. (read_file(prefix .. "/error.log") or "")
-      self.stop()
-      error("nginx did not start: " .. why)
-    end
-    socket.sleep(0.05)
-  end
-  return self
+  return { port = nx.port, prefix = nx.prefix, read_log = function() return nx:log() end,
+    stop = function() nx:stop() end }
 end
 
 -- Starts every GET at once; returns a function that waits for them and gives the decoded answers.

@@ -5,6 +5,8 @@ a watcher also stops it if the test process dies.
   local ns = require "nginx.server"
   local nx = ns.start(sb [, "spec/nginx/fork.conf"])  -- sb: { url, token } of the API the config points at
   nx:get(path), nx:json(method, path, body), nx:start_request(...), nx:log(), nx:stop(), nx.prefix, nx.port
+  ns.launch{ conf, vars, env, ready, ... } -> nginx from any config (the one way the specs start nginx; see launch)
+  ns.http(port, method, path, body, headers, timeout) -> status, body; ns.start_request(same) -> wait()
   ns.pids(prefix), ns.q(s)
 ]]
 local helpers = require "helpers"
@@ -57,34 +59,36 @@ local function make_certs(dir)
   end
 end
 
-local function start_nginx(sb, conf_file)
-  local prefix = sh("mktemp -d \"${TMPDIR:-/tmp}/lc-nginx-spec.XXXXXX\""):gsub("%s+$", "")
+-- Starts nginx from o.conf, a config template whose @NAME@ are filled in from MODULES, USER, PREFIX, REPO, PORT,
+-- what o.setup(self) returns (it runs first, in the new prefix) and o.vars; o.env = { NAME = value } for nginx;
+-- o.port (default a free one); o.name names the temporary prefix; waits until o.ready(self) is true. The object is
+-- of o.class (default Nginx). Raises (after stopping what it started) if nginx does not come up within 20 s.
+local function launch(o)
+  local prefix = sh("mktemp -d \"${TMPDIR:-/tmp}/" .. (o.name or "lc-nginx-spec") .. ".XXXXXX\""):gsub("%s+$", "")
   assert(prefix ~= "")
   os.execute("mkdir -p " .. q(prefix .. "/tmp"))
-  local self = setmetatable({ prefix = prefix }, Nginx)
+  local self = setmetatable({ prefix = prefix, port = o.port or helpers.free_port() }, o.class or Nginx)
   local ok, err = pcall(function()
-    make_certs(prefix)
-    self.port, self.tls_port, self.tls_bad_port = helpers.free_port(), helpers.free_port(), helpers.free_port()
     local vars = {
       MODULES = os.getenv("LEADCONNECTOR_NGINX_MODULES") or "/usr/lib/nginx/modules",
       USER = sh("id -u"):match("^0") and "user root;" or "",
-      PREFIX = prefix, REPO = REPO, PORT = self.port, TLS_PORT = self.tls_port, TLS_BAD_PORT = self.tls_bad_port,
-      SANDBOX_URL = sb.url, TOKEN = sb.token,
+      PREFIX = prefix, REPO = REPO, PORT = self.port,
     }
-    local conf = assert(read_file(REPO .. "/" .. (conf_file or "spec/nginx/nginx.conf")))
-      :gsub("@([%u_]+)@", function(k) return tostring(assert(vars[k], k)) end)
-    write_file(prefix .. "/nginx.conf", conf)
+    for k, v in pairs(o.setup and o.setup(self) or {}) do vars[k] = v end
+    for k, v in pairs(o.vars or {}) do vars[k] = v end
+    local conf = type(o.conf) == "function" and o.conf(vars) or o.conf
+    write_file(prefix .. "/nginx.conf", (conf:gsub("@([%u_]+)@", function(k) return tostring(assert(vars[k], k)) end)))
+    local env = {}
+    for k, v in pairs(o.env or {}) do env[#env + 1] = k .. "=" .. q(v) end
     -- nginx in the foreground of a small shell that also stops it if this process goes away; sanitizer settings
     -- of the test process must not reach nginx.
-    local script = ("nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
+    local script = (table.concat(env, " ") .. " nginx -p %s -c %s/nginx.conf -e %s/error.log >%s/stderr.log 2>&1 & n=$!; " ..
       "while kill -0 %d 2>/dev/null && [ -e /proc/$n ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$n/stat; do sleep 0.3; done; " ..
       "kill -TERM $n 2>/dev/null; wait $n"):format(q(prefix), q(prefix), q(prefix), q(prefix), my_pid())
-    self.watcher = tonumber(sh(("env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS sh -c %s " ..
-      ">/dev/null 2>&1 </dev/null & echo $!"):format(q(script))):match("%d+"))
+    self.watcher = tonumber(sh(("%s sh -c %s >/dev/null 2>&1 </dev/null & echo $!"):format(helpers.CLEAN_ENV, q(script)))
+      :match("%d+"))
     local deadline = socket.gettime() + 20
-    while true do
-      local status = self:get("/fast")
-      if status == 200 then break end
+    while not o.ready(self) do
       if socket.gettime() > deadline or not helpers.alive(self.watcher) then
         error("nginx did not start:\n" .. (read_file(prefix .. "/stderr.log") or "") ..
           (read_file(prefix .. "/error.log") or ""))
@@ -97,6 +101,19 @@ local function start_nginx(sb, conf_file)
     error(err, 0)
   end
   return self
+end
+
+-- nginx from one of spec/nginx/'s templates, pointed at the API sb = { url, token }, with TLS ports and certificates.
+local function start_nginx(sb, conf_file)
+  return launch {
+    conf = assert(read_file(REPO .. "/" .. (conf_file or "spec/nginx/nginx.conf"))),
+    setup = function(self)
+      make_certs(self.prefix)
+      self.tls_port, self.tls_bad_port = helpers.free_port(), helpers.free_port()
+      return { TLS_PORT = self.tls_port, TLS_BAD_PORT = self.tls_bad_port, SANDBOX_URL = sb.url, TOKEN = sb.token }
+    end,
+    ready = function(self) return self:get("/fast") == 200 end,
+  }
 end
 
 -- status, body of a raw HTTP answer read to the end of the connection (chunked bodies decoded).
@@ -119,19 +136,21 @@ local function parse_answer(data)
   return status, payload
 end
 
--- Starts a request (Connection: close) and returns a function that waits for its answer: status, body, seconds
--- since the start.
-function Nginx:start_request(method, path, body, timeout)
+-- Starts a request to 127.0.0.1:port (Connection: close, headers = { name = value } added) and returns a function
+-- that waits for its answer: status, body, seconds since the start (nil, why if there is none).
+local function start_request(port, method, path, body, headers, timeout)
   local c = socket.tcp()
   c:settimeout(timeout or 30)
   local t0 = socket.gettime()
-  local ok, err = c:connect("127.0.0.1", self.port)
+  local ok, err = c:connect("127.0.0.1", port)
   if not ok then
     c:close()
     return function() return nil, err end
   end
-  c:send(("%s %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s")
-    :format(method, path, body and #body or 0, body or ""))
+  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: test", "Connection: close" }
+  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  lines[#lines + 1] = "Content-Length: " .. (body and #body or 0)
+  c:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
   return function()
     local data, rerr, partial = c:receive("*a")
     c:close()
@@ -139,6 +158,12 @@ function Nginx:start_request(method, path, body, timeout)
     if not status then return nil, rerr or payload end
     return status, payload, socket.gettime() - t0
   end
+end
+
+local function http(...) return start_request(...)() end
+
+function Nginx:start_request(method, path, body, timeout)
+  return start_request(self.port, method, path, body, nil, timeout)
 end
 
 function Nginx:request(method, path, body, timeout)
@@ -154,7 +179,7 @@ function Nginx:json(method, path, body)
 end
 
 function Nginx:log()
-  return read_file(self.prefix .. "/error.log") or ""
+  return read_file(self.prefix .. "/error.log") or self.final_log or ""
 end
 
 function Nginx:stop()
@@ -177,4 +202,5 @@ function Nginx:stop()
 end
 
 
-return { start = start_nginx, pids = nginx_pids, q = q, REPO = REPO }
+return { start = start_nginx, launch = launch, Nginx = Nginx, http = http, start_request = start_request,
+  pids = nginx_pids, q = q, REPO = REPO }
