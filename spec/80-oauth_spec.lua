@@ -6,6 +6,7 @@ local leadconnector = require "leadconnector"
 local oauth = require "leadconnector.oauth"
 local core = require "leadconnector.core"
 local socket = require "socket"
+local floor = math.floor
 local oh = require "oauthhelpers"
 
 local SECRET = "sandbox-secret"
@@ -350,6 +351,74 @@ io.write("NOT REACHED\n")
     for i = 1, 6 do calls[i] = { "get_conversation", "conv_demo_1" } end
     local res = c:batch(calls, { concurrency = 3 })
     for i = 1, 6 do assert.truthy(res[i].value, tostring(res[i].err)) end
+    assert.equals(1, stats(sb, tok.refresh_token).uses)
+  end)
+
+  it("a batch whose access token is revoked mid-way: exactly one refresh, every call succeeds, sends stored once", function()
+    local app = new_app(sb)
+    local tok = install(sb, app)
+    local c = client_for(sb, app)
+    -- each send slow, one at a time, so the revoke lands while the batch's single round is under way
+    sb:fault { method = "POST", path = "/conversations/messages", count = -1, delay_ms = floor(100 * lch.scale) }
+    os.execute(("(sleep %.2f; curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -d '{\"access_token\":\"%s\"}' " ..
+      "%s/_sandbox/oauth/revoke) >/dev/null 2>&1 &"):format(0.35 * lch.scale, tok.access_token, sb.url))
+    local calls = {}
+    for i = 1, 10 do calls[i] = { "send_message", { type = "SMS", contactId = "contact_ob_" .. i, message = "m" .. i } } end
+    local res = c:batch(calls, { concurrency = 1 })
+    for i = 1, 10 do
+      assert.truthy(res[i].value, tostring(res[i].err))
+      assert.equals(1, #sb:messages("contact_ob_" .. i), "contact_ob_" .. i)
+    end
+    local ok_first, n401, n = false, 0, 0
+    for _, r in ipairs(lch.api_requests(sb)) do
+      if r.path == "/conversations/messages" then
+        n = n + 1
+        if r.status == 401 then n401 = n401 + 1 elseif n401 == 0 then ok_first = true end
+      end
+    end
+    assert.is_true(ok_first, "some sends answered before the revoke")
+    assert.is_true(n401 >= 1, "some sends refused after the revoke")
+    assert.equals(10 + n401, n) -- each refused send retried once, no more
+    local s = stats(sb, tok.refresh_token)
+    assert.equals(1, s.refreshes)
+    assert.equals(1, s.uses)
+  end)
+
+  it("a batch under a 401 always: one refresh, every call the caller's auth error, no loop", function()
+    local app = new_app(sb)
+    install(sb, app)
+    local c = client_for(sb, app, LOC, { max_retries = 5 })
+    sb:fault { method = "GET", path_pattern = "^/conversations/", status = 401, count = -1 }
+    local calls = {}
+    for i = 1, 4 do calls[i] = { "get_conversation", "conv_demo_1" } end
+    local res = c:batch(calls, { concurrency = 2 })
+    for i = 1, 4 do
+      local err = res[i].err
+      assert.is_nil(res[i].value)
+      assert.equals("auth", err.kind)
+      assert.equals(401, err.status)
+      assert.equals(2, err.attempts)
+    end
+    assert.equals(1, stats(sb).refreshes)
+    local n = 0
+    for _, r in ipairs(lch.api_requests(sb)) do if r.path:find("^/conversations/") then n = n + 1 end end
+    assert.equals(8, n)
+  end)
+
+  it("a batch whose refresh fails after a 401: one try, each call its own error", function()
+    local app = new_app(sb)
+    local tok = install(sb, app)
+    local c = client_for(sb, app)
+    sb:control("POST", "/_sandbox/oauth/revoke", { access_token = tok.access_token, refresh_token = tok.refresh_token })
+    local calls = {}
+    for i = 1, 3 do calls[i] = { "get_conversation", "conv_demo_1" } end
+    local res = c:batch(calls, { concurrency = 3 })
+    for i = 1, 3 do
+      assert.equals("auth", res[i].err.kind)
+      assert.is_true(res[i].err.refused)
+      assert.equals("/conversations/conv_demo_1", res[i].err.path)
+    end
+    assert.are_not.equal(res[1].err, res[2].err)
     assert.equals(1, stats(sb, tok.refresh_token).uses)
   end)
 

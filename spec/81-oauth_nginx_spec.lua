@@ -6,6 +6,7 @@ local lch = require "lchelpers"
 local oauth = require "leadconnector.oauth"
 local core = require "leadconnector.core"
 local cjson = require "cjson"
+local floor = math.floor
 
 local wh = require "whhelpers"
 local ns = require "nginx.server"
@@ -85,6 +86,44 @@ describe("oauth in nginx with 4 workers #lua54only #nginx", function()
     assert.is_true(lch.count(pids) >= 2, "the burst should reach several workers")
     local s = sb:control("GET", "/_sandbox/oauth/stats?refresh_token=" .. tok.refresh_token)
     assert.equals(1, s.refreshes)
+    assert.equals(1, s.uses)
+    assert.is_nil(nx:log():find(tok.refresh_token, 1, true))
+  end)
+
+  it("the access token revoked while light threads call: exactly one refresh across workers, every call succeeds", function()
+    local app = assert(oauth.app { client_id = "sandbox-client", client_secret = "sandbox-secret", base_url = sb.url })
+    local code = sb:control("POST", "/_sandbox/oauth/code", { locationId = "loc_sandbox" }).code
+    local tok = assert(app:exchange_code(code, "https://app.example/cb"))
+    local rec = {}
+    for k, v in pairs(assert(app:token("loc_sandbox"))) do rec[k] = v end -- fresh: no refresh is due
+    assert.equals(200, (request(port, "POST", "/save", cjson.encode(rec))()))
+    local before = sb:control("GET", "/_sandbox/oauth/stats").refreshes
+    -- every call slow, so each light thread's second call starts after the revoke, its first one around it
+    sb:fault { method = "GET", path = "/conversations/conv_demo_1", count = -1, delay_ms = floor(150 * lch.scale) }
+    sb:clear_requests()
+    local waits = {}
+    for i = 1, 24 do waits[i] = request(port, "GET", "/call?n=2") end
+    core.sleep(0.1 * lch.scale)
+    assert.is_true(sb:control("POST", "/_sandbox/oauth/revoke", { access_token = tok.access_token }).revoked)
+    local pids, oks = {}, 0
+    for i = 1, 24 do
+      local status, body = waits[i]()
+      assert.equals(200, status, body)
+      local pid, res = body:match("^(%d+) (%S+)")
+      pids[pid] = true
+      for r in res:gmatch("[^,]+") do
+        assert.equals("ok", r)
+        oks = oks + 1
+      end
+    end
+    sb:clear_faults()
+    assert.equals(192, oks)
+    assert.is_true(lch.count(pids) >= 2, "the burst should reach several workers")
+    local n401 = 0
+    for _, r in ipairs(lch.api_requests(sb)) do if r.status == 401 then n401 = n401 + 1 end end
+    assert.is_true(n401 >= 1, "calls were refused after the revoke")
+    local s = sb:control("GET", "/_sandbox/oauth/stats?refresh_token=" .. tok.refresh_token)
+    assert.equals(before + 1, s.refreshes)
     assert.equals(1, s.uses)
     assert.is_nil(nx:log():find(tok.refresh_token, 1, true))
   end)

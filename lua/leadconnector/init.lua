@@ -234,6 +234,21 @@ local function finish_error(err, method, path, attempts, sent)
   return nil, err
 end
 
+-- The 401 rule, for single calls and batches alike: after a 401 with token `used` (and none before for this call),
+-- refresh once per failing token (none when another worker stored a new one already: the source's refresh returns
+-- the stored one), then the call once more, sends too: the API refused the request. A second 401 is the caller's.
+-- Returns true (retry now), false (the rule does not apply: the error stands or the usual retries decide), or
+-- nil + the refresh's error. `memo` (a batch round's table, all of whose calls went with the one token `used`):
+-- the refresh is asked once for all of them.
+local function reauth(auth, err, used, reauthed, memo)
+  if not (auth and err.status == 401 and not reauthed) then return false end
+  if memo and memo.done then return memo.again, memo.err end
+  local tok, aerr = auth:refresh(used)
+  local again = tok and true or nil
+  if memo then memo.done, memo.again, memo.err = true, again, aerr end
+  return again, aerr
+end
+
 function Client:_call(op, method, path, body, copts, ctype)
   local session, lim = self._session, self._limiter
   local version, timeout, deadline, max_retries = self.version, self.timeout, self.deadline, self.max_retries
@@ -289,12 +304,10 @@ function Client:_call(op, method, path, body, copts, ctype)
     if value ~= nil then return value end
     t = now()
     local delay
-    if auth and err.status == 401 and not reauthed then
-      -- One refresh per failing token (none when another worker stored a new one already), then this call once
-      -- more, sends too: the API refused the request. A second 401 is the caller's.
+    local again, aerr = reauth(auth, err, used, reauthed)
+    if again ~= false then -- the 401 rule (reauth)
       reauthed, sent = true, true
-      local ok, aerr = auth:refresh(used)
-      if not ok then return finish_error(aerr, method, path, attempts, sent) end
+      if not again then return finish_error(aerr, method, path, attempts, sent) end
       delay = 0
     elseif attempts > max_retries or not retryable(method, err) then
       return finish_error(err, method, path, attempts, sent)
@@ -386,6 +399,7 @@ function Client:batch(calls, opts)
   -- whichever comes first) passes. pending/where: the requests still to send and the calls they belong to.
   local results, pending, where, attempts, stop_of = {}, {}, {}, {}, {}
   local sent = {} -- sent[i]: an attempt of call i so far may have reached the server (see finish_error)
+  local reauthed = {} -- reauthed[i]: call i had its 401 retry (reauth)
   local np = 0
   for i = 1, #calls do
     local c = calls[i]
@@ -421,8 +435,10 @@ function Client:batch(calls, opts)
   end
 
   while #pending > 0 do
-    if self._auth then -- this round's token (no 401 retry in a batch: each call's error stands)
+    local used -- this round's token
+    if self._auth then
       local tok, aerr = self._auth:token()
+      used = tok
       if tok then tok, aerr = session:set_token(tok) end
       if not tok then
         drop_before(math.huge, function(i) local e = core.error(aerr.kind, aerr.message) e.request_sent = sent[i] == true return e end)
@@ -502,13 +518,24 @@ function Client:batch(calls, opts)
       end
     end
     local delay = 0
+    local memo = {} -- the 401 rule's answer for this round's token, asked once (reauth)
     for k = 1, #round do
       local req, i, v = round[k], round_at[k], values[k]
       if v ~= nil then
         results[i] = { value = v }
       else
         local err = errors[k]
-        if attempts[i] <= (req[8] or max_retries) and retryable(req[2], err) then
+        local again, aerr = reauth(self._auth, err, used, reauthed[i], memo)
+        if again ~= false then -- the 401 rule
+          reauthed[i], sent[i] = true, true
+          if again then -- retried in the next round, at once, with the stored token
+            pending[#pending + 1], where[#where + 1] = req, i
+          else -- each call its own copy of the refresh's error
+            local e = {}
+            for key, x in pairs(aerr) do e[key] = x end
+            err = setmetatable(e, getmetatable(aerr))
+          end
+        elseif attempts[i] <= (req[8] or max_retries) and retryable(req[2], err) then
           local d = err.retry_after or random() * min(self.retry_cap, self.retry_base * 2 ^ (attempts[i] - 1))
           if t + d < stop_of[i] then -- else the error stands: a retry would start past the call's deadline
             pending[#pending + 1], where[#where + 1] = req, i

@@ -25,14 +25,19 @@ function M.save()
   ngx.say(key or tostring(err))
 end
 
--- GET /call: four light threads, each one API call through the shared client.
+-- GET /call[?n=N]: four light threads, each N (default 1) API calls through the shared client, one after another.
 function M.call()
   local c = get()
+  local n = tonumber(ngx.var.arg_n) or 1
   local threads = {}
   for i = 1, 4 do
     threads[i] = ngx.thread.spawn(function()
-      local v, err = c:get_conversation("conv_demo_1")
-      return v and "ok" or tostring(err)
+      local out = {}
+      for j = 1, n do
+        local v, err = c:get_conversation("conv_demo_1")
+        out[j] = v and "ok" or tostring(err)
+      end
+      return table.concat(out, ",")
     end)
   end
   local res = {}
