@@ -112,7 +112,7 @@ describe("a hostile Redis against leadconnector.redis (plain Lua, hiredis) #redi
   end)
 end)
 
-describe("leadconnector.redis misused: both clients refuse the same calls, nothing reaches Redis #redis #nginx", function()
+describe("leadconnector.redis misused: both clients refuse the same calls, nothing reaches Redis #redis #nginx #slow", function()
   local h = require "limiter.harness"
   local app = require "limiter.app"
   local rd, ngx_srv

@@ -358,10 +358,15 @@ io.write("NOT REACHED\n")
     local app = new_app(sb)
     local tok = install(sb, app)
     local c = client_for(sb, app)
-    -- each send slow, one at a time, so the revoke lands while the batch's single round is under way
+    -- each send slow, one at a time; a watcher in another process revokes the token once the sandbox has answered
+    -- 3 sends, so the revoke lands while the batch's single round is under way whatever the machine's speed
+    -- (a fixed sleep missed the round under ASan). LD_PRELOAD is dropped: the watcher's curl needs no sanitizer.
     sb:fault { method = "POST", path = "/conversations/messages", count = -1, delay_ms = floor(100 * lch.scale) }
-    os.execute(("(sleep %.2f; curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -d '{\"access_token\":\"%s\"}' " ..
-      "%s/_sandbox/oauth/revoke) >/dev/null 2>&1 &"):format(0.35 * lch.scale, tok.access_token, sb.url))
+    os.execute(("(env -u LD_PRELOAD sh -c 'i=0; while [ $i -lt 600 ]; do " ..
+      "n=$(curl -s %s/_sandbox/requests | grep -o \"\\\"path\\\":\\\"/conversations/messages\\\"\" | wc -l); " ..
+      "[ \"$n\" -ge 3 ] && break; i=$((i+1)); sleep 0.02; done; " ..
+      "curl -s -o /dev/null -X POST -H \"Content-Type: application/json\" -d \"{\\\"access_token\\\":\\\"%s\\\"}\" " ..
+      "%s/_sandbox/oauth/revoke') >/dev/null 2>&1 &"):format(sb.url, tok.access_token, sb.url))
     local calls = {}
     for i = 1, 10 do calls[i] = { "send_message", { type = "SMS", contactId = "contact_ob_" .. i, message = "m" .. i } } end
     local res = c:batch(calls, { concurrency = 1 })
