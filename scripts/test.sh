@@ -13,6 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 passed=0 failed=0 skipped=0 broken=0
+failures=$(mktemp)   # "label: spec @ line: test name" of every failed or errored test, repeated before the summary
+trap 'rm -f "$failures"' EXIT
 # SPECS: the spec files or directories to run (default: all of spec/), e.g. SPECS=spec/90-cli_spec.lua
 read -r -a SPECS_LIST <<<"${SPECS:-spec}"
 LPATH="./lua/?.lua;./lua/?/init.lua;./spec/?.lua;./sandbox/lua/?.lua"
@@ -29,6 +31,9 @@ run_busted() { # label, then the command that runs busted (its output is parsed 
   else
     set -- $line
     passed=$((passed + $1)); failed=$((failed + $4 + $7)); skipped=$((skipped + ${10}))
+    # busted prints "Failure -> spec/x_spec.lua @ 12" (or "Error -> ...") and the test's full name on the next line.
+    sed 's/\x1b\[[0-9;]*m//g' "$out" | awk -v l="$label" \
+      '/^(Failure|Error) (->|→) /{ loc=$0; sub(/^[A-Za-z]+ (->|→) /, "", loc); getline name; print l ": " loc ": " name }' >>"$failures"
     [ "$rc" -eq 0 ] || [ $(($4 + $7)) -gt 0 ] || { echo "!! $label: busted exited $rc"; broken=$((broken + 1)); }
   fi
   rm -f "$out"
@@ -102,5 +107,9 @@ done
 # No cleanup by name here: every sandbox a spec starts is given --exit-with and goes with its busted process.
 
 [ "$broken" -gt 0 ] && failed=$((failed + broken))
+if [ -s "$failures" ]; then
+  echo "== failed tests"
+  cat "$failures"
+fi
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$failed" -eq 0 ]
