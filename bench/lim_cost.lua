@@ -60,10 +60,13 @@ local t0
 if os.getenv("MICRO") == "1" then
   local h = client._limiter or error("MICRO needs a limiter")
   local sleep = core.sleep
+  -- what the bench's sandbox answers say (1,000,000 per second): a session stand-in for the Max it reports, so that
+  -- no acquire waits and the loop counts the limiter's own work
+  local session = { rate_limit = function() return { max = 1000000 } end }
   t0 = gettime()
   for _ = 1, count do
     local ta, n = h:acquire(math.huge, sleep, 30)
-    if not ta then errors = errors + 1 else h:done(n, ta, nil, 999999, 1000, nil, nil) end
+    if not ta then errors = errors + 1 else h:done(n, ta, nil, 999999, 1000, nil, session) end
   end
 else
   t0 = gettime()

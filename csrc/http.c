@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <time.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,6 +73,7 @@ struct lc_session {
   int verify, busy, closed;
   lc_ratelimit rl_last;
   pid_t pid;   /* the process that made the handles: a forked child must not use them (see session_after_fork) */
+  unsigned forks; /* fork_count when the handles were made (see forked()) */
   int *fds;    /* every socket libcurl opened for the session and has not closed yet */
   size_t fds_n, fds_cap;
 };
@@ -186,8 +188,15 @@ static void forget_inherited_sockets(lc_session *s) {
   if (devnull >= 0) close(devnull);
 }
 
+/* Forks seen by this process, counted by a pthread_atfork child handler (registered in lc_http_init): while it
+ * is unchanged since a session made its handles, no fork happened and no getpid() system call is needed per call.
+ * When it changed (or for a child made without fork(3)'s handlers), the pid decides. */
+static volatile unsigned fork_count = 0;
+static void count_fork(void) { fork_count++; }
+
 static int forked(const lc_session *s) {
-  return s->pid != 0 && s->pid != getpid();
+  if (s->pid == 0 || s->forks == fork_count) return 0;
+  return s->pid != getpid();
 }
 
 /* The one cleanup behind close() and __gc: idempotent. */
@@ -667,6 +676,7 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
  * memory, -1 when libcurl refuses an option (s->main.errbuf says which). */
 static int session_new_handles(lc_session *s) {
   s->pid = getpid();
+  s->forks = fork_count;
   s->share = curl_share_init();
   if (s->share == NULL) return 0;
   curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
@@ -1112,6 +1122,7 @@ void lc_http_init(lua_State *L) {
   static int inited = 0;
   if (!inited) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) luaL_error(L, "leadconnector: curl_global_init failed");
+    if (pthread_atfork(NULL, NULL, count_fork) != 0) luaL_error(L, "leadconnector: pthread_atfork failed");
     inited = 1;
   }
   if (lc_newmetatable(L, LC_SESSION_MT)) {
