@@ -541,20 +541,27 @@ local function read_answer(sock, method, max_size, stop_at, where)
   elseif h.chunked then
     local parts, n, size = {}, 0, 0
     while true do
-      local line, kind, err = read_line(r, 1024)
-      if not line then return cut(where, kind == "toolong" and "network" or kind, err or "malformed chunk") end
+      local cs, ci, cj = next_line(r, 1024)
+      if not cs then return cut(where, ci == "toolong" and "network" or ci, cj or "malformed chunk") end
       -- at most 16 hex digits (libcurl's limit: past it a size no longer fits in 64 bits), then anything to the
-      -- line's end (extensions), as libcurl reads it
-      local hex = match(line, "^%s*(%x+)")
-      local len = hex and #hex <= 16 and tonumber(hex, 16)
+      -- line's end (extensions), as libcurl reads it: white space (as %s), then the hex digits (as %x)
+      local b = byte(cs, ci)
+      while ci <= cj and (b == 32 or (b >= 9 and b <= 13)) do ci = ci + 1 b = byte(cs, ci) end
+      local ce = ci
+      while ce <= cj and ((b >= 48 and b <= 57) or (b >= 97 and b <= 102) or (b >= 65 and b <= 70)) do
+        ce = ce + 1
+        b = byte(cs, ce)
+      end
+      local len = ce > ci and ce - ci <= 16 and tonumber(sub(cs, ci, ce - 1), 16)
       if not len then return nil, "network", format("answer from %s has a malformed chunk", where) end
+      local kind, err
       if len == 0 then
         local tbytes = 0
         repeat -- trailers, within the same cap as the headers
-          line, kind, err = read_line(r, MAX_HEADER_BYTES - tbytes)
-          if not line then return cut(where, kind, err) end
-          tbytes = tbytes + #line + 2
-        until line == ""
+          cs, ci, cj = next_line(r, MAX_HEADER_BYTES - tbytes)
+          if not cs then return cut(where, ci, cj) end
+          tbytes = tbytes + (cj - ci + 1) + 2
+        until cj < ci
         break
       end
       if size + len > max_size then
@@ -568,8 +575,8 @@ local function read_answer(sock, method, max_size, stop_at, where)
       n = n + 1
       parts[n] = data
       size = size + len
-      line, kind, err = read_line(r, 2)
-      if not line then return cut(where, kind == "toolong" and "network" or kind, err or "malformed chunk") end
+      cs, kind, err = next_line(r, 2)
+      if not cs then return cut(where, kind == "toolong" and "network" or kind, err or "malformed chunk") end
     end
     body = n == 1 and parts[1] or concat(parts)
   elseif h.length then
