@@ -1,29 +1,36 @@
--- bench/profile_ngx.lua (`bench/profile ngx [CALL ...]`): instructions per call on the cosocket transport, counted by
--- valgrind's callgrind inside nginx — the nginx rows of bench/ngx/run, exact and repeatable whatever else the machine
--- is doing. CALL: get_message update_message_status send_message get_conversation (default: get_message
+-- bench/profile_ngx.lua (`bench/profile ngx [CALL ...]`): instructions per call on the cosocket transport, counted
+-- by valgrind's callgrind inside nginx -- the nginx rows of bench/ngx/run, exact and repeatable whatever else the
+-- machine is doing. CALL: get_message update_message_status send_message get_conversation (default: get_message
 -- update_message_status).
 --
--- For each call, four loops of bench/ngx/loops.lua: the raw cosocket loop; the transport alone (impl=session: the
--- first call's session:call repeated, so leadconnector.ngx and the C core's answer path); the library with
--- rate_limit = false (the Lua layer on top: validation, path, deadline, retries' bookkeeping); and the library as
--- it comes (impl=lc, the default per-worker limiter). Consecutive rows differ by one layer, and the table's last
--- column says by how much. Each loop runs in its own nginx (bench/ngx/nginx.conf with `master_process off`, one process, JIT on as in
--- production) under `valgrind --tool=callgrind --smc-check=all-non-file` (LuaJIT writes machine code: without it
--- valgrind would run stale translations), twice: one request /loop with BASE calls, then one with BASE + N calls;
--- instructions per call = (Ir(BASE + N) - Ir(BASE)) / N, so nginx's start-up, the JIT's first traces and the first
--- connection drop out. Prints a table, then for each library row the same split by shared object (nginx, LuaJIT's
--- interpreter and runtime, the JIT's machine code — callgrind names it "???" —, libc, lua-cjson, the library's
--- core.so) beside its raw loop's, and the functions with the most instructions of their own (all of them in
--- bench/out/profile-ngx-*.txt, the callgrind files beside them). User space only: the kernel's share of a call
--- (syscalls, loopback TCP) is not in it, though it is in bench/ngx/run's CPU column.
+-- For each call, five loops of bench/ngx/loops.lua, each adding one layer to the one before:
+--   raw      the raw cosocket loop (the baseline: status line, headers, body, setkeepalive; no decoding)
+--   finish   the answer path alone, no I/O: core.finish (lua-cjson + the result's userdata) over the raw
+--            loop's answer
+--   session  the transport alone: the first call's session:call repeated (leadconnector.ngx + core.finish)
+--   lcnolim  the library with rate_limit = false (the Lua layer: validation, path, deadline, retry bookkeeping)
+--   lc       the library as it comes (the default per-worker limiter)
+-- The table's last column says what each row adds to the one before. Each loop runs in its own nginx
+-- (bench/ngx/nginx.conf with `master_process off`: one process, LuaJIT's JIT on, as in production) under
+-- `valgrind --tool=callgrind --smc-check=all-non-file` (LuaJIT writes machine code: without it valgrind would run
+-- stale translations), twice: one request /loop with BASE calls, then one with BASE + N calls; instructions per
+-- call = (Ir(BASE + N) - Ir(BASE)) / N, so nginx's start-up, the JIT's first traces and the first connection drop
+-- out. Then, for the session and lc rows, the same split by shared object (nginx, ngx_http_lua_module, LuaJIT's
+-- interpreter and runtime, the JIT's machine code -- callgrind's "???" --, libc, lua-cjson, the library's core.so)
+-- beside the raw loop's, and the functions with the most instructions of their own (all of them in
+-- bench/out/profile-ngx-*.txt, the callgrind files beside them; Debian's libluajit has no symbols, so most of its
+-- functions are addresses). User space only: the kernel's share of a call (syscalls, loopback TCP; the same
+-- sendto, recvfrom and epoll_wait per call for the raw loop and the library) is not in it, though it is in
+-- bench/ngx/run's CPU column.
 --
 -- The sandbox (not under valgrind) is reset before every run, so every run meets the same store. nginx is never
 -- probed with a request before the measured one (that would add a varying number of requests to the count): the
--- driver waits for the port to be listening in /proc/net/tcp.
+-- driver waits for the port to be listening in /proc/net/tcp. Repeated runs agree within about 1,500
+-- instructions per call (the JIT's choices vary a little).
 --
--- Knobs: BENCH_PROFILE_REQUESTS (N, default 2000), BENCH_PROFILE_BASE (default 1000: by then the JIT has settled), BENCH_SANDBOX,
--- BENCH_PROFILE_ONLY (comma-separated rows: raw, session, lcnolim, lc), LEADCONNECTOR_NGINX_MODULES (default
--- /usr/lib/nginx/modules).
+-- Knobs: BENCH_PROFILE_REQUESTS (N, default 2000), BENCH_PROFILE_BASE (default 1000: by then the JIT has settled),
+-- BENCH_SANDBOX, BENCH_PROFILE_ONLY (comma-separated rows: raw, finish, session, lcnolim, lc),
+-- LEADCONNECTOR_NGINX_MODULES (default /usr/lib/nginx/modules).
 package.path = "bench/?.lua;" .. package.path
 local lib = require "lib"
 local socket = require "socket"
@@ -36,7 +43,7 @@ local SANDBOX = env("BENCH_SANDBOX",
   "bin/leadconnector-sandbox --port 0 --no-rate-limit --rate-limit 1000000 --rate-interval-ms 1000")
 local MODULES = env("LEADCONNECTOR_NGINX_MODULES", "/usr/lib/nginx/modules")
 local TOP = 20
-local ONLY -- BENCH_PROFILE_ONLY=raw,session,lcnolim,lc: only those rows
+local ONLY -- BENCH_PROFILE_ONLY=raw,finish,session,lcnolim,lc: only those rows
 if env("BENCH_PROFILE_ONLY", "") ~= "" then
   ONLY = {}
   for w in env("BENCH_PROFILE_ONLY", ""):gmatch("[^,%s]+") do ONLY[w] = true end
@@ -62,7 +69,9 @@ if not sh("command -v valgrind >/dev/null 2>&1") then fail("needs valgrind (apt-
 if not (sh("command -v nginx >/dev/null 2>&1") and lib.exists(MODULES .. "/ngx_http_lua_module.so")) then
   fail("needs nginx with the Lua module (apt-get install nginx libnginx-mod-http-lua)")
 end
-if not lib.exists("build/luajit/leadconnector/core.so") then fail("the C core for LuaJIT is not built: make luajit") end
+if not lib.exists("build/luajit/leadconnector/core.so") then
+  fail("the C core for LuaJIT is not built: make luajit")
+end
 
 local REPO = capture("pwd"):gsub("%s+$", "")
 local prefix = capture("mktemp -d \"${TMPDIR:-/tmp}/lc-profile-ngx.XXXXXX\""):gsub("%s+$", "")
@@ -262,8 +271,8 @@ local function main()
         local share = ""
         if row.impl == "finish" then
           share = "JSON decoding and the result (C core, lua-cjson)"
-        elseif row.impl == "session" then
-          share = string.format("transport: %+.0f over the raw loop", per[row.id] - per[row.base])
+        elseif row.impl == "session" and base then
+          share = string.format("transport: %+.0f over the raw loop", per[row.id] - base)
           if per["finish_" .. call] then
             share = share .. string.format(" (%+.0f without the answer path)", per[row.id] - per[row.base] -
               per["finish_" .. call])
@@ -302,8 +311,8 @@ local function main()
       out[#out + 1] = "| " .. table.concat(sep, " | ") .. " |"
     end
   end
-  io.write(string.format("\nInstructions per call inside nginx (callgrind, one worker, LuaJIT with its JIT; %d calls " ..
-    "beyond the first %d, %s)\n\n", N, BASE, os.date("!%Y-%m-%d")), table.concat(out, "\n"), "\n")
+  io.write(string.format("\nInstructions per call inside nginx (callgrind, one worker, LuaJIT with its JIT; " ..
+    "%d calls beyond the first %d, %s)\n\n", N, BASE, os.date("!%Y-%m-%d")), table.concat(out, "\n"), "\n")
   for _, row in ipairs(splits) do
     local lc, raw = per_object[row.id], per_object[row.base]
     local names, seen = {}, {}
@@ -332,7 +341,9 @@ local function main()
     for _, name in ipairs(names) do
       local l, r = lc[name] or 0, raw[name] or 0
       tl, tr = tl + l, tr + r
-      if math.abs(l) >= 50 or math.abs(r) >= 50 then io.write(string.format(fmt, name, num(r), num(l), num(l - r, true))) end
+      if math.abs(l) >= 50 or math.abs(r) >= 50 then
+        io.write(string.format(fmt, name, num(r), num(l), num(l - r, true)))
+      end
     end
     io.write(string.format(fmt, "total", num(tr), num(tl), num(tl - tr, true)))
   end

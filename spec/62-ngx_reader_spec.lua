@@ -52,8 +52,8 @@ end
 local BODY = '{"id":"m1","conversationId":"c1"}'
 local function answer(headers, body, status)
   body = body or BODY
-  return (status or "HTTP/1.1 200 OK") .. "\r\n" .. table.concat(headers, "\r\n") .. (#headers > 0 and "\r\n" or "") ..
-    "Content-Length: " .. #body .. "\r\n\r\n" .. body
+  local lines = table.concat(headers, "\r\n") .. (#headers > 0 and "\r\n" or "")
+  return (status or "HTTP/1.1 200 OK") .. "\r\n" .. lines .. "Content-Length: " .. #body .. "\r\n\r\n" .. body
 end
 
 describe("the cosocket answer reader (plain Lua, stand-in socket)", function()
