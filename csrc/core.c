@@ -1,7 +1,9 @@
 /** leadconnector.core - the C core of leadconnector.
  *
  * One small file per concern: json.c (lua-cjson bridge), validate.c (checks and request bodies), object.c
- * (Message and Conversation userdata), error.c (error objects, answer classification), http.c (libcurl session).
+ * (Message and Conversation userdata), error.c (error objects, answer classification), http.c (libcurl session),
+ * fs.c (file locks and atomic writes), webhook.c (signatures), redis.c (hiredis), lstore.c (the process limiter's
+ * store).
  * This file only assembles the module. Only luaopen_leadconnector_core is exported.
  * @module leadconnector.core */
 #include <errno.h>
@@ -45,6 +47,7 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_fs_init(L);
   lc_webhook_init(L);
   lc_redis_init(L);
+  lc_lstore_init(L);
   lua_newtable(L);
   lc_setfuncs(L, core_funcs, 0);
   lc_setfuncs(L, lc_validate_funcs, 0);
@@ -54,6 +57,7 @@ LC_EXPORT int luaopen_leadconnector_core(lua_State *L) {
   lc_setfuncs(L, lc_fs_funcs, 0);
   lc_setfuncs(L, lc_webhook_funcs, 0);
   lc_setfuncs(L, lc_redis_funcs, 0);
+  lc_setfuncs(L, lc_lstore_funcs, 0);
   lc_validate_init(L, -1);
   lua_pushliteral(L, LC_VERSION);
   lua_setfield(L, -2, "version");

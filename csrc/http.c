@@ -842,6 +842,38 @@ static int xfer_mime(lua_State *L, lc_session *s, lc_xfer *x, int idx, const cha
   return 1;
 }
 
+/* One transfer on the session's multi handle, driven here: curl_multi_perform first, then curl_multi_wait on the
+ * transfer's own socket. curl_easy_perform does the same on a multi of its own but polls that multi's wake-up
+ * socket before every transfer: one system call of the six a kept-alive request makes. The transfer's options,
+ * callbacks (the pre-request one that keeps a POST to one attempt) and the share handle are the same. */
+static CURLcode perform_one(lc_session *s, lc_xfer *x) {
+  CURLMcode mc;
+  CURLMsg *m;
+  CURLcode rc = CURLE_OK;
+  int running = 1, left, done = 0;
+  if (s->multi == NULL) {
+    s->multi = curl_multi_init();
+    if (s->multi == NULL) return CURLE_OUT_OF_MEMORY;
+  }
+  if (curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) return CURLE_FAILED_INIT;
+  x->added = 1;
+  do {
+    mc = curl_multi_perform(s->multi, &running);
+    while (mc == CURLM_OK && (m = curl_multi_info_read(s->multi, &left)) != NULL) {
+      if (m->msg == CURLMSG_DONE && m->easy_handle == x->easy) {
+        rc = m->data.result;
+        done = 1;
+      }
+    }
+    if (mc != CURLM_OK || done) break;
+    if (running) mc = curl_multi_wait(s->multi, NULL, 0, 1000, NULL);
+  } while (mc == CURLM_OK && running);
+  if (!done) rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_RECV_ERROR;
+  curl_multi_remove_handle(s->multi, x->easy);
+  x->added = 0;
+  return rc;
+}
+
 /** session:call(op, method, path, body|parts|nil, version|nil, timeout_seconds|nil, content_type|nil)
  *    -> value | nil, err; then remaining, interval_ms, retry_after of this answer (nil where absent), which saves
  *    the Lua layer a session:last() on every call. */
@@ -864,7 +896,7 @@ static int l_call(lua_State *L) {
   }
   if (parts && !xfer_mime(L, s, &s->main, 5, version)) return luaL_error(L, "leadconnector: out of memory");
   s->busy = 1;
-  rc = curl_easy_perform(s->main.easy);
+  rc = perform_one(s, &s->main);
   s->busy = 0;
   if (xfer_result(L, s, &s->main, rc) == 1) lua_pushnil(L);
   push_last(L, &s->main);

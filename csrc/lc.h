@@ -117,6 +117,8 @@ extern const luaL_Reg lc_error_funcs[];
 extern const luaL_Reg lc_redis_funcs[]; /* redis.c */
 void lc_redis_init(lua_State *L);
 extern const luaL_Reg lc_object_funcs[];
+extern const luaL_Reg lc_lstore_funcs[]; /* lstore.c */
+void lc_lstore_init(lua_State *L);
 extern const luaL_Reg lc_webhook_funcs[]; /* webhook.c */
 void lc_webhook_init(lua_State *L);
 

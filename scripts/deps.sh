@@ -3,7 +3,9 @@
 # Root uses apt-get directly; anyone else needs sudo.
 set -euo pipefail
 PKGS=(
-  build-essential pkg-config git
+  # curl: the specs' helper processes use the curl command (spec/80's watcher, spec/limiter/harness.lua's
+  # concurrent requests); a fresh Debian has libcurl's -dev package from below but not the command
+  build-essential pkg-config git curl
   lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev
   lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   libcurl4-openssl-dev libssl-dev libhiredis-dev ca-certificates

@@ -420,8 +420,14 @@ function Client:batch(calls, opts)
     if sent[i] and err.request_sent == false then err.request_sent = true end
     results[i] = { err = err }
   end
-  -- Fails, with err_of(i), the pending calls whose deadline comes by `when`; keeps the others pending.
+  -- Fails, with err_of(i), the pending calls whose deadline comes by `when`; keeps the others pending. The usual
+  -- round has none due: one pass to see that, and the lists stay as they are.
   local function drop_before(when, err_of)
+    local due = false
+    for k = 1, #pending do
+      if stop_of[where[k]] <= when then due = true break end
+    end
+    if not due then return end
     local keep, keep_at = {}, {}
     for k = 1, #pending do
       local i = where[k]

@@ -43,8 +43,10 @@ local in_nginx = type(ngx) == "table" and type(ngx.get_phase) == "function"
 
 --------------------------------------------------------------------------------------------------------------------
 -- The algorithm, as one chunk of Lua 5.1 source: loaded here over a table or a shared dict, and sent to Redis
--- as the body of its script. It gets a store S: S.now(), S.get(k) (number or nil), S.set(k, v, ttl_s),
--- S.add(k, v, ttl_s) (true, or false when k exists), S.incr(k, n) (new value, from 0), S.key(name_or_number).
+-- as the body of its script. It gets a store S: S.now(), S.get(k) (number or nil), S.mget(k1, ..., k5) (up to
+-- five keys, nil ones skipped: their values, nil where absent), S.set(k, v, ttl_s), S.add(k, v, ttl_s) (true, or
+-- false when k exists), S.incr(k, n) (new value, from 0), and S.prefix (prepended to every key; nil: none).
+-- A sequential call makes 8 store calls (now, mget, incr, add and one get to acquire; now, mget, set when done).
 -- Slot values: > 0 the time its window ends; < 0 in flight, -(the time it ends at the latest, should its sender
 -- die); 0 cancelled (never sent).
 
@@ -58,27 +60,25 @@ local PROBE_TTL = 30     -- a lost probe (its sender died) frees the learning af
 local DAILY_PROBE = 60   -- with the daily budget spent, one send a minute asks whether a new day began
 local MAX_WAIT = 3600
 local MAX_SCAN = 1000
-local KQ, KM, KW, KF, KB, KP, KD = S.key("q"), S.key("m"), S.key("w"), S.key("f"), S.key("b"), S.key("p"), S.key("d")
-
--- Max and the interval (s) in force, and whether they came from an answer (nil before any answer).
-local function limits()
-  local m, w = S.get(KM), S.get(KW)
-  return m, (w or 10000) / 1000
-end
+-- Keys: P .. name (a shared dict, Redis), or the bare name or number (a Lua table: P is nil). Inlined as
+-- `P and P .. k or k` where a call is made per send: each Lua function call costs about as much as the work.
+local P = S.prefix
+local function key(k) return P and P .. k or k end
+local KQ, KM, KW, KF, KB, KP, KD = key("q"), key("m"), key("w"), key("f"), key("b"), key("p"), key("d")
 
 -- The slot of send n may be taken by send n + B when its window has ended: the wait until then (0 = now).
-local function gate(t, n, m, w)
-  local f = S.get(KF) or 0
-  local b = m - f
+-- f: the sends of other senders in the window (KF), as read with the limits.
+local function gate(t, n, m, w, f)
+  local b = m - (f or 0)
   if b < 1 then b = 1 end
   local k = n - b
   if k < 1 then return 0 end
-  local key = S.key(k)
-  local v = S.get(key)
+  local kk = P and P .. k or k
+  local v = S.get(kk)
   if v == nil then
     -- expired, or its owner has not written it yet: claim it as ended; if the owner was first, read it again
-    if S.add(key, 0, w + 1) then return 0 end
-    v = S.get(key) or 0
+    if S.add(kk, 0, w + 1) then return 0 end
+    v = S.get(kk) or 0
   end
   if v == 0 then return 0 end
   if v > 0 then return v > t and v - t or 0 end
@@ -90,36 +90,31 @@ end
 -- Number n will not be sent (its deadline comes first, or it is not in this round). Its slot takes the value
 -- of the slot its gate waited for, so that n + B still waits for that one: without it, numbers given back in a
 -- row would open the gate for sends while the earlier ones still count.
-local function give_back(t, n, m, w)
-  local f = S.get(KF) or 0
-  local b = m - f
+local function give_back(t, n, m, w, f)
+  local b = m - (f or 0)
   if b < 1 then b = 1 end
-  local v = n - b >= 1 and S.get(S.key(n - b)) or 0
+  local v = n - b >= 1 and S.get(key(n - b)) or 0
   local left = (v > 0 and v) or (v < 0 and -v) or t
-  S.set(S.key(n), v, max(left - t, 0) + w + 1)
-end
-
-local function blocked(t)
-  local b = S.get(KB)
-  if b and b > t then return min(b - t, MAX_WAIT) end
-  return 0
+  S.set(key(n), v, max(left - t, 0) + w + 1)
 end
 
 -- acquire(n, count, tmo): n == 0 takes new numbers (up to count, as many as may go now, at least one);
 -- n > 0 looks again at a number taken before. Returns wait, t, n1, n2, ...: wait == 0 when they may all go now,
 -- else the seconds until n1 may (n1 stays taken: its owner must look again or cancel); t is the store's clock.
+-- Max and the interval (m, w: nil m before any answer said them), the block, the daily count and the others'
+-- sends are read at once (one MGET in Redis).
 function A.acquire(n, count, tmo)
   local t = S.now()
-  local m, w = limits()
+  local m, w, b, d, f = S.mget(KM, KW, KB, KD, KF)
+  w = (w or 10000) / 1000
+  local bw = b and b > t and min(b - t, MAX_WAIT) or 0
   local pend = -(t + tmo + w + SLACK)
   local ttl = tmo + w + 2
   if n > 0 then
-    local bw = blocked(t)
-    local g = bw > 0 and bw or gate(t, n, m or 1, w)
-    S.set(S.key(n), pend, ttl)       -- still ours, in flight from now at the latest
+    local g = bw > 0 and bw or gate(t, n, m or 1, w, f)
+    S.set(P and P .. n or n, pend, ttl) -- still ours, in flight from now at the latest
     return g, t, n
   end
-  local bw = blocked(t)
   if bw > 0 then return bw, t end
   if not m then
     -- nothing learned yet: one request goes alone to learn the limits, the others wait for its answer
@@ -127,7 +122,6 @@ function A.acquire(n, count, tmo)
     count = 1
     m = 1
   end
-  local d = S.get(KD)
   if d and d <= 0 then
     S.set(KB, t + DAILY_PROBE, DAILY_PROBE + 1)
     S.set(KD, 1, DAILY_PROBE + 1)     -- the probe a minute from now may go
@@ -135,24 +129,24 @@ function A.acquire(n, count, tmo)
   end
   if count == 1 then -- the loop below for one number, without its list (a sequential call's case)
     local k = S.incr(KQ, 1)
-    if not S.add(S.key(k), pend, ttl) then
-      k = S.incr(KQ, 1)
-      S.set(S.key(k), pend, ttl)
+    if not S.add(P and P .. k or k, pend, ttl) then
+      k = S.incr(KQ, 1)              -- a gate claimed this number as ended: take the next one
+      S.set(P and P .. k or k, pend, ttl)
     end
-    local g = gate(t, k, m, w)
+    local g = gate(t, k, m, w, f)
     if d then S.incr(KD, -1) end
     return g, t, k
   end
   local out = { 0, t }
   for i = 1, count do
     local k = S.incr(KQ, 1)
-    if not S.add(S.key(k), pend, ttl) then
-      k = S.incr(KQ, 1)              -- a gate claimed this number as ended: take the next one
-      S.set(S.key(k), pend, ttl)
+    if not S.add(key(k), pend, ttl) then
+      k = S.incr(KQ, 1)
+      S.set(key(k), pend, ttl)
     end
-    local g = gate(t, k, m, w)
+    local g = gate(t, k, m, w, f)
     if g > 0 and i > 1 then
-      give_back(t, k, m, w)          -- not this round
+      give_back(t, k, m, w, f)       -- not this round
       break
     end
     out[#out + 1] = k
@@ -165,21 +159,22 @@ end
 -- cancel(n): send n will not go (its deadline came first).
 function A.cancel(n)
   local t = S.now()
-  local m, w = limits()
-  give_back(t, n, m or 1, w)
+  local m, w, f = S.mget(KM, KW, KF)
+  give_back(t, n, m or 1, (w or 10000) / 1000, f)
 end
 
 -- done(n, ta, status, remaining, interval_ms, retry_after, max, daily_remaining): the answer to send n (sent at
 -- ta on this store's clock; ta <= 0: unknown) came. Each argument from the answer may be -1 (absent).
 function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
   local t = S.now()
-  local m, w = limits()
+  local m, w, f, q = S.mget(KM, KW, KF, KQ)
+  w = (w or 10000) / 1000
   local learning = not m
   if int_ms > 0 and int_ms ~= w * 1000 then
     w = int_ms / 1000
     S.set(KW, int_ms, 86400)
   end
-  S.set(S.key(n), t + w + SLACK, w + 1)
+  S.set(P and P .. n or n, t + w + SLACK, w + 1)
   if mx > 0 then
     if mx ~= m then S.set(KM, mx, 86400) end
     m = mx
@@ -187,11 +182,8 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
     if status ~= 429 then S.set(KM, 100, 86400) m = 100 end -- the answer said nothing: the documented budget
   end
   if learning then S.set(KP, 0, 0.001) end -- the probe is over (if it taught nothing, the next send probes)
-  local q
-  if dr >= 0 then
-    q = S.get(KQ) or n
-    S.set(KD, dr - (q - n), 86400)
-  end
+  q = q or n
+  if dr >= 0 then S.set(KD, dr - (q - n), 86400) end
   if status == 429 then
     local until_t = t + min(ra >= 0 and ra or ((rem == 0 and w) or 1), MAX_WAIT)
     local b = S.get(KB)
@@ -200,13 +192,12 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
   if rem >= 0 and m then
     -- More counted by the server than our own sends could explain: others spend the same budget.
     local used = m - rem
-    local f = S.get(KF) or 0
-    q = q or S.get(KQ) or n
+    f = f or 0
     if used > f + (q - n + 1) then
       local own, lo = 0, max(1, n - m + 1, q - MAX_SCAN)
       local since = ta > 0 and ta or (t - w)
       for k = lo, q do
-        local v = S.get(S.key(k))
+        local v = S.get(key(k))
         if v and (v < 0 or v > since) then own = own + 1 end
       end
       local foreign = used - own
@@ -219,11 +210,10 @@ end
 -- wait(): how long a new send would wait now (for client:rate_limit()).
 function A.wait()
   local t = S.now()
-  local bw = blocked(t)
-  if bw > 0 then return bw end
-  local m, w = limits()
+  local m, w, b, q, f = S.mget(KM, KW, KB, KQ, KF)
+  if b and b > t then return min(b - t, MAX_WAIT) end
   if not m then return 0 end
-  return gate(t, (S.get(KQ) or 0) + 1, m, w)
+  return gate(t, (q or 0) + 1, m, (w or 10000) / 1000, f)
 end
 
 return A
@@ -240,61 +230,28 @@ end
 --------------------------------------------------------------------------------------------------------------------
 -- Stores.
 
--- One Lua state: a table with expiry times, swept now and then. Every operation of the algorithm starts with
--- S.now(): the time read there serves the whole operation (one clock read instead of one per key).
-local function table_store()
-  local vals, exps, sets = {}, {}, 0
-  local cur = now()
-  local S = {}
-  function S.now() cur = now() return cur end
-  function S.key(k) return k end
-  function S.get(k) -- a key that is absent (the usual case for a new slot) costs one lookup
-    local e = exps[k]
-    if e == nil then return nil end
-    if e > cur then return vals[k] end
-    vals[k], exps[k] = nil, nil
-    return nil
-  end
-  local function sweep()
-    for k, e in pairs(exps) do
-      if e <= cur then vals[k], exps[k] = nil, nil end
-    end
-  end
-  function S.set(k, v, ttl)
-    vals[k], exps[k] = v, cur + ttl
-    sets = sets + 1
-    if sets >= 4096 then sets = 0 sweep() end
-    return true
-  end
-  function S.add(k, v, ttl)
-    local e = exps[k]
-    if e ~= nil and e > cur and vals[k] ~= nil then return false end
-    return S.set(k, v, ttl)
-  end
-  function S.incr(k, n)
-    local e = exps[k]
-    if e == nil or e <= cur then
-      vals[k], exps[k] = n, math.huge
-      return n
-    end
-    local v = (vals[k] or 0) + n
-    vals[k] = v
-    return v
-  end
-  return S
+-- One Lua state: the C core's store (csrc/lstore.c: named keys in a small array, the numbered slots in a ring that
+-- grows with the slots still in their windows, nothing swept). A Lua table did the same at twice the instructions
+-- per call. Every operation of the algorithm starts with S.now(): the time read there serves the whole operation.
+-- clock: a function giving the time (default core.now's clock; the tests give their own).
+local function table_store(clock)
+  return core.limit_store(clock)
 end
 
 -- One nginx: a lua_shared_dict. Only atomic operations: incr, add, and set of the caller's own slot; none that
 -- evicts (safe_add, safe_set), so a full dict is a failure of the store, never a forgotten send.
 local function shdict_store(dict, prefix)
   local update_time, ngx_now = ngx.update_time, ngx.now
-  local S = {}
+  local S = { prefix = prefix }
   function S.now() update_time() return ngx_now() end
-  function S.key(k) return prefix .. k end
-  function S.get(k)
+  local function get(k)
     local v, err = dict:get(k)
     if v == nil and err then error("shared dict: " .. tostring(err), 0) end
     return v
+  end
+  S.get = get
+  function S.mget(a, b, c, d, e)
+    return get(a), get(b), c and get(c), d and get(d), e and get(e)
   end
   -- safe_set / safe_add: a full dict fails (and the limiter falls back to its local budget, logged) rather than
   -- evicting another send's slot, which would make the gate forget a send that still counts
@@ -328,10 +285,18 @@ end
 -- hash tag, so every key of one budget lives on one cluster slot); ARGV[1] the operation, then its arguments.
 local REDIS_PRELUDE = [==[
 local P = KEYS[1]
-local S = {}
+local S = { prefix = P }
 function S.now() local t = redis.call('TIME') return tonumber(t[1]) + tonumber(t[2]) / 1e6 end
-function S.key(k) return P .. k end
 function S.get(k) local v = redis.call('GET', k) if v then return tonumber(v) end return nil end
+function S.mget(...)
+  local ks = { ... }
+  local n = select('#', ...)
+  while n > 0 and ks[n] == nil do n = n - 1 end
+  local vs = redis.call('MGET', unpack(ks, 1, n))
+  local out = {}
+  for i = 1, n do out[i] = vs[i] and tonumber(vs[i]) or nil end
+  return unpack(out, 1, 5)
+end
 local function ms(ttl) return math.max(1, math.floor(ttl * 1000)) end
 local function str(v) return string.format('%.17g', v) end
 function S.set(k, v, ttl) redis.call('SET', k, str(v), 'PX', ms(ttl)) return true end
@@ -378,11 +343,9 @@ end
 local Handle = {}
 Handle.__index = Handle
 
-local function num(v) return v == nil and -1 or v end
-
 -- Plausible values from an answer; anything else is treated as absent (issue 10 item 5: no server-given number
 -- may block a token for longer than the server could mean).
-local function sane_interval(ms) return ms and ms > 0 and ms <= M.MAX_WAIT * 1000 and ms or nil end
+local MAX_WAIT_MS = M.MAX_WAIT * 1000
 local function sane_max(m) return m and m >= 1 and m <= 1e6 and floor(m) or nil end
 local function sane_wait(s) if s and s >= 0 then return min(s, M.MAX_WAIT) end return nil end
 
@@ -492,18 +455,20 @@ function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session
     mx, dr = sane_max(rl.max) or -1, rl.daily_remaining or -1
     if mx > 0 then self.max_seen = mx end
   end
-  local int = sane_interval(interval_ms)
-  if int then self.interval_seen = int end
-  local ra = sane_wait(retry_after)
+  local int, ra = -1, -1
+  if interval_ms and interval_ms > 0 and interval_ms <= MAX_WAIT_MS then -- sane_interval, written out
+    int = interval_ms
+    self.interval_seen = int
+  end
+  if retry_after then ra = sane_wait(retry_after) or -1 end
   local algo = self.algo
   if algo then
-    algo.done(n, ta, status or (remaining and 200) or 0, num(remaining), int or -1, ra or -1, mx, dr)
+    algo.done(n, ta, status or (remaining and 200) or 0, remaining or -1, int, ra, mx, dr)
     return
   end
   local fb = n < 0
   if fb then mx = -1 end -- the fallback keeps its reduced Max
-  call_op(self, fb, "done", fb and -n or n, ta, status or (remaining and 200) or 0, num(remaining), int or -1,
-    ra or -1, mx, dr)
+  call_op(self, fb, "done", fb and -n or n, ta, status or (remaining and 200) or 0, remaining or -1, int, ra, mx, dr)
 end
 
 function Handle:cancel(n)
@@ -637,5 +602,5 @@ end
 
 function M.is_backend(v) return getmetatable(v) == Backend end
 
-M._ALGO, M._REDIS_SCRIPT = ALGO, REDIS_SCRIPT
+M._ALGO, M._REDIS_SCRIPT, M._table_store = ALGO, REDIS_SCRIPT, table_store
 return M
