@@ -24,6 +24,11 @@
 -- Run from the repository root with LUA_PATH/LUA_CPATH as bench/run sets them
 -- (bench/profile does).
 package.path = "bench/?.lua;" .. package.path
+if arg[1] == "ngx" then -- `bench/profile ngx [CALL ...]`: the cosocket transport inside nginx (bench/profile_ngx.lua)
+  table.remove(arg, 1)
+  dofile("bench/profile_ngx.lua")
+  os.exit(0)
+end
 local lib = require "lib"
 
 local env, log, argv_string, capture, sh = lib.env, lib.log, lib.argv_string, lib.capture, lib.sh

@@ -4,6 +4,8 @@
 --             one request string built once, status line, headers (Content-Length only), body, setkeepalive.
 --             It checks the status and nothing else: no JSON decoding, no objects.
 --   impl=lc:  leadconnector on the ngx transport: validation, JSON, userdata, error objects, rate limiter.
+--   impl=session: the library's transport alone (bench/profile ngx): the first call's session:call repeated.
+--   impl=finish:  the answer path alone, no I/O (bench/profile ngx): core.finish over the raw request's answer.
 -- Answers JSON {requests, errors, seconds, cpu_seconds} (cpu: this worker's user+sys time over the loop).
 local cjson = require "cjson"
 local leadconnector = require "leadconnector"
@@ -78,9 +80,29 @@ local function raw_loop(base, token, call, id, n)
   return errors
 end
 
+-- One answer of the raw loop's request: its body and Content-Type (for impl=finish).
+local function raw_answer(base, token, call, id)
+  local host, port, req = raw_request(base, token, call, id)
+  local sock = tcp()
+  sock:settimeout(10000)
+  if not (sock:connect(host, port) and sock:send(req)) then return nil end
+  local line = sock:receive("*l")
+  local len, ctype
+  while line and line ~= "" do
+    line = sock:receive("*l")
+    local name, value = (line or ""):match("^([^:]+):%s*(.-)%s*$")
+    name = name and lower(name)
+    if name == "content-length" then len = tonumber(value) end
+    if name == "content-type" then ctype = value end
+  end
+  local body = len and sock:receive(len)
+  sock:close()
+  return body, ctype
+end
+
 -- limiter: nil (the default: one budget per worker, as no leadconnector_limits dict is configured), "none"
 -- (rate_limit = false) or "shdict" (the lc_bench_limits dict): the limiter rows of bench/ngx/run.
-local function lc_loop(base, token, call, id, n, limiter)
+local function lc_loop(base, token, call, id, n, limiter, session_only)
   local o = { token = token, base_url = base }
   if limiter == "none" then o.rate_limit = false end
   if limiter == "shdict" then o.limiter = require("leadconnector.limiter").shdict("lc_bench_limits") end
@@ -97,6 +119,29 @@ local function lc_loop(base, token, call, id, n, limiter)
     do_call = function() local r = client:update_message_status(id, { status = "read" }) return r and r.messageId end
   elseif call == "get_conversation" then
     do_call = function() local c = client:get_conversation(id) return c and c.id end
+  end
+  if session_only then
+    -- the transport alone: the session:call of the first client call, repeated with the same arguments (no
+    -- validation, no limiter, no retries: what leadconnector.ngx and the C core's answer path cost)
+    local session = client._session
+    local args
+    session.call = function(s, ...)
+      args = { n = select("#", ...), ... }
+      return getmetatable(s).__index.call(s, ...)
+    end
+    if not do_call() then return n, true end
+    session.call = nil
+    local f, unpack = session.call, unpack or table.unpack
+    local a1, a2, a3, a4, a5, a6, a7 = unpack(args, 1, 7)
+    do_call = function() return (f(session, a1, a2, a3, a4, a5, a6, a7)) end
+    if session_only == "finish" then
+      -- the answer path alone, no I/O: core.finish (JSON decoding, the result's userdata) over the answer the
+      -- raw loop's request gets, as leadconnector.ngx hands it over
+      local body, ctype = raw_answer(base, token, call, id)
+      if not body then return n, true end
+      local finish = require("leadconnector.core").finish
+      do_call = function() return (finish(a1, 200, body, nil, nil, token, ctype)) end
+    end
   end
   local failed_in_a_row = 0
   for i = 1, n do
@@ -115,12 +160,13 @@ function M.handler()
   local a = ngx.var
   local impl, call, n = a.arg_impl, a.arg_call, tonumber(a.arg_n) or 1000
   local base, token, id = ngx.unescape_uri(a.arg_base or ""), ngx.unescape_uri(a.arg_token or ""), a.arg_id
-  local loop = impl == "raw" and raw_loop or impl == "lc" and lc_loop
+  local loop = impl == "raw" and raw_loop or (impl == "lc" or impl == "session" or impl == "finish") and lc_loop
   if not loop then return ngx.exit(400) end
   local cpu0 = cpu_seconds()
   update_time()
   local t0 = now()
-  local errors, aborted = loop(base, token, call, id, n, a.arg_limiter)
+  local errors, aborted = loop(base, token, call, id, n, a.arg_limiter,
+    (impl == "session" or impl == "finish") and impl)
   update_time()
   local seconds = now() - t0
   ngx.header["Content-Type"] = "application/json"

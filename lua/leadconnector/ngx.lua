@@ -98,27 +98,58 @@ Session.__name = "leadconnector.Session"
 -- the libcurl fallback, the settings with the token). Weak keys: it goes away with the session.
 local secrets = setmetatable({}, { __mode = "k" })
 
-local RL_FIELDS = {
+-- The answer's headers the reader looks at, by lower-case name: the rate-limit field a header fills, or a number
+-- for the others.
+local H_LENGTH, H_ENCODING, H_CONNECTION, H_RETRY, H_TYPE, H_TRACE = 1, 2, 3, 4, 5, 6
+local HEADERS = {
   ["x-ratelimit-max"] = "max",
   ["x-ratelimit-remaining"] = "remaining",
   ["x-ratelimit-interval-milliseconds"] = "interval_ms",
   ["x-ratelimit-limit-daily"] = "daily_limit",
   ["x-ratelimit-daily-remaining"] = "daily_remaining",
+  ["content-length"] = H_LENGTH, ["transfer-encoding"] = H_ENCODING, ["connection"] = H_CONNECTION,
+  ["retry-after"] = H_RETRY, ["content-type"] = H_TYPE, ["x-trace-id"] = H_TRACE, ["x-request-id"] = H_TRACE,
 }
+-- ... and as servers spell them (Content-Length, X-RateLimit-Remaining, ...), so that the usual answer's headers are
+-- found without a lower() each; any other spelling is looked up lower-cased.
+do
+  local spelled = {}
+  for name, what in pairs(HEADERS) do
+    local title = gsub(name, "%f[%w]%l", string.upper) -- Content-Length, X-Ratelimit-Max
+    spelled[title] = what
+    spelled[(gsub(title, "^X%-Ratelimit%-", "X-RateLimit-"))] = what
+    spelled[(gsub(title, "%-Id$", "-ID"))] = what
+  end
+  for name, what in pairs(spelled) do HEADERS[name] = what end
+end
 local RL_KEYS = { "max", "remaining", "interval_ms", "daily_limit", "daily_remaining" }
 
 local MAX_HEADER_BYTES = 64 * 1024 -- status line and headers of one answer (LC_MAX_HEADER_BYTES of the C core)
 local MAX_STALE_RETRIES = 4        -- pooled connections found closed by the server, tried again on a fresh one
 
--- A header's number, as the libcurl transport reads it: plain decimals only (no sign, hex, exponent, inf, nan).
+-- A header's number, as the libcurl transport reads it: plain decimals only (no sign, hex, exponent, inf, nan):
+-- digits and dots, as tonumber reads them. (A loop over the bytes, not a pattern: LuaJIT compiles it.)
 local function plain_number(v)
-  if #v >= 40 then return nil end -- as the C core: past 39 characters no header number is plausible (1e400: inf)
-  if find(v, "^%d+$") then return tonumber(v) end
-  if find(v, "^[%d%.]+$") then
-    local d = tonumber(v)
-    if d and d == d and d ~= math.huge then return d end
+  local n = #v
+  if n == 0 or n >= 40 then return nil end -- as the C core: past 39 characters no header number is plausible
+  for k = 1, n do
+    local b = byte(v, k)
+    if b > 57 or b < 46 or b == 47 then return nil end -- not 0-9 or "."
   end
+  local d = tonumber(v)
+  if d and d == d and d ~= math.huge then return d end
   return nil
+end
+
+-- True when s is one or more digits 0-9.
+local function all_digits(s)
+  local n = #s
+  if n == 0 then return false end
+  for k = 1, n do
+    local b = byte(s, k)
+    if b > 57 or b < 48 then return false end
+  end
+  return true
 end
 
 local function parse_base(url)
@@ -148,6 +179,15 @@ local function parse_base(url)
     prefix = prefix,
   }
 end
+
+-- The request's constant part, per session (and per token): the end of the request line, then Host, User-Agent,
+-- Authorization, Accept and Version (the session's).
+local function set_head(s, token)
+  s.head = s.head0 .. (token and ("Authorization: Bearer " .. token .. "\r\n") or "") .. "Accept: application/json\r\n"
+  s.mid = " HTTP/1.1\r\n" .. s.head .. s.version_line
+end
+
+local CT_JSON = "Content-Type: application/json\r\nContent-Length: "
 
 --- Creates a session: settings = { base_url, version, user_agent, timeout, connect_timeout, verify, ca_file,
 -- proxy, max_response_size, token } (checked by the Lua layer). `auto` is true when the transport was not chosen
@@ -201,6 +241,7 @@ function M.session(settings, auto)
     _verify = verify,
     _timeout = timeout,
     _connect_timeout = connect_timeout,
+    _connect_ms = floor(connect_timeout * 1000) + 1,
     _max_size = max_size,
     _version = version,
     _connect_opts = { pool = pool },
@@ -213,8 +254,10 @@ function M.session(settings, auto)
     -- Host, User-Agent, Authorization, Accept: the same headers as the libcurl transport, in one string.
     token = token or nil,
     head0 = "Host: " .. base.host_header .. "\r\nUser-Agent: " .. ua .. "\r\n",
+    pre = " " .. base.prefix, -- between the method and the path
+    version_line = "Version: " .. version .. "\r\n",
   }
-  s.head = s.head0 .. (token and ("Authorization: Bearer " .. token .. "\r\n") or "") .. "Accept: application/json\r\n"
+  set_head(s, token)
   if auto then
     s.curl_settings = {
       base_url = settings.base_url, version = version, user_agent = ua, timeout = timeout,
@@ -342,82 +385,127 @@ local function read_any(r, max)
   return data
 end
 
--- Reads one answer (status line, headers, body) from sock, all of it by stop_at. Returns a table describing it,
--- or nil, kind, message (plus `nothing` = true when not one byte of an answer came: a pooled connection the
--- server had closed).
+-- The next line of the answer as a range: s, i, j with the line (without its CR LF) = s:sub(i, j), of at most `cap`
+-- bytes as read_line counts them. Where the whole line is in the buffer (the usual case: one receive brings the
+-- status line and every header) s is the buffer itself and no string is made for the line; else read_line reads
+-- it. Or nil, kind, message, nothing-came-at-all.
+local function next_line(r, cap)
+  local buf, pos = r.buf, r.pos
+  local nl = find(buf, "\n", pos, true)
+  if nl and nl - pos <= cap + 1 then -- read_line's own test
+    r.pos = nl + 1
+    local e = nl - 1
+    if byte(buf, e) == 13 then e = e - 1 end
+    return buf, pos, e
+  end
+  local line, kind, err, nothing = read_line(r, cap)
+  if not line then return nil, kind, err, nothing end
+  return line, 1, #line
+end
+
+-- A failure while reading an answer from `where`, as read_answer reports it: nil, kind, message.
+local function cut(where, kind, err, what)
+  if kind == "toolong" then
+    return nil, "network", format("answer has more than %d bytes of headers", MAX_HEADER_BYTES)
+  end
+  if kind == "timeout" then
+    return nil, "timeout", format("answer from %s took longer than the timeout%s", where, what or "")
+  end
+  return nil, kind, format("answer from %s cut short%s: %s", where, what or "", err)
+end
+
+-- Reads one answer (status line, headers, body) from sock, all of it by stop_at. Returns a table describing it
+-- (fields that no header set are false), or nil, kind, message (plus `nothing` = true when not one byte of an
+-- answer came: a pooled connection the server had closed).
 local function read_answer(sock, method, max_size, stop_at, where)
   local r = { sock = sock, stop_at = stop_at, buf = "", pos = 1 }
+  -- every field made here at once, so that filling it in never grows the table
+  local h = {
+    status = 0, body = "", keep = false, capped = false, chunked = false, length = false, close = false,
+    keep_alive = false, trace_id = false, retry_after = false, content_type = false, rl = false,
+    max = false, remaining = false, interval_ms = false, daily_limit = false, daily_remaining = false,
+  }
   local status, http10
-  local h = {}
   local hbytes = 0
-  local function cut(kind, err, what)
-    if kind == "toolong" then
-      return nil, "network", format("answer has more than %d bytes of headers", MAX_HEADER_BYTES)
-    end
-    if kind == "timeout" then
-      return nil, "timeout", format("answer from %s took longer than the timeout%s", where, what or "")
-    end
-    return nil, kind, format("answer from %s cut short%s: %s", where, what or "", err)
+  do -- the first bytes (what read_line would wait for first)
+    local data, kind, err = more(r, MAX_HEADER_BYTES + 2)
+    if not data then return nil, kind, format("no answer from %s: %s", where, err), true end
+    r.buf = data
   end
+  -- the ':' of a header: the buffer last searched, and the first ':' at or after the line searched then (huge:
+  -- none), so that lines without one never make the search run over the rest of the buffer again
+  local cs, cpos = nil, 0
   while true do
-    local line, kind, err, nothing = read_line(r, MAX_HEADER_BYTES - hbytes)
-    if not line then
-      if kind == "toolong" then return cut(kind) end
-      return nil, kind, format("no answer from %s: %s", where, err), hbytes == 0 and nothing
+    local s, i, j, nothing = next_line(r, MAX_HEADER_BYTES - hbytes)
+    if not s then
+      if i == "toolong" then return cut(where, "toolong") end
+      return nil, i, format("no answer from %s: %s", where, j), hbytes == 0 and nothing
     end
-    hbytes = hbytes + #line + 2
-    local v
-    -- exactly three digits, then a space or the end (as libcurl: "HTTP/1.1 2000" is no 200)
-    v, status = match(line, "^HTTP/1%.(%d) (%d%d%d)%f[^%d]")
-    status = tonumber(status)
+    hbytes = hbytes + (j - i + 1) + 2
+    -- "HTTP/1.x ", exactly three digits, then a space or the end (as libcurl: "HTTP/1.1 2000" is no 200)
+    status = nil
+    if j - i >= 11 and sub(s, i, i + 6) == "HTTP/1." and byte(s, i + 8) == 32 then
+      local v, d1, d2, d3 = byte(s, i + 7), byte(s, i + 9, i + 11)
+      local after = i + 12 <= j and byte(s, i + 12) or 32
+      if v >= 48 and v <= 57 and d1 >= 48 and d1 <= 57 and d2 >= 48 and d2 <= 57 and d3 >= 48 and d3 <= 57
+        and not (after >= 48 and after <= 57) then
+        status = (d1 - 48) * 100 + (d2 - 48) * 10 + (d3 - 48)
+        http10 = v == 48
+      end
+    end
     -- a status under 100 (HTTP/1.1 000) is no HTTP status: a broken answer, as libcurl takes it
     if not status or status < 100 then
       return nil, "network", format("malformed answer from %s (not an HTTP/1.x status line)", where)
     end
-    http10 = v == "0"
     -- headers
-    h.chunked, h.length, h.close, h.keep_alive, h.trace_id, h.retry_after = nil, nil, nil, nil, nil, nil
-    h.rl, h.content_type = nil, nil
     while true do
-      line, kind, err = read_line(r, MAX_HEADER_BYTES - hbytes)
-      if not line then return cut(kind, err, " in its headers") end
-      if line == "" then break end
-      hbytes = hbytes + #line + 2
-      if hbytes > MAX_HEADER_BYTES then return cut("toolong") end
+      s, i, j = next_line(r, MAX_HEADER_BYTES - hbytes)
+      if not s then return cut(where, i, j, " in its headers") end
+      if j < i then break end -- the empty line
+      hbytes = hbytes + (j - i + 1) + 2
+      if hbytes > MAX_HEADER_BYTES then return cut(where, "toolong") end
       -- Only headers starting with X, R, C or T matter here (X-RateLimit-*, X-Trace-Id, X-Request-Id,
       -- Retry-After, Content-Length, Connection, Transfer-Encoding).
-      local c = byte(line, 1)
-      local colon = (c == 88 or c == 120 or c == 82 or c == 114 or c == 67 or c == 99 or c == 84 or c == 116)
-        and find(line, ":", 1, true)
-      if colon then
-        local name = lower(sub(line, 1, colon - 1))
-        do
-          local vs = colon + 1
-          local b = byte(line, vs)
-          while b == 32 or b == 9 do vs = vs + 1 b = byte(line, vs) end
-          local value = sub(line, vs)
-          b = byte(value, -1)
-          if b == 32 or b == 9 then value = match(value, "^(.-)[ \t]*$") end
-          local rl = RL_FIELDS[name]
-          if rl then
+      local c = byte(s, i)
+      if c == 88 or c == 120 or c == 82 or c == 114 or c == 67 or c == 99 or c == 84 or c == 116 then
+        local colon
+        if s == cs and cpos >= i then
+          colon = cpos
+        else
+          colon = find(s, ":", i, true) or math.huge
+          cs, cpos = s, colon
+        end
+        local what
+        if colon <= j then
+          local name = sub(s, i, colon - 1)
+          what = HEADERS[name]
+          if what == nil then what = HEADERS[lower(name)] end
+        end
+        if what then
+          local vs, ve = colon + 1, j
+          local b = byte(s, vs)
+          while vs <= ve and (b == 32 or b == 9) do vs = vs + 1 b = byte(s, vs) end
+          b = byte(s, ve)
+          while ve >= vs and (b == 32 or b == 9) do ve = ve - 1 b = byte(s, ve) end
+          local value = sub(s, vs, ve)
+          if type(what) == "string" then -- a rate-limit header
             local d = plain_number(value)
             if d then
-              local t = h.rl
-              if not t then t = {} h.rl = t end
-              t[rl] = d
+              h[what] = d
+              h.rl = true
             end
-          elseif name == "content-length" then
-            h.length = find(value, "^%d+$") and tonumber(value)
+          elseif what == H_LENGTH then
+            h.length = all_digits(value) and tonumber(value)
             if not h.length then
               return nil, "network", format("answer from %s has a bad Content-Length", where)
             end
-          elseif name == "transfer-encoding" then
+          elseif what == H_ENCODING then
             if find(lower(value), "chunked", 1, true) then h.chunked = true end
-          elseif name == "connection" then
+          elseif what == H_CONNECTION then
             local lv = lower(value)
             if find(lv, "close", 1, true) then h.close = true end
             if find(lv, "keep-alive", 1, true) then h.keep_alive = true end
-          elseif name == "retry-after" then
+          elseif what == H_RETRY then
             local d = plain_number(value)
             if d then
               h.retry_after = d
@@ -428,9 +516,9 @@ local function read_answer(sock, method, max_size, stop_at, where)
                 h.retry_after = left > 0 and left or 0
               end
             end
-          elseif name == "content-type" then
-            h.content_type = sub(value, 1, 127) -- kept for answers returned as bytes
-          elseif name == "x-trace-id" or name == "x-request-id" then
+          elseif what == H_TYPE then
+            h.content_type = #value > 127 and sub(value, 1, 127) or value -- kept for answers returned as bytes
+          else -- H_TRACE
             -- whole: core.finish redacts an echoed token before it cuts the id to its length
             h.trace_id = gsub(value, "%c", "?")
           end
@@ -438,7 +526,10 @@ local function read_answer(sock, method, max_size, stop_at, where)
       end
     end
     if status >= 200 then break end
-    -- 1xx: an interim answer; the real one follows.
+    -- 1xx: an interim answer; the real one follows, with headers of its own.
+    h.chunked, h.length, h.close, h.keep_alive, h.trace_id, h.retry_after = false, false, false, false, false, false
+    h.content_type, h.rl, h.max, h.remaining, h.interval_ms = false, false, false, false, false
+    h.daily_limit, h.daily_remaining = false, false
   end
   h.status = status
 
@@ -450,20 +541,27 @@ local function read_answer(sock, method, max_size, stop_at, where)
   elseif h.chunked then
     local parts, n, size = {}, 0, 0
     while true do
-      local line, kind, err = read_line(r, 1024)
-      if not line then return cut(kind == "toolong" and "network" or kind, err or "malformed chunk") end
+      local cs, ci, cj = next_line(r, 1024)
+      if not cs then return cut(where, ci == "toolong" and "network" or ci, cj or "malformed chunk") end
       -- at most 16 hex digits (libcurl's limit: past it a size no longer fits in 64 bits), then anything to the
-      -- line's end (extensions), as libcurl reads it
-      local hex = match(line, "^%s*(%x+)")
-      local len = hex and #hex <= 16 and tonumber(hex, 16)
+      -- line's end (extensions), as libcurl reads it: white space (as %s), then the hex digits (as %x)
+      local b = byte(cs, ci)
+      while ci <= cj and (b == 32 or (b >= 9 and b <= 13)) do ci = ci + 1 b = byte(cs, ci) end
+      local ce = ci
+      while ce <= cj and ((b >= 48 and b <= 57) or (b >= 97 and b <= 102) or (b >= 65 and b <= 70)) do
+        ce = ce + 1
+        b = byte(cs, ce)
+      end
+      local len = ce > ci and ce - ci <= 16 and tonumber(sub(cs, ci, ce - 1), 16)
       if not len then return nil, "network", format("answer from %s has a malformed chunk", where) end
+      local kind, err
       if len == 0 then
         local tbytes = 0
         repeat -- trailers, within the same cap as the headers
-          line, kind, err = read_line(r, MAX_HEADER_BYTES - tbytes)
-          if not line then return cut(kind, err) end
-          tbytes = tbytes + #line + 2
-        until line == ""
+          cs, ci, cj = next_line(r, MAX_HEADER_BYTES - tbytes)
+          if not cs then return cut(where, ci, cj) end
+          tbytes = tbytes + (cj - ci + 1) + 2
+        until cj < ci
         break
       end
       if size + len > max_size then
@@ -473,12 +571,12 @@ local function read_answer(sock, method, max_size, stop_at, where)
       end
       local data
       data, kind, err = read_bytes(r, len)
-      if not data then return cut(kind, err) end
+      if not data then return cut(where, kind, err) end
       n = n + 1
       parts[n] = data
       size = size + len
-      line, kind, err = read_line(r, 2)
-      if not line then return cut(kind == "toolong" and "network" or kind, err or "malformed chunk") end
+      cs, kind, err = next_line(r, 2)
+      if not cs then return cut(where, kind == "toolong" and "network" or kind, err or "malformed chunk") end
     end
     body = n == 1 and parts[1] or concat(parts)
   elseif h.length then
@@ -488,14 +586,14 @@ local function read_answer(sock, method, max_size, stop_at, where)
     elseif h.length > 0 then
       local kind, err
       body, kind, err = read_bytes(r, h.length)
-      if not body then return cut(kind, err) end
+      if not body then return cut(where, kind, err) end
     end
   else -- no length: the body runs to the end of the connection
     keep = false
     local parts, n, size = {}, 0, 0
     while true do
       local data, kind, err = read_any(r, min(65536, max_size + 1 - size))
-      if not data then return cut(kind, err) end
+      if not data then return cut(where, kind, err) end
       if data == "" then break end
       if size + #data > max_size then h.capped = true break end
       n = n + 1
@@ -512,15 +610,23 @@ end
 
 -- Records the answer's rate-limit headers: last() reports this call's, rate_limit() everything seen.
 local function record(self, ans)
-  local rl = ans and ans.rl
-  if rl then
-    self._remaining, self._interval_ms = rl.remaining, rl.interval_ms
+  if ans and ans.rl then
     local all = self._rl
-    for k, v in pairs(rl) do all[k] = v end
+    local v = ans.max
+    if v then all.max = v end
+    v = ans.remaining
+    if v then all.remaining = v end
+    v = ans.interval_ms
+    if v then all.interval_ms = v end
+    v = ans.daily_limit
+    if v then all.daily_limit = v end
+    v = ans.daily_remaining
+    if v then all.daily_remaining = v end
+    self._remaining, self._interval_ms = ans.remaining or nil, ans.interval_ms or nil
   else
     self._remaining, self._interval_ms = nil, nil
   end
-  self._retry_after = ans and ans.retry_after
+  self._retry_after = ans and ans.retry_after or nil
 end
 
 -- The call through libcurl, for a default-transport client in a start-up phase.
@@ -561,30 +667,30 @@ local function call(self, op, method, path, body, version, tmo, ctype)
   if type(method) ~= "string" or type(path) ~= "string" then
     error("leadconnector: session:call needs op, method and path", 3)
   end
-  if version == nil or version == self._version then
-    version = self._version
-  elseif #version > 64 or find(version, "[\r\n]") then
-    error("leadconnector: bad version", 3)
+  local sec = secrets[self] -- close() from another request forgets it: this call keeps what it needs
+  local mid = sec.mid -- " HTTP/1.1", then the headers every request has, made once per session
+  if version ~= nil and version ~= self._version then
+    if #version > 64 or find(version, "[\r\n]") then error("leadconnector: bad version", 3) end
+    mid = " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version .. "\r\n"
   end
-  if ctype == nil then
-    ctype = "application/json"
-  elseif #ctype > 200 or find(ctype, "%c") then -- a multipart body's type, made by the C core: never a header break
-    error("leadconnector: bad content type", 3)
+  local req
+  if body then
+    local ct = CT_JSON
+    if ctype ~= nil then
+      if #ctype > 200 or find(ctype, "%c") then -- a multipart body's type, made by the C core: never a header break
+        error("leadconnector: bad content type", 3)
+      end
+      ct = "Content-Type: " .. ctype .. "\r\nContent-Length: "
+    end
+    req = method .. sec.pre .. path .. mid .. ct .. #body .. "\r\n\r\n" .. body
+  else
+    if ctype ~= nil and (#ctype > 200 or find(ctype, "%c")) then error("leadconnector: bad content type", 3) end
+    req = method .. sec.pre .. path .. mid .. "\r\n"
   end
   if not (tmo and tmo > 0) then tmo = self._timeout end
   local base = self._base
   local stop_at = now() + tmo
   local where = base.host_header
-
-  local sec = secrets[self] -- close() from another request forgets it: this call keeps what it needs
-  local req
-  if body then
-    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
-      "\r\nContent-Type: " .. ctype .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
-  else
-    req = method .. " " .. base.prefix .. path .. " HTTP/1.1\r\n" .. sec.head .. "Version: " .. version ..
-      "\r\n\r\n"
-  end
 
   local stale = 0
   while true do
@@ -595,7 +701,7 @@ local function call(self, op, method, path, body, version, tmo, ctype)
     end
     local left_ms = floor(left * 1000) + 1
     local sock = tcp()
-    sock:settimeouts(min(left_ms, floor(self._connect_timeout * 1000) + 1), left_ms, left_ms)
+    sock:settimeouts(min(left_ms, self._connect_ms), left_ms, left_ms)
     local ok, err = sock:connect(base.host, base.port, self._connect_opts)
     if not ok then
       record(self, nil)
@@ -639,7 +745,8 @@ local function call(self, op, method, path, body, version, tmo, ctype)
         return nil, e
       end
       -- the token, so that an error answer echoing it never puts it into err.message or err.body
-      return finish(op, ans.status, ans.body, ans.retry_after, ans.trace_id, sec.token, ans.content_type)
+      return finish(op, ans.status, ans.body, ans.retry_after or nil, ans.trace_id or nil, sec.token,
+        ans.content_type or nil)
     end
     sock:close()
     -- A pooled connection the server had already closed: try a fresh one, as libcurl does, but never for a POST
@@ -673,7 +780,7 @@ function Session:set_token(token)
     if not ok then return nil, err end
   end
   s.token = token or nil
-  s.head = s.head0 .. (token and ("Authorization: Bearer " .. token .. "\r\n") or "") .. "Accept: application/json\r\n"
+  set_head(s, token)
   return true
 end
 
