@@ -212,4 +212,99 @@ function M.fresh_state(ctx)
   return true
 end
 
+---------------------------------------------------------------------------
+-- Reporting for bench/profile and bench/profile ngx (callgrind files).
+---------------------------------------------------------------------------
+
+-- Instructions of their own per shared object in one callgrind file, and the annotation text. rename(name): a
+-- clearer name for an object (the interpreter's, say), or nil to keep the name.
+function M.callgrind_objects(file, rename)
+  local ann = M.capture("callgrind_annotate --inclusive=no --threshold=100 --auto=no " .. M.quote(file) ..
+    " 2>/dev/null")
+  local objs = {}
+  for line in ann:gmatch("[^\n]+") do
+    local n, obj = line:match("^%s*([%d,]+) %(.-%)%s+.-%[(.-)%]%s*$")
+    if n then
+      local name = obj:match("([^/]+/core%.so)$") or obj:match("([^/]+)$") or obj
+      name = name:gsub("%.so[%.%d]*$", "")
+      name = rename and rename(name) or name
+      objs[name] = (objs[name] or 0) + tonumber((n:gsub(",", "")))
+    end
+  end
+  return objs, ann
+end
+
+-- lines[1] the header, then the rows (lists of strings): a Markdown table, columns padded to their widest cell.
+function M.md_table(lines)
+  local function len(c) return utf8.len(c) or #c end
+  local widths = {}
+  for _, l in ipairs(lines) do
+    for i, c in ipairs(l) do widths[i] = math.max(widths[i] or 0, len(c)) end
+  end
+  local out = {}
+  for k, l in ipairs(lines) do
+    local cells = {}
+    for i, c in ipairs(l) do cells[i] = c .. string.rep(" ", widths[i] - len(c)) end
+    out[#out + 1] = "| " .. table.concat(cells, " | ") .. " |"
+    if k == 1 then
+      local sep = {}
+      for i = 1, #l do sep[i] = string.rep("-", widths[i]) end
+      out[#out + 1] = "| " .. table.concat(sep, " | ") .. " |"
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+-- Writes one row's instructions per shared object beside its baseline's (per request), largest difference first.
+-- heading: the line above the table; base_id, id: the two columns' names; raw, lc: { object = instructions }.
+function M.write_split(heading, base_id, id, raw, lc)
+  local names, seen = {}, {}
+  for name in pairs(lc) do names[#names + 1] = name seen[name] = true end
+  for name in pairs(raw) do if not seen[name] then names[#names + 1] = name end end
+  table.sort(names, function(x, y)
+    local dx, dy = (lc[x] or 0) - (raw[x] or 0), (lc[y] or 0) - (raw[y] or 0)
+    if dx ~= dy then return dx > dy end
+    return x < y
+  end)
+  io.write("\n", heading, "\n\n")
+  local w0 = 28
+  for _, name in ipairs(names) do w0 = math.max(w0, #name) end
+  local w1, w2 = math.max(12, #base_id), math.max(12, #id)
+  local fmt = "| %-" .. w0 .. "s | %" .. w1 .. "s | %" .. w2 .. "s | %12s |\n"
+  local function num(v, signed)
+    v = math.floor(v + 0.5)
+    if v == 0 then return "0" end
+    return string.format(signed and "%+d" or "%d", v)
+  end
+  io.write(string.format(fmt, "object", base_id, id, "difference"))
+  io.write(string.format("| %s | %s | %s | %s |\n", string.rep("-", w0), string.rep("-", w1), string.rep("-", w2),
+    string.rep("-", 12)))
+  local tl, tr = 0, 0
+  for _, name in ipairs(names) do
+    local l, r = lc[name] or 0, raw[name] or 0
+    tl, tr = tl + l, tr + r
+    if math.abs(l) >= 50 or math.abs(r) >= 50 then
+      io.write(string.format(fmt, name, num(r), num(l), num(l - r, true)))
+    end
+  end
+  io.write(string.format(fmt, "total", num(tr), num(tl), num(tl - tr, true)))
+end
+
+-- Writes the heading, then the first n functions of a callgrind_annotate text (the lines after its "Ir" header).
+function M.write_top(heading, text, n)
+  io.write("\n", heading, "\n")
+  local k, started = 0, false
+  for line in text:gmatch("[^\n]+") do
+    if started then
+      if line:match("^%s*[%d,]+") then
+        io.write("  ", (line:gsub("%s+$", "")), "\n")
+        k = k + 1
+        if k >= n then break end
+      end
+    elseif line:match("^Ir%s") then
+      started = true
+    end
+  end
+end
+
 return M

@@ -211,21 +211,12 @@ local function count(row, n)
   return total, file
 end
 
--- Instructions of their own per shared object, from one callgrind file.
+-- Instructions of their own per shared object, from one callgrind file (and the annotation).
 local function by_object(file)
-  local ann = capture("callgrind_annotate --inclusive=no --threshold=100 --auto=no " .. q(file) .. " 2>/dev/null")
-  local objs = {}
-  for line in ann:gmatch("[^\n]+") do
-    local n, obj = line:match("^%s*([%d,]+) %(.-%)%s+.-%[(.-)%]%s*$")
-    if n then
-      local name = obj:match("([^/]+/core%.so)$") or obj:match("([^/]+)$") or obj
-      name = name:gsub("%.so[%.%d]*$", "")
-      if name == "libluajit-5.1" then name = "libluajit-5.1 (interpreter, runtime)" end
-      if name == "???" then name = "??? (JIT-compiled traces)" end -- machine code LuaJIT wrote: no object
-      objs[name] = (objs[name] or 0) + tonumber((n:gsub(",", "")))
-    end
-  end
-  return objs, ann
+  return lib.callgrind_objects(file, function(name)
+    if name == "libluajit-5.1" then return "libluajit-5.1 (interpreter, runtime)" end
+    if name == "???" then return "??? (JIT-compiled traces)" end -- machine code LuaJIT wrote: no object
+  end)
 end
 
 local function rows_for(call)
@@ -298,70 +289,15 @@ local function main()
     end
   end
 
-  local widths = {}
-  for _, l in ipairs(lines) do for i, c in ipairs(l) do widths[i] = math.max(widths[i] or 0, #c) end end
-  local out = {}
-  for k, l in ipairs(lines) do
-    local cells = {}
-    for i, c in ipairs(l) do cells[i] = c .. string.rep(" ", widths[i] - #c) end
-    out[#out + 1] = "| " .. table.concat(cells, " | ") .. " |"
-    if k == 1 then
-      local sep = {}
-      for i = 1, #l do sep[i] = string.rep("-", widths[i]) end
-      out[#out + 1] = "| " .. table.concat(sep, " | ") .. " |"
-    end
-  end
   io.write(string.format("\nInstructions per call inside nginx (callgrind, one worker, LuaJIT with its JIT; " ..
-    "%d calls beyond the first %d, %s)\n\n", N, BASE, os.date("!%Y-%m-%d")), table.concat(out, "\n"), "\n")
+    "%d calls beyond the first %d, %s)\n\n", N, BASE, os.date("!%Y-%m-%d")), lib.md_table(lines), "\n")
   for _, row in ipairs(splits) do
-    local lc, raw = per_object[row.id], per_object[row.base]
-    local names, seen = {}, {}
-    for name in pairs(lc) do names[#names + 1] = name seen[name] = true end
-    for name in pairs(raw) do if not seen[name] then names[#names + 1] = name end end
-    table.sort(names, function(x, y)
-      local dx, dy = (lc[x] or 0) - (raw[x] or 0), (lc[y] or 0) - (raw[y] or 0)
-      if dx ~= dy then return dx > dy end
-      return x < y
-    end)
-    io.write("\nWhere the instructions go, per call, ", row.label, " vs ", row.base,
-      " (by shared object, own instructions):\n\n")
-    local w0 = 36
-    for _, name in ipairs(names) do w0 = math.max(w0, #name) end
-    local w1, w2 = math.max(12, #row.base), math.max(12, #row.id)
-    local fmt = "| %-" .. w0 .. "s | %" .. w1 .. "s | %" .. w2 .. "s | %12s |\n"
-    local function num(v, signed)
-      v = math.floor(v + 0.5)
-      if v == 0 then return "0" end
-      return string.format(signed and "%+d" or "%d", v)
-    end
-    io.write(string.format(fmt, "object", row.base, row.id, "difference"))
-    io.write(string.format("| %s | %s | %s | %s |\n", string.rep("-", w0), string.rep("-", w1), string.rep("-", w2),
-      string.rep("-", 12)))
-    local tl, tr = 0, 0
-    for _, name in ipairs(names) do
-      local l, r = lc[name] or 0, raw[name] or 0
-      tl, tr = tl + l, tr + r
-      if math.abs(l) >= 50 or math.abs(r) >= 50 then
-        io.write(string.format(fmt, name, num(r), num(l), num(l - r, true)))
-      end
-    end
-    io.write(string.format(fmt, "total", num(tr), num(tl), num(tl - tr, true)))
+    lib.write_split("Where the instructions go, per call, " .. row.label .. " vs " .. row.base ..
+      " (by shared object, own instructions):", row.base, row.id, per_object[row.base], per_object[row.id])
   end
   for _, a in ipairs(annotations) do
-    io.write("\nTop ", TOP, " functions by own instructions, ", a.row.label, " (whole run of ", BASE + N,
-      " calls; all of it in bench/out/profile-ngx-", a.row.id, ".txt):\n")
-    local n, started = 0, false
-    for line in a.text:gmatch("[^\n]+") do
-      if started then
-        if line:match("^%s*[%d,]+") then
-          io.write("  ", (line:gsub("%s+$", "")), "\n")
-          n = n + 1
-          if n >= TOP then break end
-        end
-      elseif line:match("^Ir%s") then
-        started = true
-      end
-    end
+    lib.write_top(("Top %d functions by own instructions, %s (whole run of %d calls; all of it in " ..
+      "bench/out/profile-ngx-%s.txt):"):format(TOP, a.row.label, BASE + N, a.row.id), a.text, TOP)
   end
   return true
 end
