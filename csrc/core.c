@@ -13,9 +13,7 @@
 
 /** core.now() -> seconds from a monotonic clock (for deadlines and backoff). */
 static int l_now(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  lua_pushnumber(L, (lua_Number)lc_monotonic());
   return 1;
 }
 

@@ -41,12 +41,6 @@ static int push_errno(lua_State *L, const char *what, const char *path, int e) {
   return 2;
 }
 
-static double mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int l_fs_lock(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   double timeout = luaL_optnumber(L, 2, 0), stop;
@@ -57,7 +51,7 @@ static int l_fs_lock(lua_State *L) {
   l->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (l->fd < 0) return push_errno(L, "cannot open lock file", path, errno);
   if (timeout > 3600) timeout = 3600;
-  stop = mono() + (timeout > 0 ? timeout : 0);
+  stop = lc_monotonic() + (timeout > 0 ? timeout : 0);
   for (;;) {
     struct timespec ts = {0, 2000000}; /* 2 ms between tries */
     if (flock(l->fd, LOCK_EX | LOCK_NB) == 0) return 1;
@@ -66,7 +60,7 @@ static int l_fs_lock(lua_State *L) {
       fslock_release(l);
       return push_errno(L, "cannot lock", path, e);
     }
-    if (mono() >= stop) {
+    if (lc_monotonic() >= stop) {
       fslock_release(l);
       lua_pushnil(L);
       lua_pushfstring(L, "timeout: %s stayed locked by another process", path);
@@ -92,7 +86,7 @@ static int l_fs_write(lua_State *L) {
   luaL_buffinit(L, &b);
   luaL_addlstring(&b, path, plen);
   /* via long long: the microseconds of the monotonic clock do not fit an int */
-  lua_pushfstring(L, ".tmp.%d.%d", (int)getpid(), (int)((long long)(mono() * 1e6) & 0x7fffffff));
+  lua_pushfstring(L, ".tmp.%d.%d", (int)getpid(), (int)((long long)(lc_monotonic() * 1e6) & 0x7fffffff));
   luaL_addvalue(&b);
   luaL_pushresult(&b);
   tmp = (char *)lua_tostring(L, -1); /* stays alive on the stack */

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 #include "compat.h"
 
 #define LC_VERSION "0.1.0"
@@ -66,6 +67,13 @@ static inline void lc_line_add(lc_line *l, const char *s, size_t n) {
   l->s[l->n] = '\0';
 }
 #define lc_line_adds(l, s) lc_line_add((l), (s), strlen(s))
+
+/* The one clock of deadlines, backoff, lock waits and the process limiter's store (core.now): monotonic seconds. */
+static inline double lc_monotonic(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* json.c */
 void lc_json_init(lua_State *L);                 /* loads cjson, keeps a private instance */

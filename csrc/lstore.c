@@ -16,7 +16,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lc.h"
 
@@ -141,9 +140,7 @@ static int s_now(lua_State *L) {
     lua_call(L, 0, 1);
     s->cur = (double)luaL_checknumber(L, -1);
   } else {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    s->cur = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    s->cur = lc_monotonic();
   }
   lua_pushnumber(L, (lua_Number)s->cur);
   return 1;
