@@ -31,9 +31,12 @@ run_busted() { # label, then the command that runs busted (its output is parsed 
   else
     set -- $line
     passed=$((passed + $1)); failed=$((failed + $4 + $7)); skipped=$((skipped + ${10}))
-    # busted prints "Failure -> spec/x_spec.lua @ 12" (or "Error -> ...") and the test's full name on the next line.
+    # busted prints "Failure -> spec/x_spec.lua @ 12" (or "Error -> ..."), the test's full name on the next line, then
+    # the message: the first 6 lines of it go with the name, so a CI log's tail says why as well as what.
     sed 's/\x1b\[[0-9;]*m//g' "$out" | awk -v l="$label" \
-      '/^(Failure|Error) (->|→) /{ loc=$0; sub(/^[A-Za-z]+ (->|→) /, "", loc); getline name; print l ": " loc ": " name }' >>"$failures"
+      '/^(Failure|Error) (->|→) /{ loc=$0; sub(/^[A-Za-z]+ (->|→) /, "", loc); getline name; print l ": " loc ": " name; n=6; next }
+       n > 0 && /^$/ { n=0; next }
+       n > 0 { print "    " substr($0, 1, 300); n-- }' >>"$failures"
     [ "$rc" -eq 0 ] || [ $(($4 + $7)) -gt 0 ] || { echo "!! $label: busted exited $rc"; broken=$((broken + 1)); }
   fi
   rm -f "$out"
