@@ -27,6 +27,7 @@
 
 typedef struct {
   char name[NAME_LEN];
+  size_t len;
   double v, e; /* value, expiry time */
 } named;
 
@@ -67,12 +68,16 @@ static named *name_of(lua_State *L, lstore *s, int idx, int make) {
   const char *k = luaL_checklstring(L, idx, &len);
   int i;
   if (len >= NAME_LEN) luaL_error(L, "leadconnector.limiter: key name too long");
+  /* about a dozen lookups a call: the first byte and the length tell the algorithm's names apart ("q", "m", ...)
+   * before any memcmp */
   for (i = 0; i < s->nnames; i++) {
-    if (memcmp(s->names[i].name, k, len + 1) == 0) return &s->names[i];
+    const named *n = &s->names[i];
+    if (n->name[0] == k[0] && n->len == len && memcmp(n->name, k, len) == 0) return &s->names[i];
   }
   if (!make) return NULL;
   if (s->nnames == NAMES_MAX) luaL_error(L, "leadconnector.limiter: too many key names");
   memcpy(s->names[s->nnames].name, k, len + 1);
+  s->names[s->nnames].len = len;
   s->names[s->nnames].e = -HUGE_VAL;
   return &s->names[s->nnames++];
 }
