@@ -199,3 +199,51 @@ describe("a Redis outage: a reduced local budget, then the shared one again #slo
     assert.equals(0, (count_429(sb)))
   end)
 end)
+
+describe("a batch on Redis: one script call to take a round's numbers and one for its answers #slow", function()
+  local limiter = require "leadconnector.limiter"
+  local sb, rd, c
+
+  lazy_setup(function()
+    sb = helpers.start_sandbox { rate_limit = LIM, rate_interval_ms = WIN * 1000, args = { "--rate-window", "sliding" } }
+    rd = h.redis()
+    c = lch.client(sb, { limiter = limiter.redis { port = rd.port, key = "spec55-batch" } })
+  end)
+  lazy_teardown(function()
+    if c then c:close() end
+    if rd then rd.stop() end
+    if sb then sb:stop() end
+  end)
+
+  local function script_calls()
+    local n = 0
+    for name, calls in tostring(rd.cli("INFO", "commandstats")):gmatch("cmdstat_(%w+):calls=(%d+)") do
+      if name == "evalsha" or name == "eval" then n = n + tonumber(calls) end
+    end
+    return n
+  end
+
+  it("8 calls in one round of 8: two round trips to Redis, not nine; the shared budget still exact", function()
+    assert(c:get_message("msg_demo_1")) -- the script loaded, the session's figures seen
+    assert.equals("OK", rd.cli("CONFIG", "RESETSTAT"))
+    local calls = {}
+    for i = 1, 8 do calls[i] = { "get_message", "msg_demo_1" } end
+    local res = c:batch(calls, { concurrency = 8 })
+    for i = 1, 8 do assert.truthy(res[i].value, tostring(res[i].err)) end
+    assert.equals(2, script_calls())
+    -- the budget has 20 - 9 left in this window: 11 more go at once, and a 21st must wait for the window
+    local t0 = core.now()
+    local more = {}
+    for i = 1, 11 do more[i] = { "get_message", "msg_demo_1" } end
+    res = c:batch(more, { concurrency = 11 })
+    for i = 1, 11 do assert.truthy(res[i].value, tostring(res[i].err)) end
+    assert.is_true(core.now() - t0 < 1, "the round waited: its numbers were not free")
+    local v, err = c:get_message("msg_demo_1", { deadline = 0.5 })
+    assert.is_nil(v)
+    assert.equals("rate_limited", err.kind, tostring(err))
+    assert.is_false(err.request_sent)
+    local n429, n = count_429(sb)
+    assert.equals(0, n429)
+    assert.equals(20, n)
+  end)
+end)

@@ -512,16 +512,15 @@ function Client:batch(calls, opts)
     end
     t = now()
     if lim then
-      -- Each answer ends its number's window. The smallest Remaining of the round (they finish in any order)
-      -- goes with the round's first number, the earliest taken.
+      -- Each answer ends its number's window, all in one limiter operation for the round (one EVALSHA on Redis).
+      -- The smallest Remaining of the round (they finish in any order) goes with its first number, the earliest.
+      local list = {}
       for k = 1, #round do
         local e = errors[k]
-        if k == 1 then
-          lim:done(tickets[2], ta, e and e.status, remaining, interval_ms, e and e.retry_after, session)
-        else
-          lim:done(tickets[k + 1], ta, e and e.status, nil, interval_ms, e and e.retry_after, nil)
-        end
+        local j = 3 * k
+        list[j - 2], list[j - 1], list[j] = tickets[k + 1], e and e.status or false, e and e.retry_after or false
       end
+      lim:done_round(ta, list, remaining, interval_ms, session)
     end
     local delay = 0
     local memo = {} -- the 401 rule's answer for this round's token, asked once (reauth)

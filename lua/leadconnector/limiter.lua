@@ -207,6 +207,17 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
   return 0
 end
 
+-- done_round(a): the answers of one batch round, all sent at a[1] (ta): a = { ta, rem, int_ms, max, daily_remaining,
+-- n1, status1, retry_after1, n2, status2, retry_after2, ... }. The same as done for each number in turn, the round's
+-- Remaining and the session's figures going with the first (the round's earliest number): one store operation for
+-- the round, so one EVALSHA in Redis instead of one per answer.
+function A.done_round(a)
+  local ta, rem, int_ms, mx, dr = a[1], a[2], a[3], a[4], a[5]
+  A.done(a[6], ta, a[7], rem, int_ms, a[8], mx, dr)
+  for i = 9, #a, 3 do A.done(a[i], ta, a[i + 1], -1, int_ms, a[i + 2], -1, -1) end
+  return 0
+end
+
 -- wait(): how long a new send would wait now (for client:rate_limit()).
 function A.wait()
   local t = S.now()
@@ -405,6 +416,7 @@ for i = 2, #ARGV do a[i - 1] = tonumber(ARGV[i]) end
 local r
 if op == 'acquire' then r = { A.acquire(a[1], a[2], a[3]) }
 elseif op == 'done' then r = { A.done(a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]) }
+elseif op == 'done_round' then r = { A.done_round(a) }
 elseif op == 'cancel' then A.cancel(a[1]) r = { 0 }
 elseif op == 'wait' then r = { A.wait() }
 else return redis.error_reply('leadconnector limiter: unknown operation') end
@@ -564,6 +576,49 @@ function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session
   call_op(self, fb, "done", fb and -n or n, ta, status or (remaining and 200) or 0, remaining or -1, int, ra, mx, dr)
 end
 
+-- At most this many answers per done_round: Redis's Lua unpacks arguments onto a C stack of 8,000 places.
+local ROUND_CHUNK = 500
+
+--- The answers of one batch round came (tickets taken together at ta): list = { n1, status1, retry_after1, ... },
+-- status nil for a success or when no answer came, retry_after nil where absent; remaining and interval_ms what
+-- the round's answers said (the smallest Remaining), session as for done. The same as done for each, in order
+-- (Remaining and the session's figures with the first), in one store operation per ROUND_CHUNK answers.
+function Handle:done_round(ta, list, remaining, interval_ms, session)
+  local count = #list / 3
+  if count == 0 then return end
+  local mx, dr = -1, -1
+  local k = self.answers
+  self.answers = k + count
+  if session and (not self.max_seen or list[2] == 429 or remaining == 0 or floor((k + count) / 32) > floor(k / 32)) then
+    local rl = session:rate_limit()
+    mx, dr = sane_max(rl.max) or -1, rl.daily_remaining or -1
+    if mx > 0 then self.max_seen = mx end
+  end
+  local int = -1
+  if interval_ms and interval_ms > 0 and interval_ms <= MAX_WAIT_MS then
+    int = interval_ms
+    self.interval_seen = int
+  end
+  local fb = list[1] < 0
+  if fb then mx = -1 end -- the fallback keeps its reduced Max
+  local first = true
+  for c0 = 1, #list, 3 * ROUND_CHUNK do
+    local a = { ta, first and (remaining or -1) or -1, int, first and mx or -1, first and dr or -1 }
+    for i = c0, min(#list, c0 + 3 * ROUND_CHUNK - 1), 3 do
+      local n, status, ra = list[i], list[i + 1], list[i + 2]
+      a[#a + 1] = fb and -n or n
+      a[#a + 1] = status or (first and i == 1 and remaining and 200) or 0
+      a[#a + 1] = ra and sane_wait(ra) or -1
+    end
+    if self.algo then
+      self.algo.done_round(a)
+    else
+      call_op(self, fb, "done_round", a)
+    end
+    first = false
+  end
+end
+
 function Handle:cancel(n)
   if self.algo then return self.algo.cancel(n) end
   local fb = n < 0
@@ -656,6 +711,7 @@ function M.redis(opts)
   local conn -- plain Lua: one connection kept open; in nginx one from the pool per operation
   local function exec(_, h, op, ...)
     local args = { op, ... }
+    if op == "done_round" then args = { op, unpack(args[2]) } end -- its one argument, a list, as ARGV
     for i = 2, #args do args[i] = format("%.17g", args[i]) end
     local c, err
     local pooled = in_nginx and require("leadconnector.ngx").cosockets_allowed()
