@@ -119,6 +119,21 @@ describe("the leadconnector command", function()
       assert.same(cjson.decode(one), cjson.decode(pretty))
     end)
 
+    it("empty arrays print as [] (attachments, a search that finds nothing), empty objects as {}", function()
+      if needs_catalogue() then return end
+      local rc, out, err = run({ "get-message", "msg_demo_1" }, env)
+      assert.equal(0, rc, err)
+      assert.truthy(out:find('"attachments":[]', 1, true), out)
+      assert.truthy(out:find('"meta":{}', 1, true), out)
+      rc, out, err = run({ "search-conversations", "--locationId", "loc_sandbox", "--contactId", "contact_nobody" }, env)
+      assert.equal(0, rc, err)
+      assert.truthy(out:find('"conversations":[]', 1, true), out)
+      rc, out, err = run({ "search-conversations", "--locationId", "loc_sandbox", "--contactId", "contact_nobody",
+        "--pretty" }, env)
+      assert.equal(0, rc, err)
+      assert.truthy(out:find('"conversations": []', 1, true), out)
+    end)
+
     it("get-conversation prints the conversation", function()
       local rc, out = run({ "get-conversation", "conv_demo_1" }, env)
       assert.equal(0, rc)

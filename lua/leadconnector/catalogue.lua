@@ -2,6 +2,7 @@
 -- scripts/catalogue_overrides.lua (make catalogue). Do not edit by hand: change the overrides and regenerate.
 -- The operations of API.md §4, in its order; the format is described in README "The operation catalogue".
 return {
+  answer_arrays = { "attachmentUrls", "attachments", "bcc", "cc", "conversations", "emailBcc", "emailCc", "messageIds", "messages", "recipients", "twilioMediaSids" },
   iterators = {
     {
       name = "each_message",
