@@ -576,13 +576,11 @@ function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session
   call_op(self, fb, "done", fb and -n or n, ta, status or (remaining and 200) or 0, remaining or -1, int, ra, mx, dr)
 end
 
--- At most this many answers per done_round: Redis's Lua unpacks arguments onto a C stack of 8,000 places.
-local ROUND_CHUNK = 500
-
 --- The answers of one batch round came (tickets taken together at ta): list = { n1, status1, retry_after1, ... },
--- status nil for a success or when no answer came, retry_after nil where absent; remaining and interval_ms what
--- the round's answers said (the smallest Remaining), session as for done. The same as done for each, in order
--- (Remaining and the session's figures with the first), in one store operation per ROUND_CHUNK answers.
+-- status false/nil for a success or when no answer came, retry_after false/nil where absent; remaining and
+-- interval_ms what the round's answers said (the smallest Remaining), session as for done. The same as done for
+-- each, in order (Remaining and the session's figures with the first), in one store operation. A round holds at
+-- most the batch's 256 calls: 5 + 3 x 256 script arguments, far inside what Redis's Lua can unpack (8,000).
 function Handle:done_round(ta, list, remaining, interval_ms, session)
   local count = #list / 3
   if count == 0 then return end
@@ -601,21 +599,17 @@ function Handle:done_round(ta, list, remaining, interval_ms, session)
   end
   local fb = list[1] < 0
   if fb then mx = -1 end -- the fallback keeps its reduced Max
-  local first = true
-  for c0 = 1, #list, 3 * ROUND_CHUNK do
-    local a = { ta, first and (remaining or -1) or -1, int, first and mx or -1, first and dr or -1 }
-    for i = c0, min(#list, c0 + 3 * ROUND_CHUNK - 1), 3 do
-      local n, status, ra = list[i], list[i + 1], list[i + 2]
-      a[#a + 1] = fb and -n or n
-      a[#a + 1] = status or (first and i == 1 and remaining and 200) or 0
-      a[#a + 1] = ra and sane_wait(ra) or -1
-    end
-    if self.algo then
-      self.algo.done_round(a)
-    else
-      call_op(self, fb, "done_round", a)
-    end
-    first = false
+  local a = { ta, remaining or -1, int, mx, dr }
+  for i = 1, #list, 3 do
+    local n, status, ra = list[i], list[i + 1], list[i + 2]
+    a[#a + 1] = fb and -n or n
+    a[#a + 1] = status or (i == 1 and remaining and 200) or 0
+    a[#a + 1] = ra and sane_wait(ra) or -1
+  end
+  if self.algo then
+    self.algo.done_round(a)
+  else
+    call_op(self, fb, "done_round", a)
   end
 end
 
