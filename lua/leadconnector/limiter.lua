@@ -587,7 +587,11 @@ function Handle:done_round(ta, list, remaining, interval_ms, session)
   local mx, dr = -1, -1
   local k = self.answers
   self.answers = k + count
-  if session and (not self.max_seen or list[2] == 429 or remaining == 0 or floor((k + count) / 32) > floor(k / 32)) then
+  local refresh = session and (not self.max_seen or remaining == 0 or floor((k + count) / 32) > floor(k / 32))
+  if session and not refresh then -- as done does after a 429, whichever answer of the round it was
+    for i = 2, #list, 3 do if list[i] == 429 then refresh = true break end end
+  end
+  if refresh then
     local rl = session:rate_limit()
     mx, dr = sane_max(rl.max) or -1, rl.daily_remaining or -1
     if mx > 0 then self.max_seen = mx end
