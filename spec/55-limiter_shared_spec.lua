@@ -126,35 +126,44 @@ describe("one budget across machines (Redis) #slow #lua54only #nginx", function(
   end)
 end)
 
-describe("a Redis outage: a reduced local budget, then the shared one again #slow", function()
-  local limiter = require "leadconnector.limiter"
-  local sb, rd, c, logged
-  local seq_key = "{lc:limit:spec55-outage}:q"
-
+-- Inside a describe: the strict sandbox, a redis-server and one plain-Lua client on it, made by
+-- client_opts(redis port) (the client's options); torn down after the describe. Returns { sb, rd, c }.
+local function redis_client_suite(client_opts)
+  local s = {}
   lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = LIM, rate_interval_ms = WIN * 1000, args = { "--rate-window", "sliding" } }
-    rd = h.redis()
-    logged = {}
-    c = lch.client(sb, { max_retries = 0, deadline = 30, limiter = limiter.redis { port = rd.port, key = "spec55-outage",
-      timeout_ms = 50, fallback_share = 0.25, probe_interval = 0.2, log = function(m) logged[#logged + 1] = m end } })
+    s.sb = helpers.start_sandbox { rate_limit = LIM, rate_interval_ms = WIN * 1000, args = { "--rate-window", "sliding" } }
+    s.rd = h.redis()
+    s.c = lch.client(s.sb, client_opts(s.rd.port))
   end)
   lazy_teardown(function()
-    if c then c:close() end
-    if rd then rd.stop() end
-    if sb then sb:stop() end
+    if s.c then s.c:close() end
+    if s.rd then s.rd.stop() end
+    if s.sb then s.sb:stop() end
+  end)
+  return s
+end
+
+describe("a Redis outage: a reduced local budget, then the shared one again #slow", function()
+  local limiter = require "leadconnector.limiter"
+  local logged = {}
+  local seq_key = "{lc:limit:spec55-outage}:q"
+  local s = redis_client_suite(function(port)
+    return { max_retries = 0, deadline = 30, limiter = limiter.redis { port = port, key = "spec55-outage",
+      timeout_ms = 50, fallback_share = 0.25, probe_interval = 0.2, log = function(m) logged[#logged + 1] = m end } }
   end)
 
   -- Calls for `seconds`; how many went out.
   local function send_for(seconds)
     local n, t_end = 0, core.now() + seconds
     while core.now() < t_end do
-      local v, err = c:get_message("msg_demo_1", { deadline = math.max(0.05, t_end - core.now()) })
+      local v, err = s.c:get_message("msg_demo_1", { deadline = math.max(0.05, t_end - core.now()) })
       if v then n = n + 1 else assert.equals("rate_limited", err.kind, tostring(err)) end
     end
     return n
   end
 
   it("paused (CLIENT PAUSE), killed and restarted, its scripts flushed: never unthrottled, never a 429", function()
+    local sb, rd, c = s.sb, s.rd, s.c
     -- healthy: the shared budget, in Redis
     assert(c:get_message("msg_demo_1"))
     local q0 = tonumber(rd.cli("GET", seq_key))
@@ -202,28 +211,18 @@ end)
 
 describe("a batch on Redis: one script call to take a round's numbers and one for its answers #slow", function()
   local limiter = require "leadconnector.limiter"
-  local sb, rd, c
-
-  lazy_setup(function()
-    sb = helpers.start_sandbox { rate_limit = LIM, rate_interval_ms = WIN * 1000, args = { "--rate-window", "sliding" } }
-    rd = h.redis()
-    c = lch.client(sb, { limiter = limiter.redis { port = rd.port, key = "spec55-batch" } })
-  end)
-  lazy_teardown(function()
-    if c then c:close() end
-    if rd then rd.stop() end
-    if sb then sb:stop() end
-  end)
+  local s = redis_client_suite(function(port) return { limiter = limiter.redis { port = port, key = "spec55-batch" } } end)
 
   local function script_calls()
     local n = 0
-    for name, calls in tostring(rd.cli("INFO", "commandstats")):gmatch("cmdstat_(%w+):calls=(%d+)") do
+    for name, calls in tostring(s.rd.cli("INFO", "commandstats")):gmatch("cmdstat_(%w+):calls=(%d+)") do
       if name == "evalsha" or name == "eval" then n = n + tonumber(calls) end
     end
     return n
   end
 
   it("8 calls in one round of 8: two round trips to Redis, not nine; the shared budget still exact", function()
+    local sb, rd, c = s.sb, s.rd, s.c
     assert(c:get_message("msg_demo_1")) -- the script loaded, the session's figures seen
     assert.equals("OK", rd.cli("CONFIG", "RESETSTAT"))
     local calls = {}

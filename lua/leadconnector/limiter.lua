@@ -549,23 +549,30 @@ function Handle:acquire(stop_at, sleep, tmo, count)
   end
 end
 
---- The answer to ticket n (taken at ta) came: status is the HTTP status of an error answer (nil for a success
--- or when no answer came), then what its headers said (nil where absent). session: for Max and the daily count.
-function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session)
-  local mx, dr = -1, -1
-  local k = self.answers + 1
-  self.answers = k
-  if session and (not self.max_seen or status == 429 or remaining == 0 or k % 32 == 0) then
+-- What `count` new answers (one of them a 429 when saw_429) tell the store besides their statuses: Max and the
+-- daily count from the session (read on the first answer, after a 429 or Remaining 0, and every 32nd answer),
+-- and the interval when plausible; -1 for each one not told.
+local function answer_figures(self, count, saw_429, remaining, interval_ms, session)
+  local mx, dr, int = -1, -1, -1
+  local k = self.answers
+  self.answers = k + count
+  if session and (not self.max_seen or saw_429 or remaining == 0 or floor((k + count) / 32) > floor(k / 32)) then
     local rl = session:rate_limit()
     mx, dr = sane_max(rl.max) or -1, rl.daily_remaining or -1
     if mx > 0 then self.max_seen = mx end
   end
-  local int, ra = -1, -1
-  if interval_ms and interval_ms > 0 and interval_ms <= MAX_WAIT_MS then -- sane_interval, written out
+  if interval_ms and interval_ms > 0 and interval_ms <= MAX_WAIT_MS then
     int = interval_ms
     self.interval_seen = int
   end
-  if retry_after then ra = sane_wait(retry_after) or -1 end
+  return mx, dr, int
+end
+
+--- The answer to ticket n (taken at ta) came: status is the HTTP status of an error answer (nil for a success
+-- or when no answer came), then what its headers said (nil where absent). session: for Max and the daily count.
+function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session)
+  local mx, dr, int = answer_figures(self, 1, status == 429, remaining, interval_ms, session)
+  local ra = retry_after and sane_wait(retry_after) or -1
   local algo = self.algo
   if algo then
     algo.done(n, ta, status or (remaining and 200) or 0, remaining or -1, int, ra, mx, dr)
@@ -584,23 +591,9 @@ end
 function Handle:done_round(ta, list, remaining, interval_ms, session)
   local count = #list / 3
   if count == 0 then return end
-  local mx, dr = -1, -1
-  local k = self.answers
-  self.answers = k + count
-  local refresh = session and (not self.max_seen or remaining == 0 or floor((k + count) / 32) > floor(k / 32))
-  if session and not refresh then -- as done does after a 429, whichever answer of the round it was
-    for i = 2, #list, 3 do if list[i] == 429 then refresh = true break end end
-  end
-  if refresh then
-    local rl = session:rate_limit()
-    mx, dr = sane_max(rl.max) or -1, rl.daily_remaining or -1
-    if mx > 0 then self.max_seen = mx end
-  end
-  local int = -1
-  if interval_ms and interval_ms > 0 and interval_ms <= MAX_WAIT_MS then
-    int = interval_ms
-    self.interval_seen = int
-  end
+  local saw_429 = false
+  for i = 2, #list, 3 do if list[i] == 429 then saw_429 = true break end end
+  local mx, dr, int = answer_figures(self, count, saw_429, remaining, interval_ms, session)
   local fb = list[1] < 0
   if fb then mx = -1 end -- the fallback keeps its reduced Max
   local a = { ta, remaining or -1, int, mx, dr }
