@@ -104,3 +104,69 @@ for _, which in ipairs { "c", "lua" } do
       end)
   end)
 end
+
+-- The algorithm itself over this store, on a clock of its own: what one answer costs it. A sender alone on its
+-- budget at the API's rate (100 per 10 s, every answer saying Remaining) must not read every slot of the window on
+-- every answer to learn that nobody else spends the budget (it did: about 100 reads an answer, and as many script
+-- calls inside Redis); and when somebody else does, the next answer must still find it.
+for _, which in ipairs { "c", "lua" } do
+  describe("the algorithm's cost per answer (" .. which .. " store)", function()
+    local load_chunk = loadstring or load -- luacheck: ignore 113
+    local M, W = 100, 10 -- the budget: 100 sends per 10 s
+
+    local function sender()
+      local self = { t = 5000, reads = 0, arrivals = {}, foreign = {} }
+      local S = limiter._stores[which](function() return self.t end)
+      local get = S.get
+      S.get = function(k) self.reads = self.reads + 1 return get(k) end
+      self.A = assert(load_chunk(limiter._ALGO, "=leadconnector.limiter"))(S)
+      self.S = S
+      -- the server's count: the sends (ours and others') that arrived in the last W seconds
+      function self.remaining()
+        local n = 0
+        for _, at in ipairs(self.arrivals) do if at > self.t - W then n = n + 1 end end
+        for _, at in ipairs(self.foreign) do if at > self.t - W then n = n + 1 end end
+        return M - n
+      end
+      -- one call: acquire (waiting on the clock), the request arrives, the answer comes 5 ms later
+      function self.call()
+        local wait, ta, n = self.A.acquire(0, 1, 30)
+        while wait > 0 do
+          self.t = self.t + wait
+          wait, ta, n = self.A.acquire(n, 1, 30)
+        end
+        self.arrivals[#self.arrivals + 1] = self.t
+        self.t = self.t + 0.005
+        local before = self.reads
+        self.A.done(n, ta, 200, self.remaining(), W * 1000, -1, M, -1)
+        return self.reads - before
+      end
+      return self
+    end
+
+    it("alone on its budget, an answer reads a few slots, not the window's", function()
+      local s = sender()
+      local reads = 0
+      for i = 1, 400 do
+        local r = s.call()
+        if i > 100 then reads = reads + r end
+        s.t = s.t + 0.095 -- 10 calls a second: the whole budget
+      end
+      assert.is_true(reads / 300 <= 3, ("%.1f slot reads per answer"):format(reads / 300))
+      -- and the budget held: never more than M of our sends in any W seconds
+      local a = s.arrivals
+      for i = M + 1, #a do assert.is_true(a[i] - a[i - M] >= W, "send " .. i .. " broke the budget") end
+    end)
+
+    it("still sees the others' sends on the next answer", function()
+      local s = sender()
+      for _ = 1, 150 do s.call() s.t = s.t + 0.2 end -- half the budget: 50 of ours in any window
+      for _ = 1, 30 do s.foreign[#s.foreign + 1] = s.t end -- somebody else spends 30 at once
+      s.call()
+      -- 30, or 29 when one of ours at the window's edge still counts as ours (its window ends 50 ms after its
+      -- answer, as the algorithm keeps every send's); nil before anything was seen
+      local f = s.S.get("f")
+      assert.is_true(f == 29 or f == 30, "the others' sends seen: " .. tostring(f))
+    end)
+  end)
+end

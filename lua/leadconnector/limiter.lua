@@ -46,7 +46,9 @@ local in_nginx = type(ngx) == "table" and type(ngx.get_phase) == "function"
 -- as the body of its script. It gets a store S: S.now(), S.get(k) (number or nil), S.mget(k1, ..., k5) (up to
 -- five keys, nil ones skipped: their values, nil where absent), S.set(k, v, ttl_s), S.add(k, v, ttl_s) (true, or
 -- false when k exists), S.incr(k, n) (new value, from 0), and S.prefix (prepended to every key; nil: none).
--- A sequential call makes 8 store calls (now, mget, incr, add and one get to acquire; now, mget, set when done).
+-- A sequential call makes 8 store calls (now, mget, incr, add and one get to acquire; now, mget, set when done),
+-- and done 1 or 2 more when the answer's Remaining says the window is in use (the first slot whose window may not
+-- have ended is read, and moved past when it has).
 -- Slot values: > 0 the time its window ends; < 0 in flight, -(the time it ends at the latest, should its sender
 -- die); 0 cancelled (never sent).
 
@@ -65,6 +67,9 @@ local MAX_SCAN = 1000
 local P = S.prefix
 local function key(k) return P and P .. k or k end
 local KQ, KM, KW, KF, KB, KP, KD = key("q"), key("m"), key("w"), key("f"), key("b"), key("p"), key("d")
+-- KL: the lowest number whose window may not have ended (every one below it has, or never went): what
+-- done's count of our own sends in the window starts from, so that it is not made again over every slot.
+local KL = key("l")
 
 -- The slot of send n may be taken by send n + B when its window has ended: the wait until then (0 = now).
 -- f: the sends of other senders in the window (KF), as read with the limits.
@@ -167,7 +172,7 @@ end
 -- ta on this store's clock; ta <= 0: unknown) came. Each argument from the answer may be -1 (absent).
 function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
   local t = S.now()
-  local m, w, f, q = S.mget(KM, KW, KF, KQ)
+  local m, w, f, q, l = S.mget(KM, KW, KF, KQ, KL)
   w = (w or 10000) / 1000
   local learning = not m
   if int_ms > 0 and int_ms ~= w * 1000 then
@@ -194,8 +199,23 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
     local used = m - rem
     f = f or 0
     if used > f + (q - n + 1) then
-      local own, lo = 0, max(1, n - m + 1, q - MAX_SCAN)
+      local lo = max(1, n - m + 1, q - MAX_SCAN)
       local since = ta > 0 and ta or (t - w)
+      -- Our sends that can be in the window are at most the numbers from the first whose window has not ended:
+      -- when those and the others' known sends explain `used`, nothing new is learned, and the count is not made
+      -- (a sender alone on its budget would otherwise read every slot of the window on every answer). The first
+      -- such number moves up as windows end: about one slot read per answer. Exact for sends made one after
+      -- another; with sends in flight together, windows can end out of order, and as many of the others' sends as
+      -- were ended above it go unseen until the window below them ends (a 429 still stops every sender). A bound
+      -- too low (a number above n, after answers out of order) only makes the count be made.
+      local k0 = l and l > lo and l or lo
+      while k0 < n do
+        local v = S.get(P and P .. k0 or k0)
+        if v == nil or v == 0 or (v > 0 and v <= since) then k0 = k0 + 1 else break end
+      end
+      if k0 > (l or 0) then S.set(KL, k0, 86400) end
+      if used <= f + (q - k0 + 1) then return 0 end
+      local own = 0
       for k = lo, q do
         local v = S.get(key(k))
         if v and (v < 0 or v > since) then own = own + 1 end
