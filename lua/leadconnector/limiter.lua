@@ -48,7 +48,7 @@ local in_nginx = type(ngx) == "table" and type(ngx.get_phase) == "function"
 -- false when k exists), S.incr(k, n) (new value, from 0), and S.prefix (prepended to every key; nil: none).
 -- A sequential call makes 8 store calls (now, mget, incr, add and one get to acquire; now, mget, set when done),
 -- and done 2 or 3 more when the answer's Remaining says the window is in use (the first slot whose window may not
--- have ended is read, and moved past when it has; when the count of our sends in the window was made last).
+-- have ended is read, and moved past when it has; and when our sends in the window were last counted in full).
 -- Slot values: > 0 the time its window ends; < 0 in flight, -(the time it ends at the latest, should its sender
 -- die); 0 cancelled (never sent).
 
@@ -70,7 +70,7 @@ local KQ, KM, KW, KF, KB, KP, KD = key("q"), key("m"), key("w"), key("f"), key("
 -- KL: the lowest number whose window may not have ended (every one below it has, or never went): what
 -- done's count of our own sends in the window starts from, so that it is not made again over every slot.
 local KL = key("l")
--- KS: when done last made that count in full (it is made at least once a window, whatever the bound says).
+-- KS: when done last made that count in full (it is made twice a window at least, whatever the bound says).
 local KS = key("s")
 
 -- The slot of send n may be taken by send n + B when its window has ended: the wait until then (0 = now).
@@ -208,8 +208,8 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
       -- (a sender alone on its budget would otherwise read every slot of the window on every answer). The first
       -- such number moves up as windows end: about one slot read per answer. Exact for sends made one after
       -- another. With sends in flight together the bound can be high: windows end out of order, and a send that
-      -- hangs (or whose sender died) holds it where it is. So the count is still made in full once a window at
-      -- least, and others' sends go unseen for one window at the most (a 429 still stops every sender). A bound
+      -- hangs (or whose sender died) holds it where it is. So the count is still made in full twice a window at
+      -- least, and others' sends go unseen for half a window at the most (a 429 still stops every sender). A bound
       -- too low (a number above n, after answers out of order) only makes the count be made.
       local k0 = l and l > lo and l or lo
       while k0 < n do
@@ -219,9 +219,9 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
       if k0 > (l or 0) then S.set(KL, k0, 86400) end
       if used <= f + (q - k0 + 1) then
         local last = S.get(KS)
-        if last and t - last < w then return 0 end
+        if last and t - last < w / 2 then return 0 end
       end
-      S.set(KS, t, w + 1)
+      S.set(KS, t, w / 2 + 1)
       local own = 0
       for k = lo, q do
         local v = S.get(key(k))
