@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <time.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -76,6 +77,9 @@ struct lc_session {
   unsigned forks; /* fork_count when the handles were made (see forked()) */
   int *fds;    /* every socket libcurl opened for the session and has not closed yet */
   size_t fds_n, fds_cap;
+  struct pollfd *watch; /* the sockets the multi handle waits on now, as its socket callback says (see drive) */
+  size_t watch_n, watch_cap;
+  int watch_lost; /* the list could not grow: the multi no longer knows what to wait on (see multi_reset) */
 };
 
 #define AUTH_PREFIX "Authorization: Bearer "
@@ -167,6 +171,7 @@ static void session_drop_handles(lc_session *s) {
   s->pool_n = 0;
   if (s->multi) curl_multi_cleanup(s->multi);
   s->multi = NULL;
+  s->watch_n = 0;
   if (s->share) curl_share_cleanup(s->share); /* after every handle using it is gone */
   s->share = NULL;
 }
@@ -206,6 +211,9 @@ static void session_cleanup(lc_session *s) {
   free(s->fds);
   s->fds = NULL;
   s->fds_n = s->fds_cap = 0;
+  free(s->watch);
+  s->watch = NULL;
+  s->watch_n = s->watch_cap = 0;
   free_slist_wiped(s->hdr_get);
   free_slist_wiped(s->hdr_body);
   s->hdr_get = s->hdr_body = NULL;
@@ -842,35 +850,135 @@ static int xfer_mime(lua_State *L, lc_session *s, lc_xfer *x, int idx, const cha
   return 1;
 }
 
-/* One transfer on the session's multi handle, driven here: curl_multi_perform first, then curl_multi_wait on the
- * transfer's own socket. curl_easy_perform does the same on a multi of its own but polls that multi's wake-up
- * socket before every transfer: one system call of the six a kept-alive request makes. The transfer's options,
- * callbacks (the pre-request one that keeps a POST to one attempt) and the share handle are the same. */
+/* --- driving the multi handle ------------------------------------------------------------------------------
+ * Every transfer (a call, a batch) runs on the session's multi handle through libcurl's socket interface: libcurl
+ * says which sockets it waits on (on_socket), the session polls them, and tells libcurl which one is ready and how
+ * (curl_multi_socket_action with the event). Told that, libcurl reads at once. Driven with curl_multi_perform
+ * instead, it first polls each transfer's socket itself, with a zero timeout, to learn what the wait that just
+ * returned already knew: one more system call per answer, one per transfer of a batch on every pass. */
+
+/* libcurl's socket callback: what to wait for on fd (CURL_POLL_IN/OUT/INOUT), or REMOVE. No Lua here. */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *socketp) {
+  lc_session *s = (lc_session *)ud;
+  size_t i;
+  (void)e;
+  (void)socketp;
+  for (i = 0; i < s->watch_n && s->watch[i].fd != fd; i++) {
+  }
+  if (what == CURL_POLL_REMOVE) {
+    if (i < s->watch_n) s->watch[i] = s->watch[--s->watch_n];
+    return 0;
+  }
+  if (i == s->watch_n) {
+    if (s->watch_n == s->watch_cap) {
+      size_t cap = s->watch_cap ? s->watch_cap * 2 : 8;
+      struct pollfd *p = (struct pollfd *)realloc(s->watch, cap * sizeof *p);
+      if (p == NULL) { /* drive fails the step; libcurl itself is left working (a -1 would kill the multi) */
+        s->watch_lost = 1;
+        return 0;
+      }
+      s->watch = p;
+      s->watch_cap = cap;
+    }
+    s->watch_n++;
+    s->watch[i].fd = fd;
+  }
+  s->watch[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+  s->watch[i].revents = 0;
+  return 0;
+}
+
+/* The session's multi handle, made on first use with the socket callback. NULL when out of memory. */
+static CURLM *session_multi(lc_session *s) {
+  if (s->multi == NULL) {
+    s->multi = curl_multi_init();
+    if (s->multi == NULL) return NULL;
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    s->watch_n = 0;
+    s->watch_lost = 0;
+  }
+  return s->multi;
+}
+
+/* After a failed step: every transfer off the multi, and the multi freed (the next call makes a new one). The
+ * connections stay in the share handle's cache. */
+static void multi_reset(lc_session *s) {
+  int i;
+  if (s->multi == NULL) return;
+  if (s->main.added) curl_multi_remove_handle(s->multi, s->main.easy);
+  s->main.added = 0;
+  for (i = 0; i < s->pool_n; i++) {
+    if (s->pool[i]->added) curl_multi_remove_handle(s->multi, s->pool[i]->easy);
+    s->pool[i]->added = 0;
+  }
+  curl_multi_cleanup(s->multi);
+  s->multi = NULL;
+  s->watch_n = 0;
+  s->watch_lost = 0;
+}
+
+/* One step of the multi: wait (as long as libcurl's next timeout, 1 s at most, not at all when a timeout is due)
+ * for the sockets libcurl watches, then let it act on each ready one, or on its timeouts when none is. *running:
+ * the transfers still running. */
+static CURLMcode drive(lc_session *s, int *running) {
+  long tmo = -1;
+  CURLMcode mc = curl_multi_timeout(s->multi, &tmo);
+  int ready = 0;
+  if (s->watch_lost) return CURLM_OUT_OF_MEMORY;
+  if (mc != CURLM_OK) return mc;
+  if (tmo < 0 || tmo > 1000) tmo = 1000;
+  if (tmo > 0) {
+    /* poll on the list itself: the callback changes it only inside libcurl, never while it is polled */
+    size_t i, n = s->watch_n;
+    ready = poll(s->watch, (nfds_t)n, (int)tmo);
+    if (ready > 0) {
+      /* act on a copy of each ready entry: libcurl may change the list (and close sockets) while it acts */
+      struct pollfd got[16];
+      size_t k = 0;
+      for (i = 0; i < n && k < 16; i++)
+        if (s->watch[i].revents) got[k++] = s->watch[i];
+      for (i = 0; i < k; i++) {
+        short r = got[i].revents;
+        int ev = ((r & (POLLIN | POLLHUP | POLLERR)) ? CURL_CSELECT_IN : 0) | ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) |
+                 ((r & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
+        mc = curl_multi_socket_action(s->multi, got[i].fd, ev, running);
+        if (mc != CURLM_OK) return mc;
+      }
+      return CURLM_OK;
+    }
+  }
+  return curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, running);
+}
+
+/* One transfer on the session's multi handle, driven here (drive). curl_easy_perform would run it on a multi of
+ * its own, polling that multi's wake-up socket before every transfer and each socket again before reading it. The
+ * transfer's options, callbacks (the pre-request one that keeps a POST to one attempt) and the share handle are
+ * the same. */
 static CURLcode perform_one(lc_session *s, lc_xfer *x) {
   CURLMcode mc;
   CURLMsg *m;
   CURLcode rc = CURLE_OK;
   int running = 1, left, done = 0;
-  if (s->multi == NULL) {
-    s->multi = curl_multi_init();
-    if (s->multi == NULL) return CURLE_OUT_OF_MEMORY;
-  }
+  if (session_multi(s) == NULL) return CURLE_OUT_OF_MEMORY;
   if (curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) return CURLE_FAILED_INIT;
   x->added = 1;
   do {
-    mc = curl_multi_perform(s->multi, &running);
+    mc = drive(s, &running);
     while (mc == CURLM_OK && (m = curl_multi_info_read(s->multi, &left)) != NULL) {
       if (m->msg == CURLMSG_DONE && m->easy_handle == x->easy) {
         rc = m->data.result;
         done = 1;
       }
     }
-    if (mc != CURLM_OK || done) break;
-    if (running) mc = curl_multi_wait(s->multi, NULL, 0, 1000, NULL);
-  } while (mc == CURLM_OK && running);
+  } while (mc == CURLM_OK && !done && running);
   if (!done) rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_RECV_ERROR;
-  curl_multi_remove_handle(s->multi, x->easy);
-  x->added = 0;
+  if (mc != CURLM_OK) {
+    multi_reset(s);
+  } else {
+    curl_multi_remove_handle(s->multi, x->easy);
+    x->added = 0;
+  }
   return rc;
 }
 
@@ -924,10 +1032,7 @@ static int l_batch(lua_State *L) {
   lua_createtable(L, n, 0);
   errors = lua_gettop(L);
   if (n == 0) return 2;
-  if (s->multi == NULL) {
-    s->multi = curl_multi_init();
-    if (s->multi == NULL) return luaL_error(L, "leadconnector: out of memory");
-  }
+  if (session_multi(s) == NULL) return luaL_error(L, "leadconnector: out of memory");
   if (s->pool_n < conc) {
     /* The list may move; the transfers it points to never do (their easy handles point back at them). */
     lc_xfer **p = (lc_xfer **)realloc(s->pool, sizeof *p * (size_t)conc);
@@ -948,7 +1053,7 @@ static int l_batch(lua_State *L) {
   s->busy = 1;
   while (next <= n || active > 0) {
     CURLMsg *m;
-    int left, running = 0, finished = 0;
+    int left, running = 0;
     /* Fill free slots. Every string used by a transfer lives in `requests`, which stays on the stack. */
     for (i = 0; i < conc && next <= n; i++) {
       lc_xfer *x = s->pool[i];
@@ -993,7 +1098,11 @@ static int l_batch(lua_State *L) {
       x->added = 1;
       active++;
     }
-    curl_multi_perform(s->multi, &running);
+    if (drive(s, &running) != CURLM_OK) {
+      multi_reset(s);
+      s->busy = 0;
+      return luaL_error(L, "leadconnector: out of memory");
+    }
     while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
       lc_xfer *x = NULL;
       int nres;
@@ -1017,11 +1126,9 @@ static int l_batch(lua_State *L) {
         lua_rawseti(L, errors, x->index);
         lua_pop(L, 1);
       }
-      finished++;
     }
-    /* Refill the freed slots and start them before waiting: the pipe stays full. */
-    if (finished > 0 && next <= n) continue;
-    if (active > 0 && running > 0) curl_multi_poll(s->multi, NULL, 0, 1000, NULL);
+    /* The freed slots are refilled and started before the next wait (drive waits on nothing while a new
+     * transfer's timeout of 0 is due): the pipe stays full. */
   }
   s->busy = 0;
   /* The answers finish in any order, so "the last one's" X-RateLimit-Remaining says little: the smallest is

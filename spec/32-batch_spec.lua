@@ -158,6 +158,26 @@ describe("client:batch #batch", function()
     assert.is_true(took < n * delay / 2, ("took %.2f s: the calls ran one after another"):format(took))
   end)
 
+  -- The session waits on its sockets itself and tells libcurl which are ready, at most 16 per wait: more answers
+  -- ready at once than that must all still be read, on the next waits, none left behind or lost.
+  it("reads every answer when 40 come ready together, more than one wait hands to libcurl #slow", function()
+    local c = lch.client(sb, { rate_limit = false })
+    local n = 40
+    sb:fault { method = "GET", path_pattern = "^/conversations/messages/", count = n, delay_ms = math.floor(0.3 * S * 1000) }
+    local calls = {}
+    for i = 1, n do calls[i] = { "get_message", "msg_demo_" .. i % 5 + 1 } end
+    local results = c:batch(calls, { concurrency = n })
+    for i = 1, n do
+      assert.is_nil(results[i].err, "call " .. i .. ": " .. tostring(results[i].err))
+      assert.equals("msg_demo_" .. i % 5 + 1, results[i].value.id)
+    end
+    assert.equals(n, #lch.api_requests(sb))
+    -- and the session goes on as usual after it: a single call, then a batch again
+    assert.equals("msg_demo_2", assert(c:get_message("msg_demo_2")).id)
+    assert.equals("msg_demo_3", c:batch({ { "get_message", "msg_demo_3" } })[1].value.id)
+    c:close()
+  end)
+
   it("concurrency = 1 runs the calls one at a time #slow", function()
     local delay = 0.15 * S
     sb:fault { method = "GET", path_pattern = "^/conversations/messages/", count = 4, delay_ms = math.floor(delay * 1000) }
