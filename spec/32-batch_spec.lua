@@ -160,7 +160,7 @@ describe("client:batch #batch", function()
 
   -- The session waits on its sockets itself and tells libcurl which are ready, at most 16 per wait: more answers
   -- ready at once than that must all still be read, on the next waits, none left behind or lost.
-  it("reads every answer when 40 come ready together, more than one wait hands to libcurl #slow", function()
+  it("reads every answer when 40 come ready together, more than one wait hands to libcurl", function()
     local c = lch.client(sb, { rate_limit = false })
     local n = 40
     sb:fault { method = "GET", path_pattern = "^/conversations/messages/", count = n, delay_ms = math.floor(0.3 * S * 1000) }
