@@ -290,8 +290,12 @@ describe("issue 10 regressions: the sandbox launcher", function()
     local prefix = helpers.sh("mktemp -d"):gsub("%s+$", "")
     local pid, url = launch(prefix)
     assert.is_true(health(url))
+    local master1 = tonumber((helpers.read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
+    assert.truthy(master1)
     os.execute("kill -9 " .. pid)
     assert.is_true(wait_until(function() return not health(url) end, 10 * lch.scale), "nginx still answers")
+    -- gone, not only silent: a master still exiting removes its nginx.pid, which may by then be the restart's
+    assert.is_true(wait_until(function() return not helpers.alive(master1) end, 10 * lch.scale), "nginx did not exit")
     local pid2, url2 = launch(prefix)
     assert.is_true(health(url2))
     -- the master killed alone: its worker must not go on answering
