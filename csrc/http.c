@@ -171,7 +171,6 @@ static void session_drop_handles(lc_session *s) {
   s->pool_n = 0;
   if (s->multi) curl_multi_cleanup(s->multi);
   s->multi = NULL;
-  s->watch_n = 0;
   if (s->share) curl_share_cleanup(s->share); /* after every handle using it is gone */
   s->share = NULL;
 }
@@ -901,21 +900,24 @@ static CURLM *session_multi(lc_session *s) {
   return s->multi;
 }
 
-/* After a failed step: every transfer off the multi, and the multi freed (the next call makes a new one). The
- * connections stay in the share handle's cache. */
-static void multi_reset(lc_session *s) {
+/* Every transfer off the multi: a batch cut short by a Lua error may have left some attached. */
+static void detach_all(lc_session *s) {
   int i;
-  if (s->multi == NULL) return;
   if (s->main.added) curl_multi_remove_handle(s->multi, s->main.easy);
   s->main.added = 0;
   for (i = 0; i < s->pool_n; i++) {
     if (s->pool[i]->added) curl_multi_remove_handle(s->multi, s->pool[i]->easy);
     s->pool[i]->added = 0;
   }
+}
+
+/* After a failed step: every transfer off the multi, and the multi freed (the next call makes a new one, with a
+ * new watch list). The connections stay in the share handle's cache. */
+static void multi_reset(lc_session *s) {
+  if (s->multi == NULL) return;
+  detach_all(s);
   curl_multi_cleanup(s->multi);
   s->multi = NULL;
-  s->watch_n = 0;
-  s->watch_lost = 0;
 }
 
 /* One step of the multi: wait (as long as libcurl's next timeout, 1 s at most, not at all when a timeout is due)
@@ -923,9 +925,10 @@ static void multi_reset(lc_session *s) {
  * the transfers still running. */
 static CURLMcode drive(lc_session *s, int *running) {
   long tmo = -1;
-  CURLMcode mc = curl_multi_timeout(s->multi, &tmo);
-  int ready = 0;
+  CURLMcode mc;
+  int ready;
   if (s->watch_lost) return CURLM_OUT_OF_MEMORY;
+  mc = curl_multi_timeout(s->multi, &tmo);
   if (mc != CURLM_OK) return mc;
   if (tmo < 0 || tmo > 1000) tmo = 1000;
   if (tmo > 0) {
@@ -1045,10 +1048,7 @@ static int l_batch(lua_State *L) {
       if (!xfer_init(s, x)) return luaL_error(L, "leadconnector: libcurl refused an option");
     }
   }
-  for (i = 0; i < s->pool_n; i++) { /* a batch cut short by a Lua error may have left handles attached */
-    if (s->pool[i]->added) curl_multi_remove_handle(s->multi, s->pool[i]->easy);
-    s->pool[i]->added = 0;
-  }
+  detach_all(s);
   curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)conc);
   s->busy = 1;
   while (next <= n || active > 0) {
