@@ -477,8 +477,11 @@ static int xfer_init(lc_session *s, lc_xfer *x) {
   SETOPT(CURLOPT_SSL_VERIFYPEER, s->verify ? 1L : 0L);
   SETOPT(CURLOPT_SSL_VERIFYHOST, s->verify ? 2L : 0L);
   if (s->ca) SETOPT(CURLOPT_CAINFO, s->ca);
-  /* No proxy unless one is given: environment variables do not silently reroute the token. */
+  /* No proxy unless one is given: environment variables do not silently reroute the token. Without one, "no
+   * proxy for any host" too: libcurl then skips reading no_proxy/NO_PROXY from the environment on every request
+   * (two getenv scans per call; issue 16). */
   SETOPT(CURLOPT_PROXY, s->proxy ? s->proxy : "");
+  if (s->proxy == NULL) SETOPT(CURLOPT_NOPROXY, "*");
   return 1;
 failed:
   return 0;
