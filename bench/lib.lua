@@ -219,7 +219,7 @@ end
 -- Instructions of their own per shared object in one callgrind file, and the annotation text. rename(name): a
 -- clearer name for an object (the interpreter's, say), or nil to keep the name.
 function M.callgrind_objects(file, rename)
-  local ann = M.capture("callgrind_annotate --inclusive=no --threshold=100 --auto=no " .. M.quote(file) ..
+  local ann = M.capture("callgrind_annotate --show=Ir --inclusive=no --threshold=100 --auto=no " .. M.quote(file) ..
     " 2>/dev/null")
   local objs = {}
   for line in ann:gmatch("[^\n]+") do

@@ -20,6 +20,13 @@
 -- raw callgrind files beside them). Callgrind counts user-space instructions
 -- only: the kernel's share of a request (syscalls, loopback TCP) is not in it.
 --
+-- Instructions are not time. The same runs simulate the caches and the branch
+-- predictor (--cache-sim=yes --branch-sim=yes), and the first table gives,
+-- per request, the L1 instruction-cache misses, the L1 data-cache misses and
+-- the mispredicted branches: what makes one client's instructions slower than
+-- another's. A client with a larger working set (more code, more heap touched
+-- per request) pays for it there, not in the instruction count.
+--
 -- Knobs: BENCH_PROFILE_REQUESTS (N, default 2000), BENCH_SANDBOX, BENCH_LUA, CC.
 -- Run from the repository root with LUA_PATH/LUA_CPATH as bench/run sets them
 -- (bench/profile does).
@@ -94,11 +101,24 @@ local function by_object(file)
   end)
 end
 
--- Total instructions (Ir) of one client run under callgrind, or nil and why.
+-- The totals of one callgrind file: { Ir = ..., I1mr = ..., D1mr = ..., ... } by event name.
+local function totals(text)
+  local names = text:match("\nevents:%s*([^\n]+)")
+  local nums = text:match("\nsummary:%s*([^\n]+)") or text:match("\ntotals:%s*([^\n]+)")
+  if not (names and nums) then return nil end
+  local ev, list = {}, {}
+  for v in nums:gmatch("%d+") do list[#list + 1] = tonumber(v) end
+  local i = 0
+  for name in names:gmatch("%S+") do i = i + 1 ev[name] = list[i] or 0 end
+  return ev.Ir and ev or nil
+end
+
+-- Total instructions (Ir) of one client run under callgrind, then its file and every event's total (the cache
+-- and branch simulation's too); or nil and why.
 local function count(row, n)
   assert(lib.fresh_state(ctx))
   local file = string.format("%s/callgrind.%s.%d.out", OUT, row.id, n)
-  local cmd = (row.tls and "env BENCH_CAINFO=" .. lib.quote(ctx.tls_ca) .. " " or "") .. "valgrind --tool=callgrind --callgrind-out-file=" .. file .. " " ..
+  local cmd = (row.tls and "env BENCH_CAINFO=" .. lib.quote(ctx.tls_ca) .. " " or "") .. "valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --callgrind-out-file=" .. file .. " " ..
     argv_string(row.argv(n)) .. " >" .. OUT .. "/profile-client.out 2>>" .. OUT .. "/profile.log"
   if not sh(cmd) then return nil, "client failed under valgrind: see " .. OUT .. "/profile.log" end
   local out = lib.read_file(OUT .. "/profile-client.out") or ""
@@ -106,9 +126,9 @@ local function count(row, n)
   local errors = tonumber(out:match("errors=(%d+)"))
   if errors and errors > 0 then log("bench/profile: %s: %d errors", row.label, errors) end
   local text = lib.read_file(file) or ""
-  local total = tonumber(text:match("\nsummary:%s*(%d+)") or text:match("\ntotals:%s*(%d+)"))
-  if not total then return nil, "no totals in " .. file end
-  return total, file
+  local ev = totals(text)
+  if not ev then return nil, "no totals in " .. file end
+  return ev.Ir, file, ev
 end
 
 local function main()
@@ -127,20 +147,21 @@ local function main()
     end
   end
 
-  local lines = { { "row", "instructions / request", "ratio to its raw loop" } }
+  local lines = { { "row", "instructions / request", "ratio to its raw loop", "L1i misses / req",
+    "L1d misses / req", "mispredicted branches / req" } }
   local annotations, splits = {}, {}
   local per_object = {} -- row id -> object -> instructions per request
   for _, call in ipairs(calls) do
     local per = {}
     for _, row in ipairs(rows_for(call)) do
       if row.lc and not library then
-        lines[#lines + 1] = { row.label, "n/a (library not built)", "" }
+        lines[#lines + 1] = { row.label, "n/a (library not built)", "", "", "", "" }
       else
         log("bench/profile: %s (%d and %d requests under callgrind)", row.label, BASE, BASE + N)
-        local a, file1 = count(row, BASE)
-        local b, file = count(row, BASE + N)
+        local a, file1, ev1 = count(row, BASE)
+        local b, file, ev = count(row, BASE + N)
         if not (a and b) then
-          lines[#lines + 1] = { row.label, "n/a (" .. ((not a and file1) or file) .. ")", "" }
+          lines[#lines + 1] = { row.label, "n/a (" .. ((not a and file1) or file) .. ")", "", "", "", "" }
         else
           local small = by_object(file1)
           local big = by_object(file)
@@ -152,10 +173,17 @@ local function main()
           end
           per[row.id] = (b - a) / N
           local base = row.base and per[row.base]
+          local function per_req(...)
+            local d = 0
+            for _, name in ipairs { ... } do d = d + (ev[name] or 0) - (ev1[name] or 0) end
+            d = d / N
+            return string.format("%.0f", (d > -0.5 and d < 0.5) and 0 or d) -- no "-0" from a rounding below zero
+          end
           lines[#lines + 1] = { row.label, string.format("%.0f", per[row.id]),
-            base and string.format("%.2f", per[row.id] / base) or "1.00" }
+            base and string.format("%.2f", per[row.id] / base) or "1.00",
+            per_req("I1mr"), per_req("D1mr", "D1mw"), per_req("Bcm", "Bim") }
           if row.lc then
-            local ann = capture("callgrind_annotate --inclusive=no --auto=no " .. file .. " 2>/dev/null")
+            local ann = capture("callgrind_annotate --show=Ir --inclusive=no --auto=no " .. file .. " 2>/dev/null")
             local f = io.open(OUT .. "/profile-" .. row.id .. ".txt", "w")
             if f then f:write(ann) f:close() end
             annotations[#annotations + 1] = { row = row, text = ann }
@@ -167,8 +195,9 @@ local function main()
   if ctx.tls_stop then ctx.tls_stop() end
   lib.stop_server()
 
-  io.write(string.format("\nInstructions per request (callgrind, %d requests beyond the first %d, %s)\n\n",
-    N, BASE, os.date("!%Y-%m-%d")), lib.md_table(lines), "\n")
+  io.write(string.format("\nInstructions per request (callgrind, %d requests beyond the first %d, %s; the misses " ..
+    "and mispredictions simulated by callgrind on the same runs)\n\n", N, BASE, os.date("!%Y-%m-%d")),
+    lib.md_table(lines), "\n")
   for _, sp in ipairs(splits) do
     lib.write_split("Where the instructions go, per request, " .. sp.label .. " vs " .. sp.base ..
       " (by shared object, own instructions):", sp.base, sp.row.id, per_object[sp.base], per_object[sp.row.id])
