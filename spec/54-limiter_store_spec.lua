@@ -194,3 +194,74 @@ for _, which in ipairs { "c", "lua" } do
     end)
   end)
 end
+
+-- done_round writes most of a round's answers with one clock reading and one read of the limits (a batch's answers
+-- came before it); the store must end as done for each answer in turn would leave it, whatever the round holds: a
+-- first answer that teaches the limits, a 429 in the middle, an interval that changes, a round while learning.
+for _, which in ipairs { "c", "lua" } do
+  describe("the algorithm's done_round (" .. which .. " store)", function()
+    local load_chunk = loadstring or load -- luacheck: ignore 113
+    local NAMES = { "q", "m", "w", "f", "b", "p", "d", "l", "s" }
+
+    local function pair()
+      local clock = { t = 7000 }
+      local function one()
+        local S = limiter._stores[which](function() return clock.t end)
+        return { S = S, A = assert(load_chunk(limiter._ALGO, "=leadconnector.limiter"))(S) }
+      end
+      return clock, one(), one()
+    end
+
+    -- every named key and every slot up to the last number taken, as each store reads them at times ahead
+    local function contents(x, clock, ahead)
+      local saved, out = clock.t, {}
+      for _, dt in ipairs(ahead) do
+        clock.t = saved + dt
+        x.S.now()
+        for _, k in ipairs(NAMES) do out[#out + 1] = ("%s@%g=%s"):format(k, dt, tostring(x.S.get(k))) end
+        for n = 1, 60 do out[#out + 1] = ("%d@%g=%s"):format(n, dt, tostring(x.S.get(n))) end
+      end
+      clock.t = saved
+      x.S.now()
+      return out
+    end
+
+    -- one round on both: acquire count numbers, then its answers (statuses, retry-afters) through done_round on
+    -- one and through done for each in turn on the other
+    local function round(clock, x, y, count, statuses, rem, int_ms, mx, dr, ras)
+      local r1 = { x.A.acquire(0, count, 30) }
+      local r2 = { y.A.acquire(0, count, 30) }
+      assert.are.same(r1, r2)
+      local ta = r1[2]
+      clock.t = clock.t + 0.01
+      local a = { ta, rem, int_ms, mx, dr }
+      for k = 3, #r1 do
+        local st, ra = statuses[k - 2] or 200, ras and ras[k - 2] or -1
+        a[#a + 1], a[#a + 2], a[#a + 3] = r1[k], st, ra
+      end
+      x.A.done_round(a)
+      for i = 6, #a, 3 do
+        if i == 6 then y.A.done(a[i], ta, a[i + 1], rem, int_ms, a[i + 2], mx, dr)
+        else y.A.done(a[i], ta, a[i + 1], -1, int_ms, a[i + 2], -1, -1) end
+      end
+      return #r1 - 2
+    end
+
+    it("leaves the store as done for each answer in turn would", function()
+      local clock, x, y = pair()
+      -- learning: one number goes alone, its answer says nothing of the limits
+      assert.are.equal(1, round(clock, x, y, 8, {}, -1, -1, -1, -1))
+      clock.t = clock.t + 0.1
+      -- a round whose first answer teaches Max 50 and an interval of 2 s, one 429 with a Retry-After in the middle
+      local got = round(clock, x, y, 8, { 200, 200, 429, 200 }, 40, 2000, 50, 900, { -1, -1, 3, -1 })
+      assert.is_true(got >= 1)
+      assert.are.same(contents(y, clock, { 0, 1, 2.06, 4 }), contents(x, clock, { 0, 1, 2.06, 4 }))
+      clock.t = clock.t + 3.5 -- past the block
+      -- the interval changes on this round; an error answer that is no 429
+      got = round(clock, x, y, 12, { 200, 500, 200 }, 30, 3000, 50, 880)
+      assert.is_true(got >= 2, "a round of " .. got)
+      assert.are.same(contents(y, clock, { 0, 1, 3.06, 5 }), contents(x, clock, { 0, 1, 3.06, 5 }))
+      assert.are.equal(3000, x.S.get("w"))
+    end)
+  end)
+end

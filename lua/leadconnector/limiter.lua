@@ -147,9 +147,9 @@ function A.acquire(n, count, tmo)
   local out = { 0, t }
   for i = 1, count do
     local k = S.incr(KQ, 1)
-    if not S.add(key(k), pend, ttl) then
+    if not S.add(P and P .. k or k, pend, ttl) then
       k = S.incr(KQ, 1)
-      S.set(key(k), pend, ttl)
+      S.set(P and P .. k or k, pend, ttl)
     end
     local g = gate(t, k, m, w, f)
     if g > 0 and i > 1 then
@@ -238,10 +238,28 @@ end
 -- n1, status1, retry_after1, n2, status2, retry_after2, ... }. The same as done for each number in turn, the round's
 -- Remaining and the session's figures going with the first (the round's earliest number): one store operation for
 -- the round, so one EVALSHA in Redis instead of one per answer.
+-- After the first, an answer that is no 429, once Max is known and the interval stored is the one it says, comes
+-- down to done's one write: its slot's window ends Interval from now. Those are written with one clock reading and
+-- one read of the limits for the round (the answers all came before it); any other goes through done itself.
 function A.done_round(a)
   local ta, rem, int_ms, mx, dr = a[1], a[2], a[3], a[4], a[5]
   A.done(a[6], ta, a[7], rem, int_ms, a[8], mx, dr)
-  for i = 9, #a, 3 do A.done(a[i], ta, a[i + 1], -1, int_ms, a[i + 2], -1, -1) end
+  local t, m, w
+  for i = 9, #a, 3 do
+    if not t then
+      t = S.now()
+      m, w = S.mget(KM, KW)
+      w = (w or 10000) / 1000
+    end
+    local status = a[i + 1]
+    if m and status ~= 429 and not (int_ms > 0 and int_ms ~= w * 1000) then
+      local n = a[i]
+      S.set(P and P .. n or n, t + w + SLACK, w + 1)
+    else
+      A.done(a[i], ta, status, -1, int_ms, a[i + 2], -1, -1)
+      t = nil -- read again after done's writes
+    end
+  end
   return 0
 end
 
@@ -540,17 +558,32 @@ end
 -- or nil and the wait that would have passed stop_at (then nothing is held).
 function Handle:acquire(stop_at, sleep, tmo, count)
   local algo = self.algo
-  if algo and (count or 1) == 1 then -- one Lua state: nothing can fail, no need for the store's bookkeeping
-    local wait, ta, n = algo.acquire(0, 1, tmo)
-    while wait > 0 do
+  if algo then -- one Lua state: nothing can fail, no need for the store's bookkeeping
+    count = count or 1
+    if count == 1 then
+      local wait, ta, n = algo.acquire(0, 1, tmo)
+      while wait > 0 do
+        if now() + wait > stop_at then
+          if n then algo.cancel(n) end
+          return nil, wait
+        end
+        sleep(wait)
+        wait, ta, n = algo.acquire(n or 0, 1, tmo)
+      end
+      return ta, n
+    end
+    -- a batch round: wait, ta, n1, n2, ...; while it must wait, only n1 is held, and looked at again alone
+    local r = { algo.acquire(0, count, tmo) }
+    while r[1] > 0 do
+      local wait, n = r[1], r[3]
       if now() + wait > stop_at then
         if n then algo.cancel(n) end
         return nil, wait
       end
       sleep(wait)
-      wait, ta, n = algo.acquire(n or 0, 1, tmo)
+      r = { algo.acquire(n or 0, n and 1 or count, tmo) }
     end
-    return ta, n
+    return unpack(r, 2)
   end
   local n, fb = 0, false
   while true do
@@ -583,7 +616,8 @@ local function answer_figures(self, count, saw_429, remaining, interval_ms, sess
   local mx, dr, int = -1, -1, -1
   local k = self.answers
   self.answers = k + count
-  if session and (not self.max_seen or saw_429 or remaining == 0 or floor((k + count) / 32) > floor(k / 32)) then
+  -- (k % 32 + count >= 32: a multiple of 32 lies in k + 1 .. k + count)
+  if session and (not self.max_seen or saw_429 or remaining == 0 or k % 32 + count >= 32) then
     local rl = session:rate_limit()
     mx, dr = sane_max(rl.max) or -1, rl.daily_remaining or -1
     if mx > 0 then self.max_seen = mx end
@@ -624,11 +658,13 @@ function Handle:done_round(ta, list, remaining, interval_ms, session)
   local fb = list[1] < 0
   if fb then mx = -1 end -- the fallback keeps its reduced Max
   local a = { ta, remaining or -1, int, mx, dr }
+  local j = 5
   for i = 1, #list, 3 do
     local n, status, ra = list[i], list[i + 1], list[i + 2]
-    a[#a + 1] = fb and -n or n
-    a[#a + 1] = status or (i == 1 and remaining and 200) or 0
-    a[#a + 1] = ra and sane_wait(ra) or -1
+    a[j + 1] = fb and -n or n
+    a[j + 2] = status or (i == 1 and remaining and 200) or 0
+    a[j + 3] = ra and sane_wait(ra) or -1
+    j = j + 3
   end
   if self.algo then
     self.algo.done_round(a)
