@@ -463,7 +463,10 @@ function Client:batch(calls, opts)
     local ta, tickets
     while lim and #pending > 0 do
       local earliest = stop_of[where[1]]
-      for k = 2, #pending do earliest = min(earliest, stop_of[where[k]]) end
+      for k = 2, #pending do
+        local s = stop_of[where[k]]
+        if s < earliest then earliest = s end
+      end
       tickets = { lim:acquire(earliest, self._sleep, self.timeout, #pending) }
       ta = tickets[1]
       if ta then break end
