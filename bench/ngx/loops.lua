@@ -3,6 +3,9 @@
 --   impl=raw: a minimal hand-written cosocket HTTP/1.1 client (what a user would write without the library):
 --             one request string built once, status line, headers (Content-Length only), body, setkeepalive.
 --             It checks the status and nothing else: no JSON decoding, no objects.
+--   impl=rawdec: the raw loop, and every answer also decoded by lua-cjson (`cjson.decode`) and a field of it read
+--             (`id`, or `messageId` for the send and the status update): not a target but the floor, the least any
+--             client on cosockets that hands back decoded answers must do, the library included.
 --   impl=lc:  leadconnector on the ngx transport: validation, JSON, userdata, error objects, rate limiter.
 --   impl=session: the library's transport alone (bench/profile ngx): the first call's session:call repeated.
 --   impl=finish:  the answer path alone, no I/O (bench/profile ngx): core.finish over the raw request's answer.
@@ -43,8 +46,9 @@ local function raw_request(base, token, call, id)
   return host, tonumber(port), req
 end
 
-local function raw_loop(base, token, call, id, n)
+local function raw_loop(base, token, call, id, n, decode)
   local host, port, req = raw_request(base, token, call, id)
+  local field = (call == "get_message" or call == "get_conversation") and "id" or "messageId"
   local opts = { pool = "bench-raw" }
   local errors, failed_in_a_row = 0, 0
   for i = 1, n do
@@ -61,6 +65,10 @@ local function raw_loop(base, token, call, id, n)
         if line and lower(sub(line, 1, 15)) == "content-length:" then len = tonumber(sub(line, 16)) end
       end
       local data = line == "" and len and sock:receive(len)
+      if data and decode then
+        local doc = decode(data)
+        if not doc[field] then data = nil end
+      end
       if data and status and status >= 200 and status < 300 then
         ok = true
         sock:setkeepalive()
@@ -160,13 +168,15 @@ function M.handler()
   local a = ngx.var
   local impl, call, n = a.arg_impl, a.arg_call, tonumber(a.arg_n) or 1000
   local base, token, id = ngx.unescape_uri(a.arg_base or ""), ngx.unescape_uri(a.arg_token or ""), a.arg_id
-  local loop = impl == "raw" and raw_loop or (impl == "lc" or impl == "session" or impl == "finish") and lc_loop
+  local loop = (impl == "raw" or impl == "rawdec") and raw_loop or
+    (impl == "lc" or impl == "session" or impl == "finish") and lc_loop
   if not loop then return ngx.exit(400) end
+  local extra -- raw_loop's decode (rawdec only), lc_loop's limiter
+  if impl == "rawdec" then extra = cjson.decode elseif loop == lc_loop then extra = a.arg_limiter end
   local cpu0 = cpu_seconds()
   update_time()
   local t0 = now()
-  local errors, aborted = loop(base, token, call, id, n, a.arg_limiter,
-    (impl == "session" or impl == "finish") and impl)
+  local errors, aborted = loop(base, token, call, id, n, extra, (impl == "session" or impl == "finish") and impl)
   update_time()
   local seconds = now() - t0
   ngx.header["Content-Type"] = "application/json"
