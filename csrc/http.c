@@ -56,6 +56,7 @@ typedef struct lc_xfer {
   curl_mime *mime;            /* a multipart body (uploads): libcurl's mime API; freed after each call */
   char *url;
   size_t url_cap;
+  void *uh; /* the request's URL, parsed here (CURLU *, libcurl 7.63+; see xfer_prepare) */
   char errbuf[CURL_ERROR_SIZE];
 } lc_xfer;
 
@@ -156,6 +157,10 @@ static void xfer_cleanup(lc_session *s, lc_xfer *x) {
   free(x->url);
   x->body = x->url = NULL;
   x->body_len = x->body_cap = x->url_cap = 0;
+#if LIBCURL_VERSION_NUM >= 0x073f00
+  curl_url_cleanup((CURLU *)x->uh); /* after the easy handle that pointed at it */
+#endif
+  x->uh = NULL;
 }
 
 /* Frees every libcurl handle of the session (connections included); the settings stay. */
@@ -527,7 +532,23 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
     free_slist_wiped(body ? g : b);
     x->hdr_tmp = hdrs = body ? b : g;
   }
+  /* The URL parsed into a URL handle with the flags libcurl itself parses CURLOPT_URL with (it keeps the path as it
+   * is, as CURLOPT_PATH_AS_IS asks): the same request, and libcurl then copies the parsed parts instead of parsing
+   * the string and putting it back together again on every transfer, 10,000 instructions a request (issue 16).
+   * Should it not parse (or no handle be had), libcurl gets the string, and fails the transfer as it always did. */
+#if LIBCURL_VERSION_NUM >= 0x073f00 /* CURLOPT_CURLU: libcurl 7.63 */
+  if (x->uh == NULL) x->uh = curl_url();
+  if (x->uh != NULL && (strncmp(x->url, "http://", 7) == 0 || strncmp(x->url, "https://", 8) == 0) &&
+      curl_url_set((CURLU *)x->uh, CURLUPART_URL, x->url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME | CURLU_PATH_AS_IS) ==
+          CURLUE_OK) {
+    curl_easy_setopt(e, CURLOPT_CURLU, (CURLU *)x->uh);
+  } else {
+    curl_easy_setopt(e, CURLOPT_CURLU, NULL);
+    curl_easy_setopt(e, CURLOPT_URL, x->url);
+  }
+#else
   curl_easy_setopt(e, CURLOPT_URL, x->url);
+#endif
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_s > 0 ? clamp_ms(timeout_s * 1000 + 0.5) : s->timeout_ms);
   x->up = NULL;

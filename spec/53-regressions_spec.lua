@@ -185,6 +185,49 @@ describe("issue 10 regressions (libcurl transport)", function()
   end)
 end)
 
+-- Issue 16 hands libcurl each request's URL already parsed (a URL handle, CURLOPT_CURLU) instead of the string.
+-- The request must not change on the wire: libcurl's way of setting a path part alone would lower-case the
+-- percent-encodings, and a URL handle reused from call to call could keep the previous call's query.
+describe("the request target on the wire (libcurl transport)", function()
+  local fs = require "faultserver"
+  local core = require "leadconnector.core"
+  local srv
+  before_each(function() srv = fs.start("ok") end)
+  after_each(function() srv:stop() end)
+  local function client(base)
+    return assert(leadconnector.new { token = "target-token", base_url = base or srv.url, rate_limit = false,
+      max_retries = 0 })
+  end
+
+  it("keeps an id's percent-encodings as the library wrote them, upper-case hex and all", function()
+    local c = client()
+    assert.equals("a%2Fb%20c%3F", core.path_id("a/b c?"))
+    c:get_message("a/b c?")
+    assert.equals("/conversations/messages/a%2Fb%20c%3F", srv:last())
+  end)
+
+  it("puts a base URL's own path in front of every call's", function()
+    local c = client(srv.url .. "/v1/api")
+    c:get_message("m_1")
+    assert.equals("/v1/api/conversations/messages/m_1", srv:last())
+  end)
+
+  it("sends each call's own query and no other, call after call on one connection", function()
+    local c = client()
+    c:get_messages("conv_1", { limit = 5 })
+    assert.equals("/conversations/conv_1/messages?limit=5", srv:last())
+    local m = c:get_message("m_2")
+    assert.equals("/conversations/messages/m_2", srv:last())
+    assert.equals("m_2", m and m.id)
+    c:get_messages("conv_1", { limit = 7 })
+    assert.equals("/conversations/conv_1/messages?limit=7", srv:last())
+    local r = c:batch { { "get_message", "m_3" }, { "get_messages", "conv_2", { limit = 2 } } }
+    assert.equals("m_3", r[1].value and r[1].value.id)
+    local last = srv:last()
+    assert.is_true(last == "/conversations/conv_2/messages?limit=2" or last == "/conversations/messages/m_3", last)
+  end)
+end)
+
 describe("issue 10 regressions: redaction and batch options", function()
   -- an OAuth-style token: long, base64 with '/' and '+'
   local TOKEN = "eyJhbGciOiJSUzI1NiJ9." .. ("aB3/xY+9_q-Zk/"):rep(22) .. "Qw=="

@@ -3,7 +3,8 @@
 
   local fs = require "faultserver"
   local srv = fs.start(mode, arg [, arg2]) -- srv.port, srv.url; srv:count([method]) -> requests it processed
-                                            -- (POSTs by default); srv:stop()
+                                            -- (POSTs by default); srv:last() -> the request target of the
+                                            -- last request (control paths aside), as it came; srv:stop()
 
 Modes (every request of every connection gets the mode's answer, except GET /_count, answered promptly):
   "drop_refuse"   answers as "ok", except the first POST (or request of method arg2; "ANY": any method) that
@@ -34,6 +35,7 @@ io.stdout:write(port, "\n")
 io.stdout:flush()
 local count = 0
 local counts = {} -- method -> requests processed (control paths aside)
+local last_target = "" -- the request target of the last request (control paths aside), byte for byte
 local faulted = false
 local refuse_until = nil
 local conns = {} -- co -> { sock, want = "read"|"sleep", until }
@@ -110,8 +112,13 @@ local function serve(c)
     if len > 0 and not readn(c, st, len) then break end
     nreq = nreq + 1
     last_activity = socket.gettime()
-    if path:sub(1, 2) ~= "/_" then counts[method] = (counts[method] or 0) + 1 end
-    if path:sub(1, 7) == "/_count" then
+    if path:sub(1, 2) ~= "/_" then
+      counts[method] = (counts[method] or 0) + 1
+      last_target = path
+    end
+    if path == "/_last" then
+      if not send_all(c, ok_answer(last_target, "200 OK")) then break end
+    elseif path:sub(1, 7) == "/_count" then
       local m = path:match("method=(%u+)")
       if not send_all(c, ok_answer(tostring(m and (counts[m] or 0) or count), "200 OK")) then break end
     elseif path == "/_quit" then
@@ -258,6 +265,13 @@ function Server:count(method)
     socket.sleep(0.02)
   end
   error("faultserver does not answer /_count")
+end
+
+--- The request target (path and query) of the last request the server read, byte for byte.
+function Server:last()
+  local status, body = request(self.port, "/_last")
+  assert(status, "faultserver does not answer /_last")
+  return body
 end
 
 function Server:stop()
