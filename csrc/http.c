@@ -40,6 +40,7 @@ typedef struct lc_xfer {
   size_t body_len, body_cap;
   int too_big, added, index;
   int head_too_big;  /* the answer's status line and headers passed LC_MAX_HEADER_BYTES */
+  int bad_length;    /* the answer's Content-Length was not a plain decimal number */
   int head_done;     /* the last answer's headers ended (their blank line came): else it was cut in them */
   size_t head_bytes; /* of this answer so far */
   enum lc_op op;
@@ -385,6 +386,18 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     x->content_type_len = vlen;
     return len;
   }
+  if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Length", &v, &vlen)) {
+    /* Digits only, as the cosocket reader takes it: libcurl reads "+11", "11a", "0x10" or "1 2" as a length (what
+     * follows the number is ignored), and a body framed by a length the server did not mean is not trusted. */
+    size_t k;
+    for (k = 0; k < vlen && v[k] >= '0' && v[k] <= '9'; k++) {
+    }
+    if (vlen == 0 || k != vlen) {
+      x->bad_length = 1;
+      return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    return len;
+  }
   if ((line[0] | 0x20) == 'x' && strncasecmp(line, "X-RateLimit-", 12) == 0) {
     const char *name = line + 12;
     size_t rest = len - 12;
@@ -583,6 +596,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->body_len = 0;
   x->too_big = 0;
   x->head_too_big = 0;
+  x->bad_length = 0;
   x->head_done = 0;
   x->head_bytes = 0;
   x->rl_now.seen = 0;
@@ -676,6 +690,12 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     lc_push_error(L, "network", "the connection closed before any answer came; the request was sent and may have "
                                 "been processed, so it was not sent again (%s)",
                   x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    lc_seterrfield_num(L, "curl_code", (double)rc);
+    lc_seterrfield_bool(L, "request_sent", 1);
+    return 2;
+  }
+  if (x->bad_length) {
+    lc_push_error(L, "network", "answer has a bad Content-Length");
     lc_seterrfield_num(L, "curl_code", (double)rc);
     lc_seterrfield_bool(L, "request_sent", 1);
     return 2;

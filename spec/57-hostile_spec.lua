@@ -171,6 +171,12 @@ describe("malformed answers, both transports agree #nginx #lua54only", function(
       "HTTP/1.1 200 OK\r\nX-RateLimit-Remaining: 5\r\nContent-Le" },
     { "a chunk size of 17 hex digits", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n" ..
       BODY .. "\r\n0\r\n\r\n" },
+    -- libcurl read these as lengths (the number's sign or what follows it ignored); the cosocket reader never did
+    { "a Content-Length with a plus sign (+N)", "HTTP/1.1 200 OK\r\nContent-Length: +" .. #BODY .. "\r\n\r\n" .. BODY },
+    { "a Content-Length with junk after its digits", "HTTP/1.1 200 OK\r\nContent-Length: " .. #BODY .. "abc\r\n\r\n" ..
+      BODY },
+    { "a Content-Length of two numbers", "HTTP/1.1 200 OK\r\nContent-Length: " .. #BODY .. " " .. #BODY .. "\r\n\r\n" ..
+      BODY },
   }
   it("a Retry-After or X-RateLimit-* of 400 digits is no number on either transport (it was inf on cosockets)",
     function()
