@@ -265,3 +265,118 @@ for _, which in ipairs { "c", "lua" } do
     end)
   end)
 end
+
+-- The C store's own writing of a sequential call's acquire and done (S.acquire1, S.done1 in csrc/lstore.c: the
+-- algorithm's lines in C, a tenth of the instructions) must be the algorithm: on the same random histories, a store
+-- driven through them (and through the Lua algorithm where they decline) and one driven by the Lua algorithm alone
+-- answer every operation alike and hold the same keys and slots after each. The histories go through every branch:
+-- a budget of a few sends, so gates wait; answers that teach and change Max and the interval, say Remaining (others
+-- spend the budget), a daily count, 429s with and without Retry-After; numbers cancelled, looked at again, answered
+-- out of order or never; the clock standing still or jumping past windows.
+describe("the C store's acquire1 and done1", function()
+  local load_chunk = loadstring or load -- luacheck: ignore 113
+  local NAMES = { "q", "m", "w", "f", "b", "p", "d", "l", "s" }
+
+  local function history(seed, steps)
+    local rnd = (function() -- a small generator of its own: the same history on every Lua
+      local x = seed * 7919
+      return function(n) x = (x * 16807) % 2147483647 return x % n + 1 end -- exact in doubles too
+    end)()
+    local clock = { t = 9000 + seed }
+    local function store(tuned)
+      local S = limiter._stores.c(function() return clock.t end)
+      local A = assert(load_chunk(limiter._ALGO, "=leadconnector.limiter"))(S)
+      if tuned then S.tune(A.SLACK, A.MAX_WAIT, A.MAX_SCAN) end
+      return { S = S, A = A }
+    end
+    local x, y = store(true), store(false)
+    local fast = { acquire = 0, done = 0 }
+    local taken = {} -- numbers taken and not yet answered or cancelled: { n, ta }
+    local function same(what, a, b)
+      if #a ~= #b then error(("%s: %d answers against %d (seed %d)"):format(what, #a, #b, seed)) end
+      for i = 1, #a do
+        if a[i] ~= b[i] then
+          error(("%s: answer %d is %s against %s (seed %d)"):format(what, i, tostring(a[i]), tostring(b[i]), seed))
+        end
+      end
+    end
+    local function contents(z)
+      local saved, out = clock.t, {}
+      local q = z.S.get("q") or 0
+      for _, dt in ipairs { 0, 0.7, 2.1, 12 } do
+        clock.t = saved + dt
+        z.S.now()
+        for _, k in ipairs(NAMES) do out[#out + 1] = ("%s@%g=%s"):format(k, dt, tostring(z.S.get(k))) end
+        for n = math.max(1, q - 40), q + 2 do out[#out + 1] = ("%d@%g=%s"):format(n, dt, tostring(z.S.get(n))) end
+      end
+      clock.t = saved
+      z.S.now()
+      return out
+    end
+    local STEPS = { 0, 0, 0.001, 0.02, 0.05, 0.3, 0.9, 2.5, 11 }
+    for step = 1, steps do
+      clock.t = clock.t + STEPS[rnd(#STEPS)]
+      local what = rnd(10)
+      local tmo = ({ 0.5, 3, 30 })[rnd(3)]
+      if what <= 3 or #taken == 0 then -- a sequential call's acquire
+        local r1 = { x.S.acquire1(tmo) }
+        if #r1 > 0 then fast.acquire = fast.acquire + 1 else r1 = { x.A.acquire(0, 1, tmo) } end
+        local r2 = { y.A.acquire(0, 1, tmo) }
+        same("acquire at step " .. step, r1, r2)
+        if r1[3] then taken[#taken + 1] = { r1[3], r1[2] } end
+      elseif what <= 8 then -- an answer, to any number still out
+        local i = rnd(#taken)
+        local n, ta = taken[i][1], taken[i][2]
+        table.remove(taken, i)
+        local status = ({ 200, 200, 200, 0, 500, 401, 429 })[rnd(7)]
+        local m = ({ 3, 5, 8 })[rnd(3)]
+        local rem = rnd(3) == 1 and -1 or rnd(m + 1) - 1
+        local int_ms = ({ -1, -1, 1000, 2000, 2500 })[rnd(5)]
+        local ra = status == 429 and rnd(2) == 1 and rnd(4) - 1 or -1
+        local mx = rnd(4) == 1 and -1 or m
+        local dr = rnd(40) == 1 and rnd(3) - 1 or ({ -1, -1, -1, 500 })[rnd(4)]
+        if rnd(6) == 1 then ta = -1 end
+        local r1 = { x.S.done1(n, ta, status, rem, int_ms, ra, mx, dr) }
+        if #r1 > 0 then fast.done = fast.done + 1 r1 = { 0 } else r1 = { x.A.done(n, ta, status, rem, int_ms, ra, mx, dr) } end
+        same("done at step " .. step, r1, { y.A.done(n, ta, status, rem, int_ms, ra, mx, dr) })
+      elseif what == 9 then -- a number given back, or looked at again after a wait
+        local i = rnd(#taken)
+        if rnd(2) == 1 then
+          x.A.cancel(taken[i][1]) y.A.cancel(taken[i][1])
+          table.remove(taken, i)
+        else
+          same("acquire again at step " .. step, { x.A.acquire(taken[i][1], 1, tmo) }, { y.A.acquire(taken[i][1], 1, tmo) })
+        end
+      else
+        same("wait at step " .. step, { x.A.wait() }, { y.A.wait() })
+        if rnd(8) == 1 then taken = {} end -- their senders died: never answered
+      end
+      local cx, cy = contents(x), contents(y)
+      for k = 1, #cy do
+        if cx[k] ~= cy[k] then error(("after step %d: %s against %s (seed %d)"):format(step, cx[k], cy[k], seed)) end
+      end
+    end
+    return fast
+  end
+
+  it("answers and leaves the store as the Lua algorithm does, on random histories", function()
+    local fast = { acquire = 0, done = 0 }
+    for seed = 1, 12 do
+      local f = history(seed, 600)
+      fast.acquire, fast.done = fast.acquire + f.acquire, fast.done + f.done
+    end
+    -- and it did the work: most acquires and answers went through the C writing, not around it
+    assert.is_true(fast.acquire > 2000, fast.acquire .. " acquires in C")
+    assert.is_true(fast.done > 1000, fast.done .. " answers in C")
+  end)
+
+  it("declines, changing nothing, until told the algorithm's constants", function()
+    local S = limiter._stores.c(function() return 100 end)
+    S.now()
+    S.set("m", 10, 100)
+    assert.are.equal(0, select("#", S.acquire1(30)))
+    assert.are.equal(0, select("#", S.done1(1, 100, 200, 5, 1000, -1, 10, -1)))
+    assert.is_nil(S.get("q"))
+    assert.is_nil(S.get(1))
+  end)
+end)

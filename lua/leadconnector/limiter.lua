@@ -272,15 +272,21 @@ function A.wait()
   return gate(t, (q or 0) + 1, m, (w or 10000) / 1000, f)
 end
 
+-- The constants, for the C core's writing of acquire and done over its own store (csrc/lstore.c, S.tune).
+A.SLACK, A.MAX_WAIT, A.MAX_SCAN = SLACK, MAX_WAIT, MAX_SCAN
 return A
 ]==]
 
 local load_chunk = loadstring or load -- luacheck: ignore 113 (Lua 5.1's load takes a function)
 
--- The algorithm over a local store: the ops table, or raises on a store failure (caught by the handle).
+-- The algorithm over a local store: the ops table, or raises on a store failure (caught by the handle). The C
+-- core's store also runs a sequential call's acquire and done itself (S.acquire1, S.done1: see csrc/lstore.c),
+-- given this source's constants.
 local function algorithm(store)
   local f = assert(load_chunk(ALGO, "=leadconnector.limiter"))
-  return f(store)
+  local A = f(store)
+  if store.tune then store.tune(A.SLACK, A.MAX_WAIT, A.MAX_SCAN) end
+  return A
 end
 
 --------------------------------------------------------------------------------------------------------------------
@@ -561,7 +567,10 @@ function Handle:acquire(stop_at, sleep, tmo, count)
   if algo then -- one Lua state: nothing can fail, no need for the store's bookkeeping
     count = count or 1
     if count == 1 then
-      local wait, ta, n = algo.acquire(0, 1, tmo)
+      -- the C store's own writing of acquire(0, 1, tmo); nothing when the algorithm's rarer branches are due
+      local a1, wait, ta, n = self.acquire1
+      if a1 then wait, ta, n = a1(tmo) end
+      if wait == nil then wait, ta, n = algo.acquire(0, 1, tmo) end
       while wait > 0 do
         if now() + wait > stop_at then
           if n then algo.cancel(n) end
@@ -636,7 +645,8 @@ function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session
   local ra = retry_after and sane_wait(retry_after) or -1
   local algo = self.algo
   if algo then
-    algo.done(n, ta, status or (remaining and 200) or 0, remaining or -1, int, ra, mx, dr)
+    local st, rem, d1 = status or (remaining and 200) or 0, remaining or -1, self.done1
+    if not (d1 and d1(n, ta, st, rem, int, ra, mx, dr)) then algo.done(n, ta, st, rem, int, ra, mx, dr) end
     return
   end
   local fb = n < 0
@@ -731,7 +741,10 @@ end
 --- One Lua state (the default outside nginx): every client of one token in this state shares one budget.
 function M.process(opts)
   local b = new_backend("process", opts, function(_, h, op, ...) return h.algo[op](...) end)
-  b.setup = function(h) h.algo = algorithm(table_store()) end
+  b.setup = function(h)
+    local st = table_store()
+    h.algo, h.acquire1, h.done1 = algorithm(st), st.acquire1, st.done1 -- the last two: the C store's alone
+  end
   return b
 end
 
