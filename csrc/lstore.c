@@ -8,13 +8,13 @@
  * the place of a new one doubles the ring. All memory belongs to the userdata (freed by __gc), so a Lua error
  * cannot leak it.
  *
- * core.limit_store([clock]) -> S = { now, get, mget, set, add, incr, ring_size, acquire1, done1, tune }: functions
- * closed over one store. S.now() reads the clock (core.now's monotonic one, or the given function, for tests) and
+ * core.limit_store([clock]) -> S = { now, get, mget, set, add, incr, ring_size, acquire1, done1, done_round1, tune }:
+ * functions closed over one store. S.now() reads the clock (core.now's monotonic one, or the given function, for tests) and
  * every other operation uses the time read there, as the algorithm expects.
  *
- * S.acquire1 and S.done1 are the algorithm's two operations of a sequential call (acquire of one new number, done
- * of its answer) over this store, in C: in Lua they cost a sequential call about 11,000 instructions (some 160 VM
- * instructions and nine calls into the store), here a tenth of that. They are the Lua algorithm's lines written
+ * S.acquire1, S.done1 and S.done_round1 are the algorithm's operations of a call (acquire of new numbers, done of an
+ * answer, done_round of a batch round's answers) over this store, in C: in Lua they cost a sequential call about
+ * 11,000 instructions (some 160 VM instructions and nine calls into the store), here a tenth of that. They are the Lua algorithm's lines written
  * out, store operation for store operation, and leave the store exactly as it would (spec/54 runs both on the same
  * random histories and compares every answer and every key); where that source takes a branch a sequential call
  * rarely takes (learning the limits, a token blocked or out of its daily budget, a 429) they change nothing and
@@ -313,12 +313,24 @@ static void push_wait(lua_State *L, double g) {
   else lua_pushnumber(L, (lua_Number)g);
 }
 
-/** S.acquire1(tmo) -> wait, t, n: the algorithm's acquire(0, 1, tmo), one new number for a sequential call; nothing
- * (and the store unchanged) when the limits are not known yet or the daily budget is spent: run the algorithm. */
+/* The algorithm's give_back(t, n, m, w, f): number n will not be sent; its slot takes the value of the one its gate
+ * waited for. */
+static void give_back(lua_State *L, lstore *s, double t, double n, double m, double w, int have_f, double f) {
+  double b = m - (have_f ? f : 0), v = 0, left;
+  if (b < 1) b = 1;
+  if (!(n - b >= 1 && kget(s, n - b, &v))) v = 0;
+  left = v > 0 ? v : v < 0 ? -v : t;
+  kput(L, s, n, v, (left - t > 0 ? left - t : 0) + w + 1, 0);
+}
+
+/** S.acquire1(tmo [, count]) -> wait, t, n1, n2, ...: the algorithm's acquire(0, count, tmo), new numbers for a
+ * sequential call (count 1, the default) or a batch round; nothing (and the store unchanged) when the limits are
+ * not known yet or the daily budget is spent: run the algorithm. */
 static int s_acquire1(lua_State *L) {
   lstore *s = self(L);
-  double tmo = (double)luaL_checknumber(L, 1), t, m, w, b, d, f, bw = 0, pend, ttl, k, g;
-  int have_m, have_b, have_d, have_f;
+  double tmo = (double)luaL_checknumber(L, 1), t, m = 0, w, b = 0, d = 0, f = 0, bw = 0, pend, ttl, wait = 0;
+  lua_Integer count = luaL_optinteger(L, 2, 1), i, nout = 0;
+  int have_m, have_b, have_d, have_f, base;
   if (!s->tuned) return 0;
   t = read_clock(L, s);
   have_m = nget(s, K_M, &m);
@@ -336,31 +348,40 @@ static int s_acquire1(lua_State *L) {
     return 2;
   }
   if (!have_m || (have_d && d <= 0)) return 0; /* learning, or the daily budget spent: the Lua algorithm's */
-  k = nincr(s, K_Q, 1);
-  if (!kput(L, s, k, pend, ttl, 1)) {
-    k = nincr(s, K_Q, 1); /* a gate claimed this number as ended: take the next one */
-    kput(L, s, k, pend, ttl, 0);
-  }
-  g = gate(L, s, t, k, m, w, have_f, f);
-  if (have_d) nincr(s, K_D, -1);
-  push_wait(L, g);
+  lua_settop(L, 0);
+  lua_pushinteger(L, 0); /* wait and t, set below */
   lua_pushnumber(L, (lua_Number)t);
-  push_num(L, k);
-  return 3;
+  base = lua_gettop(L);
+  for (i = 1; i <= count; i++) {
+    double k = nincr(s, K_Q, 1);
+    if (!kput(L, s, k, pend, ttl, 1)) {
+      k = nincr(s, K_Q, 1); /* a gate claimed this number as ended: take the next one */
+      kput(L, s, k, pend, ttl, 0);
+    }
+    double g = gate(L, s, t, k, m, w, have_f, f);
+    if (g > 0 && i > 1) {
+      give_back(L, s, t, k, m, w, have_f, f); /* not this round */
+      break;
+    }
+    luaL_checkstack(L, 1, "leadconnector.limiter: too many numbers");
+    push_num(L, k);
+    nout++;
+    if (g > 0) {
+      wait = g;
+      break;
+    }
+  }
+  if (have_d) nincr(s, K_D, -(double)nout);
+  push_wait(L, wait);
+  lua_replace(L, 1);
+  return base + (int)nout;
 }
 
-/** S.done1(n, ta, status, remaining, interval_ms, retry_after, max, daily_remaining) -> true: the algorithm's
- * done; nothing (and the store unchanged) for a 429 or while the limits are being learned: run the algorithm. */
-static int s_done1(lua_State *L) {
-  lstore *s = self(L);
-  double n = (double)luaL_checknumber(L, 1), ta = (double)luaL_checknumber(L, 2),
-         status = (double)luaL_checknumber(L, 3), rem = (double)luaL_checknumber(L, 4),
-         int_ms = (double)luaL_checknumber(L, 5), mx = (double)luaL_checknumber(L, 7),
-         dr = (double)luaL_checknumber(L, 8), t, m, w, f, q, l;
+/* The algorithm's done(n, ta, status, rem, int_ms, ra, mx, dr) for a status other than 429: 0 (and the store
+ * unchanged) while the limits are being learned, else 1, done. */
+static int done(lua_State *L, lstore *s, double n, double ta, double rem, double int_ms, double mx, double dr) {
+  double t = read_clock(L, s), m, w, f = 0, q, l = 0;
   int have_f, have_q, have_l;
-  luaL_checknumber(L, 6); /* retry_after: a 429's alone */
-  if (!s->tuned || status == 429) return 0;
-  t = read_clock(L, s);
   if (!nget(s, K_M, &m)) return 0; /* learning */
   if (!nget(s, K_W, &w)) w = 10000;
   have_f = nget(s, K_F, &f);
@@ -393,7 +414,7 @@ static int s_done1(lua_State *L) {
       if (k0 > (have_l ? l : 0)) nset(s, K_L, k0, 86400);
       if (used <= f + (q - k0 + 1)) {
         double last;
-        if (nget(s, K_S, &last) && t - last < w / 2) goto out;
+        if (nget(s, K_S, &last) && t - last < w / 2) return 1;
       }
       nset(s, K_S, t, w / 2 + 1);
       for (k = lo; k <= q; k++) {
@@ -403,7 +424,65 @@ static int s_done1(lua_State *L) {
       if (foreign > f) nset(s, K_F, foreign < m ? foreign : m, w + s->slack);
     }
   }
-out:
+  return 1;
+}
+
+/** S.done1(n, ta, status, remaining, interval_ms, retry_after, max, daily_remaining) -> true: the algorithm's
+ * done; nothing (and the store unchanged) for a 429 or while the limits are being learned: run the algorithm. */
+static int s_done1(lua_State *L) {
+  lstore *s = self(L);
+  double n = (double)luaL_checknumber(L, 1), ta = (double)luaL_checknumber(L, 2),
+         status = (double)luaL_checknumber(L, 3), rem = (double)luaL_checknumber(L, 4),
+         int_ms = (double)luaL_checknumber(L, 5), mx = (double)luaL_checknumber(L, 7),
+         dr = (double)luaL_checknumber(L, 8);
+  luaL_checknumber(L, 6); /* retry_after: a 429's alone */
+  if (!s->tuned || status == 429) return 0;
+  if (!done(L, s, n, ta, rem, int_ms, mx, dr)) return 0;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/** S.done_round1(ta, list, remaining, interval_ms, max, daily_remaining) -> true: the algorithm's done_round of a
+ * batch round's answers, list = { n1, status1, retry_after1, ... } (status false for a success or no answer);
+ * nothing (and the store unchanged) when one of them is a 429 or while the limits are being learned. */
+static int s_done_round1(lua_State *L) {
+  lstore *s = self(L);
+  double ta = (double)luaL_checknumber(L, 1), rem = (double)luaL_checknumber(L, 3),
+         int_ms = (double)luaL_checknumber(L, 4), mx = (double)luaL_checknumber(L, 5),
+         dr = (double)luaL_checknumber(L, 6), t = 0, m = 0, w = 0;
+  lua_Integer len, i;
+  int have_t = 0, have_m = 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  len = (lua_Integer)lc_rawlen(L, 2);
+  if (!s->tuned || len < 3) return 0;
+  for (i = 1; i <= len; i += 3) { /* every number a number; any 429: the algorithm's */
+    lua_rawgeti(L, 2, i);
+    lua_rawgeti(L, 2, i + 1);
+    if (!lua_isnumber(L, -2) || (lua_isnumber(L, -1) && lua_tonumber(L, -1) == 429)) return 0;
+    lua_pop(L, 2);
+  }
+  lua_rawgeti(L, 2, 1);
+  if (!done(L, s, (double)lua_tonumber(L, -1), ta, rem, int_ms, mx, dr)) return 0;
+  lua_pop(L, 1);
+  for (i = 4; i <= len; i += 3) {
+    double n;
+    lua_rawgeti(L, 2, i);
+    n = (double)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!have_t) {
+      t = read_clock(L, s);
+      have_m = nget(s, K_M, &m);
+      if (!nget(s, K_W, &w)) w = 10000;
+      w = w / 1000;
+      have_t = 1;
+    }
+    if (have_m && !(int_ms > 0 && int_ms != w * 1000)) {
+      kput(L, s, n, t + w + s->slack, w + 1, 0);
+    } else {
+      done(L, s, n, ta, -1, int_ms, -1, -1);
+      have_t = 0; /* read again after done's writes */
+    }
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -436,7 +515,8 @@ static int s_gc(lua_State *L) {
 
 static const luaL_Reg store_funcs[] = {{"now", s_now},   {"get", s_get},   {"mget", s_mget}, {"set", s_set},
                                        {"add", s_add},   {"incr", s_incr}, {"ring_size", s_ring_size},
-                                       {"acquire1", s_acquire1}, {"done1", s_done1}, {"tune", s_tune},
+                                       {"acquire1", s_acquire1}, {"done1", s_done1}, {"done_round1", s_done_round1},
+                                       {"tune", s_tune},
                                        {NULL, NULL}};
 
 /** core.limit_store([clock]) -> a new store (see the top of this file). */

@@ -266,14 +266,14 @@ for _, which in ipairs { "c", "lua" } do
   end)
 end
 
--- The C store's own writing of a sequential call's acquire and done (S.acquire1, S.done1 in csrc/lstore.c: the
--- algorithm's lines in C, a tenth of the instructions) must be the algorithm: on the same random histories, a store
+-- The C store's own writing of acquire, done and a batch's done_round (S.acquire1, S.done1, S.done_round1 in
+-- csrc/lstore.c: the algorithm's lines in C, a tenth of the instructions) must be the algorithm: on the same random histories, a store
 -- driven through them (and through the Lua algorithm where they decline) and one driven by the Lua algorithm alone
 -- answer every operation alike and hold the same keys and slots after each. The histories go through every branch:
 -- a budget of a few sends, so gates wait; answers that teach and change Max and the interval, say Remaining (others
--- spend the budget), a daily count, 429s with and without Retry-After; numbers cancelled, looked at again, answered
--- out of order or never; the clock standing still or jumping past windows.
-describe("the C store's acquire1 and done1", function()
+-- spend the budget), a daily count, 429s with and without Retry-After; batch rounds; numbers cancelled, looked at
+-- again, answered out of order or never; the clock standing still or jumping past windows.
+describe("the C store's acquire1, done1 and done_round1", function()
   local load_chunk = loadstring or load -- luacheck: ignore 113
   local NAMES = { "q", "m", "w", "f", "b", "p", "d", "l", "s" }
 
@@ -290,7 +290,7 @@ describe("the C store's acquire1 and done1", function()
       return { S = S, A = A }
     end
     local x, y = store(true), store(false)
-    local fast = { acquire = 0, done = 0 }
+    local fast = { acquire = 0, done = 0, round = 0 }
     local taken = {} -- numbers taken and not yet answered or cancelled: { n, ta }
     local function same(what, a, b)
       if #a ~= #b then error(("%s: %d answers against %d (seed %d)"):format(what, #a, #b, seed)) end
@@ -316,9 +316,33 @@ describe("the C store's acquire1 and done1", function()
     local STEPS = { 0, 0, 0.001, 0.02, 0.05, 0.3, 0.9, 2.5, 11 }
     for step = 1, steps do
       clock.t = clock.t + STEPS[rnd(#STEPS)]
-      local what = rnd(10)
+      local what = rnd(12)
       local tmo = ({ 0.5, 3, 30 })[rnd(3)]
-      if what <= 3 or #taken == 0 then -- a sequential call's acquire
+      if what >= 11 then -- a batch round: numbers taken together, answered together
+        local count = rnd(6)
+        local r1 = { x.S.acquire1(tmo, count) }
+        if #r1 > 0 then fast.acquire = fast.acquire + 1 else r1 = { x.A.acquire(0, count, tmo) } end
+        same("round's acquire at step " .. step, r1, { y.A.acquire(0, count, tmo) })
+        if r1[3] and r1[1] == 0 then
+          clock.t = clock.t + STEPS[rnd(4)]
+          local m = ({ 3, 5, 8 })[rnd(3)]
+          local rem = rnd(3) == 1 and -1 or rnd(m + 1) - 1
+          local int_ms = ({ -1, -1, 1000, 2000 })[rnd(4)]
+          local mx, dr = rnd(4) == 1 and -1 or m, rnd(3) == 1 and 500 or -1
+          local list, a = {}, { r1[2], rem, int_ms, mx, dr }
+          for k = 3, #r1 do
+            local st = ({ false, false, false, 500, 429 })[rnd(5)]
+            local ra = st == 429 and rnd(2) == 1 and 1 or false
+            list[#list + 1], list[#list + 2], list[#list + 3] = r1[k], st, ra
+            a[#a + 1], a[#a + 2], a[#a + 3] = r1[k], st or (k == 3 and rem >= 0 and 200) or 0, ra or -1
+          end
+          if x.S.done_round1(r1[2], list, rem, int_ms, mx, dr) then fast.round = fast.round + 1
+          else x.A.done_round(a) end
+          y.A.done_round(a)
+        elseif r1[3] then
+          taken[#taken + 1] = { r1[3], r1[2] } -- the round waits: its first number, looked at again later
+        end
+      elseif what <= 3 or #taken == 0 then -- a sequential call's acquire
         local r1 = { x.S.acquire1(tmo) }
         if #r1 > 0 then fast.acquire = fast.acquire + 1 else r1 = { x.A.acquire(0, 1, tmo) } end
         local r2 = { y.A.acquire(0, 1, tmo) }
@@ -360,14 +384,15 @@ describe("the C store's acquire1 and done1", function()
   end
 
   it("answers and leaves the store as the Lua algorithm does, on random histories", function()
-    local fast = { acquire = 0, done = 0 }
+    local fast = { acquire = 0, done = 0, round = 0 }
     for seed = 1, 12 do
       local f = history(seed, 600)
-      fast.acquire, fast.done = fast.acquire + f.acquire, fast.done + f.done
+      for k, v in pairs(f) do fast[k] = fast[k] + v end
     end
     -- and it did the work: most acquires and answers went through the C writing, not around it
     assert.is_true(fast.acquire > 2000, fast.acquire .. " acquires in C")
     assert.is_true(fast.done > 1000, fast.done .. " answers in C")
+    assert.is_true(fast.round > 200, fast.round .. " batch rounds' answers in C")
   end)
 
   it("declines, changing nothing, until told the algorithm's constants", function()

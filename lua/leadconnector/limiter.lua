@@ -582,7 +582,9 @@ function Handle:acquire(stop_at, sleep, tmo, count)
       return ta, n
     end
     -- a batch round: wait, ta, n1, n2, ...; while it must wait, only n1 is held, and looked at again alone
-    local r = { algo.acquire(0, count, tmo) }
+    local a1, r = self.acquire1
+    if a1 then r = { a1(tmo, count) } end
+    if not (r and r[1]) then r = { algo.acquire(0, count, tmo) } end
     while r[1] > 0 do
       local wait, n = r[1], r[3]
       if now() + wait > stop_at then
@@ -665,6 +667,8 @@ function Handle:done_round(ta, list, remaining, interval_ms, session)
   local saw_429 = false
   for i = 2, #list, 3 do if list[i] == 429 then saw_429 = true break end end
   local mx, dr, int = answer_figures(self, count, saw_429, remaining, interval_ms, session)
+  local r1 = self.done_round1 -- the C store's own writing; nothing when a 429 is in the round, or while learning
+  if r1 and r1(ta, list, remaining or -1, int, mx, dr) then return end
   local fb = list[1] < 0
   if fb then mx = -1 end -- the fallback keeps its reduced Max
   local a = { ta, remaining or -1, int, mx, dr }
@@ -743,7 +747,8 @@ function M.process(opts)
   local b = new_backend("process", opts, function(_, h, op, ...) return h.algo[op](...) end)
   b.setup = function(h)
     local st = table_store()
-    h.algo, h.acquire1, h.done1 = algorithm(st), st.acquire1, st.done1 -- the last two: the C store's alone
+    h.algo = algorithm(st)
+    h.acquire1, h.done1, h.done_round1 = st.acquire1, st.done1, st.done_round1 -- the C store's alone
   end
   return b
 end
