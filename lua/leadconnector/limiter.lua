@@ -6,7 +6,8 @@
 --     leadconnector.new { token = ..., limiter = limiter.shdict("leadconnector_limits") } -- every nginx worker
 --     leadconnector.new { token = ..., limiter = limiter.redis { host = "127.0.0.1", port = 6379 } } -- every machine
 --
--- The algorithm (one source, run on a Lua table, on a lua_shared_dict, and inside Redis as a script): a
+-- The algorithm (one source, run on a Lua table, on a lua_shared_dict, and inside Redis as a script; on PUC Lua the
+-- process store also runs its per-call operations in C, line for line, held to this source by spec 54): a
 -- reserve-then-check sliding-window log of this app's own sends. Every send takes the next number n of one
 -- counter (an atomic incr) and may go only when send n - B has ended its window: B = Max (X-RateLimit-Max) less the
 -- sends of other senders, and a send "ends its window" Interval (X-RateLimit-Interval-Milliseconds) after its
