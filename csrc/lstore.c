@@ -9,17 +9,18 @@
  * cannot leak it.
  *
  * core.limit_store([clock]) -> S = { now, get, mget, set, add, incr, ring_size, acquire1, done1, done_round1, tune }:
- * functions closed over one store. S.now() reads the clock (core.now's monotonic one, or the given function, for tests) and
- * every other operation uses the time read there, as the algorithm expects.
+ * functions closed over one store. S.now() reads the clock (core.now's monotonic one, or the given function, for
+ * tests) and every other operation uses the time read there, as the algorithm expects.
  *
  * S.acquire1, S.done1 and S.done_round1 are the algorithm's operations of a call (acquire of new numbers, done of an
- * answer, done_round of a batch round's answers) over this store, in C: in Lua they cost a sequential call about
- * 11,000 instructions (some 160 VM instructions and nine calls into the store), here a tenth of that. They are the Lua algorithm's lines written
- * out, store operation for store operation, and leave the store exactly as it would (spec/54 runs both on the same
- * random histories and compares every answer and every key); where that source takes a branch a sequential call
- * rarely takes (learning the limits, a token blocked or out of its daily budget, a 429) they change nothing and
- * return nothing, and the caller runs the Lua algorithm. Its constants (SLACK, MAX_WAIT, MAX_SCAN) come from that
- * source through S.tune; until it is called, both decline every call.
+ * answer, done_round of a batch round's answers) over this store, in C. Run in Lua over this store, a sequential
+ * call's acquire + done cost about 11,300 instructions (some 160 VM instructions and nine calls into the store);
+ * through these, 5,600, most of it the handle's Lua around the two calls. They are the Lua algorithm's lines
+ * written out, store operation for store operation, and leave the store exactly as it would (spec/54 runs both on
+ * the same random histories and compares every answer and every key and slot); where that source takes a branch a
+ * call rarely takes (learning the limits, a token blocked or out of its daily budget, a 429) they change nothing
+ * and return nothing, and the caller runs the Lua algorithm. Its constants (SLACK, MAX_WAIT, MAX_SCAN) come from
+ * that source through S.tune; until it is called, all three decline every call.
  * @module leadconnector.core */
 #include <math.h>
 #include <stdint.h>
@@ -48,7 +49,7 @@ typedef struct {
   double cur; /* the time of the last S.now() */
   named names[NAMES_MAX];
   int nnames;
-  int tuned;                         /* S.tune was called: acquire1 and done1 work */
+  int tuned;                         /* S.tune was called: acquire1, done1 and done_round1 work */
   double slack, max_wait, max_scan;  /* the algorithm's constants, from its source */
   size_t R;
   double *rk, *rv, *re; /* the ring: slot number (0: free place), value, expiry time */
@@ -487,7 +488,8 @@ static int s_done_round1(lua_State *L) {
   return 1;
 }
 
-/** S.tune(slack, max_wait, max_scan): the algorithm's constants, from its source; acquire1 and done1 work after. */
+/** S.tune(slack, max_wait, max_scan): the algorithm's constants, from its source; acquire1, done1 and done_round1
+ * work after. */
 static int s_tune(lua_State *L) {
   lstore *s = self(L);
   s->slack = (double)luaL_checknumber(L, 1);

@@ -9,6 +9,18 @@ local limiter = require "leadconnector.limiter"
 
 it("the process limiter uses the C core's store on PUC Lua and the Lua one on LuaJIT", function()
   assert.are.equal(jit and limiter._stores.lua or limiter._stores.c, limiter._table_store) -- luacheck: ignore 113
+  -- and on PUC Lua its handles run a call's acquire and done through the C store's own writing of them
+  local h = limiter.process():bind("http://127.0.0.1:1", "a-token")
+  if jit then -- luacheck: ignore 113
+    assert.is_nil(h.acquire1)
+  else
+    assert.is_function(h.acquire1) assert.is_function(h.done1) assert.is_function(h.done_round1)
+    -- wired to a store that was told the constants: the first call learns the limits (the Lua algorithm's), the
+    -- next goes through C
+    local ta, n = h:acquire(math.huge, function() end, 30)
+    h:done(n, ta, nil, 99, 10000, nil, { rate_limit = function() return { max = 100 } end })
+    assert.are.equal(3, select("#", h.acquire1(30)))
+  end
 end)
 
 for _, which in ipairs { "c", "lua" } do
@@ -267,12 +279,13 @@ for _, which in ipairs { "c", "lua" } do
 end
 
 -- The C store's own writing of acquire, done and a batch's done_round (S.acquire1, S.done1, S.done_round1 in
--- csrc/lstore.c: the algorithm's lines in C, a tenth of the instructions) must be the algorithm: on the same random histories, a store
--- driven through them (and through the Lua algorithm where they decline) and one driven by the Lua algorithm alone
--- answer every operation alike and hold the same keys and slots after each. The histories go through every branch:
--- a budget of a few sends, so gates wait; answers that teach and change Max and the interval, say Remaining (others
--- spend the budget), a daily count, 429s with and without Retry-After; batch rounds; numbers cancelled, looked at
--- again, answered out of order or never; the clock standing still or jumping past windows.
+-- csrc/lstore.c: the algorithm's lines in C, half the instructions of a call's limiter) must be the algorithm: on the
+-- same random histories, a store driven through them (and through the Lua algorithm where they decline) and one
+-- driven by the Lua algorithm alone answer every operation alike and hold the same keys and slots after each. The
+-- histories go through every branch: a budget of a few sends, so gates wait; answers that teach and change Max and
+-- the interval, say Remaining (others spend the budget), a daily count, 429s with and without Retry-After; batch
+-- rounds; numbers cancelled, looked at again, answered out of order or never; the clock standing still or jumping
+-- past windows.
 describe("the C store's acquire1, done1 and done_round1", function()
   local load_chunk = loadstring or load -- luacheck: ignore 113
   local NAMES = { "q", "m", "w", "f", "b", "p", "d", "l", "s" }
@@ -361,7 +374,12 @@ describe("the C store's acquire1, done1 and done_round1", function()
         local dr = rnd(40) == 1 and rnd(3) - 1 or ({ -1, -1, -1, 500 })[rnd(4)]
         if rnd(6) == 1 then ta = -1 end
         local r1 = { x.S.done1(n, ta, status, rem, int_ms, ra, mx, dr) }
-        if #r1 > 0 then fast.done = fast.done + 1 r1 = { 0 } else r1 = { x.A.done(n, ta, status, rem, int_ms, ra, mx, dr) } end
+        if #r1 > 0 then
+          fast.done = fast.done + 1
+          r1 = { 0 }
+        else
+          r1 = { x.A.done(n, ta, status, rem, int_ms, ra, mx, dr) }
+        end
         same("done at step " .. step, r1, { y.A.done(n, ta, status, rem, int_ms, ra, mx, dr) })
       elseif what == 9 then -- a number given back, or looked at again after a wait
         local i = rnd(#taken)
@@ -369,7 +387,8 @@ describe("the C store's acquire1, done1 and done_round1", function()
           x.A.cancel(taken[i][1]) y.A.cancel(taken[i][1])
           table.remove(taken, i)
         else
-          same("acquire again at step " .. step, { x.A.acquire(taken[i][1], 1, tmo) }, { y.A.acquire(taken[i][1], 1, tmo) })
+          local n = taken[i][1]
+          same("acquire again at step " .. step, { x.A.acquire(n, 1, tmo) }, { y.A.acquire(n, 1, tmo) })
         end
       else
         same("wait at step " .. step, { x.A.wait() }, { y.A.wait() })
