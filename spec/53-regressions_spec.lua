@@ -349,4 +349,44 @@ describe("issue 10 regressions: the sandbox launcher", function()
     assert.is_true(wait_until(function() return not helpers.alive(pid2) end, 10 * lch.scale))
     os.execute("rm -rf '" .. prefix .. "' '" .. prefix .. ".out'")
   end)
+
+  -- A killed launcher's watchdog wakes up to 0.2 s after the kill, stops its nginx and removes what that nginx
+  -- left. A restart with the same --prefix made in that time must keep its own pid file and FIFO: the watchdog
+  -- used to remove them (the test above then read no nginx.pid, now and then). Made certain here by holding the
+  -- watchdog stopped until the restart is up.
+  it("a killed launcher's watchdog leaves a restart's pid file and FIFO alone", function()
+    local prefix = helpers.sh("mktemp -d"):gsub("%s+$", "")
+    local pid = launch(prefix)
+    local watchdog, pid2
+    finally(function() -- a failed assertion must not leave a sandbox running
+      if watchdog then os.execute("kill -CONT " .. watchdog .. " 2>/dev/null") end
+      if pid2 then os.execute("kill -TERM " .. pid2 .. " 2>/dev/null") end
+    end)
+    for line in helpers.sh("ps -o pid=,comm= --ppid " .. pid):gmatch("[^\n]+") do
+      local p, comm = line:match("^%s*(%d+)%s+(%S+)")
+      if p and comm ~= "nginx" then watchdog = tonumber(p) end
+    end
+    assert.truthy(watchdog, "no watchdog under the launcher")
+    os.execute("kill -STOP " .. watchdog)
+    os.execute("kill -9 " .. pid)
+    local url2
+    pid2, url2 = launch(prefix) -- stops the first nginx itself (its pid file names it)
+    assert.is_true(health(url2))
+    local master2 = tonumber((helpers.read_file(prefix .. "/nginx.pid") or ""):match("%d+"))
+    assert.truthy(master2)
+    os.execute("kill -CONT " .. watchdog)
+    assert.is_true(wait_until(function() return not helpers.alive(watchdog) end, 10 * lch.scale), "watchdog stays")
+    assert.are.equal(master2, tonumber((helpers.read_file(prefix .. "/nginx.pid") or ""):match("%d+")),
+      "the restart's nginx.pid was removed")
+    assert.is_true(helpers.sh("test -p '" .. prefix .. "/nap.fifo' && echo fifo"):find("fifo", 1, true) ~= nil,
+      "the restart's FIFO was removed")
+    assert.is_true(health(url2))
+    -- and the restart still cleans up after itself
+    os.execute("kill -TERM " .. pid2)
+    assert.is_true(wait_until(function() return not helpers.alive(pid2) end, 10 * lch.scale))
+    assert.is_false(health(url2))
+    assert.is_nil(helpers.read_file(prefix .. "/nginx.pid"))
+    assert.is_true(helpers.sh("test -e '" .. prefix .. "/nap.fifo' || echo gone"):find("gone", 1, true) ~= nil)
+    os.execute("rm -rf '" .. prefix .. "' '" .. prefix .. ".out'")
+  end)
 end)
