@@ -18,9 +18,10 @@
  * through these, 5,600, most of it the handle's Lua around the two calls. They are the Lua algorithm's lines
  * written out, store operation for store operation, and leave the store exactly as it would (spec/54 runs both on
  * the same random histories and compares every answer and every key and slot); where that source takes a branch a
- * call rarely takes (learning the limits, a token blocked or out of its daily budget, a 429) they change nothing
- * and return nothing, and the caller runs the Lua algorithm. Its constants (SLACK, MAX_WAIT, MAX_SCAN) come from
- * that source through S.tune; until it is called, all three decline every call.
+ * call rarely takes (an acquire while the limits are learned or the daily budget is spent, a 429) they change
+ * nothing and return nothing, and the caller runs the Lua algorithm. Its constants (SLACK, MAX_WAIT, MAX_SCAN, the
+ * documented Max, the time to live that ends a key) come from that source through S.tune; until it is called, all
+ * three decline every call.
  * @module leadconnector.core */
 #include <math.h>
 #include <stdint.h>
@@ -50,7 +51,7 @@ typedef struct {
   named names[NAMES_MAX];
   int nnames;
   int tuned;                         /* S.tune was called: acquire1, done1 and done_round1 work */
-  double slack, max_wait, max_scan;  /* the algorithm's constants, from its source */
+  double slack, max_wait, max_scan, documented_max, over; /* the algorithm's constants, from its source */
   size_t R;
   double *rk, *rv, *re; /* the ring: slot number (0: free place), value, expiry time */
 } lstore;
@@ -306,7 +307,7 @@ static double gate(lua_State *L, lstore *s, double t, double n, double m, double
   if (v > 0) return v > t ? v - t : 0;
   v = -v;
   if (v <= t) return 0;
-  return w < v - t ? w : v - t;
+  return v - t < w ? v - t : w; /* min(w, v - t), as Lua's math.min picks */
 }
 
 static void push_wait(lua_State *L, double g) {
@@ -321,7 +322,7 @@ static void give_back(lua_State *L, lstore *s, double t, double n, double m, dou
   if (b < 1) b = 1;
   if (!(n - b >= 1 && kget(s, n - b, &v))) v = 0;
   left = v > 0 ? v : v < 0 ? -v : t;
-  kput(L, s, n, v, (left - t > 0 ? left - t : 0) + w + 1, 0);
+  kput(L, s, n, v, (0 > left - t ? 0 : left - t) + w + 1, 0); /* max(left - t, 0) */
 }
 
 /** S.acquire1(tmo [, count]) -> wait, t, n1, n2, ...: the algorithm's acquire(0, count, tmo), new numbers for a
@@ -340,15 +341,18 @@ static int s_acquire1(lua_State *L) {
   have_d = nget(s, K_D, &d);
   have_f = nget(s, K_F, &f);
   w = w / 1000;
-  if (have_b && b > t) bw = b - t < s->max_wait ? b - t : s->max_wait;
+  if (have_b && b > t) bw = s->max_wait < b - t ? s->max_wait : b - t; /* min(b - t, MAX_WAIT) */
   pend = -(t + tmo + w + s->slack);
   ttl = tmo + w + 2;
   if (bw > 0) {
-    lua_pushnumber(L, (lua_Number)bw);
+    if (bw == b - t) lua_pushnumber(L, (lua_Number)bw);
+    else push_num(L, bw); /* MAX_WAIT itself, an integer in the source */
     lua_pushnumber(L, (lua_Number)t);
     return 2;
   }
   if (!have_m || (have_d && d <= 0)) return 0; /* learning, or the daily budget spent: the Lua algorithm's */
+  if (count > 1000000 || !lua_checkstack(L, (int)count + 4)) /* before anything changes */
+    return luaL_error(L, "leadconnector.limiter: too many numbers at once");
   lua_settop(L, 0);
   lua_pushinteger(L, 0); /* wait and t, set below */
   lua_pushnumber(L, (lua_Number)t);
@@ -364,7 +368,6 @@ static int s_acquire1(lua_State *L) {
       give_back(L, s, t, k, m, w, have_f, f); /* not this round */
       break;
     }
-    luaL_checkstack(L, 1, "leadconnector.limiter: too many numbers");
     push_num(L, k);
     nout++;
     if (g > 0) {
@@ -378,12 +381,12 @@ static int s_acquire1(lua_State *L) {
   return base + (int)nout;
 }
 
-/* The algorithm's done(n, ta, status, rem, int_ms, ra, mx, dr) for a status other than 429: 0 (and the store
- * unchanged) while the limits are being learned, else 1, done. */
-static int done(lua_State *L, lstore *s, double n, double ta, double rem, double int_ms, double mx, double dr) {
-  double t = read_clock(L, s), m, w, f = 0, q, l = 0;
-  int have_f, have_q, have_l;
-  if (!nget(s, K_M, &m)) return 0; /* learning */
+/* The algorithm's done(n, ta, status, rem, int_ms, ra, mx, dr) for a status other than 429 (retry_after is a
+ * 429's alone). */
+static void done(lua_State *L, lstore *s, double n, double ta, double rem, double int_ms, double mx, double dr) {
+  double t = read_clock(L, s), m = 0, w, f = 0, q, l = 0;
+  int learning, have_f, have_q, have_l;
+  learning = !nget(s, K_M, &m);
   if (!nget(s, K_W, &w)) w = 10000;
   have_f = nget(s, K_F, &f);
   have_q = nget(s, K_Q, &q);
@@ -395,9 +398,13 @@ static int done(lua_State *L, lstore *s, double n, double ta, double rem, double
   }
   kput(L, s, n, t + w + s->slack, w + 1, 0);
   if (mx > 0) {
-    if (mx != m) nset(s, K_M, mx, 86400);
+    if (learning || mx != m) nset(s, K_M, mx, 86400);
     m = mx;
+  } else if (learning) { /* the answer said nothing: the documented budget */
+    nset(s, K_M, s->documented_max, 86400);
+    m = s->documented_max;
   }
+  if (learning) nset(s, K_P, 0, s->over); /* the probe is over */
   if (!have_q) q = n;
   if (dr >= 0) nset(s, K_D, dr - (q - n), 86400);
   if (rem >= 0) {
@@ -415,21 +422,20 @@ static int done(lua_State *L, lstore *s, double n, double ta, double rem, double
       if (k0 > (have_l ? l : 0)) nset(s, K_L, k0, 86400);
       if (used <= f + (q - k0 + 1)) {
         double last;
-        if (nget(s, K_S, &last) && t - last < w / 2) return 1;
+        if (nget(s, K_S, &last) && t - last < w / 2) return;
       }
       nset(s, K_S, t, w / 2 + 1);
       for (k = lo; k <= q; k++) {
         if (kget(s, k, &v) && (v < 0 || v > since)) own = own + 1;
       }
       foreign = used - own;
-      if (foreign > f) nset(s, K_F, foreign < m ? foreign : m, w + s->slack);
+      if (foreign > f) nset(s, K_F, m < foreign ? m : foreign, w + s->slack); /* min(foreign, m) */
     }
   }
-  return 1;
 }
 
 /** S.done1(n, ta, status, remaining, interval_ms, retry_after, max, daily_remaining) -> true: the algorithm's
- * done; nothing (and the store unchanged) for a 429 or while the limits are being learned: run the algorithm. */
+ * done; nothing (and the store unchanged) for a 429: run the algorithm. */
 static int s_done1(lua_State *L) {
   lstore *s = self(L);
   double n = (double)luaL_checknumber(L, 1), ta = (double)luaL_checknumber(L, 2),
@@ -438,14 +444,14 @@ static int s_done1(lua_State *L) {
          dr = (double)luaL_checknumber(L, 8);
   luaL_checknumber(L, 6); /* retry_after: a 429's alone */
   if (!s->tuned || status == 429) return 0;
-  if (!done(L, s, n, ta, rem, int_ms, mx, dr)) return 0;
+  done(L, s, n, ta, rem, int_ms, mx, dr);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /** S.done_round1(ta, list, remaining, interval_ms, max, daily_remaining) -> true: the algorithm's done_round of a
  * batch round's answers, list = { n1, status1, retry_after1, ... } (status false for a success or no answer);
- * nothing (and the store unchanged) when one of them is a 429 or while the limits are being learned. */
+ * nothing (and the store unchanged) when one of them is a 429, or the list is not numbers and statuses. */
 static int s_done_round1(lua_State *L) {
   lstore *s = self(L);
   double ta = (double)luaL_checknumber(L, 1), rem = (double)luaL_checknumber(L, 3),
@@ -459,11 +465,11 @@ static int s_done_round1(lua_State *L) {
   for (i = 1; i <= len; i += 3) { /* every number a number; any 429: the algorithm's */
     lua_rawgeti(L, 2, i);
     lua_rawgeti(L, 2, i + 1);
-    if (!lua_isnumber(L, -2) || (lua_isnumber(L, -1) && lua_tonumber(L, -1) == 429)) return 0;
+    if (lua_type(L, -2) != LUA_TNUMBER || (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) == 429)) return 0;
     lua_pop(L, 2);
   }
   lua_rawgeti(L, 2, 1);
-  if (!done(L, s, (double)lua_tonumber(L, -1), ta, rem, int_ms, mx, dr)) return 0;
+  done(L, s, (double)lua_tonumber(L, -1), ta, rem, int_ms, mx, dr);
   lua_pop(L, 1);
   for (i = 4; i <= len; i += 3) {
     double n;
@@ -488,13 +494,15 @@ static int s_done_round1(lua_State *L) {
   return 1;
 }
 
-/** S.tune(slack, max_wait, max_scan): the algorithm's constants, from its source; acquire1, done1 and done_round1
- * work after. */
+/** S.tune(slack, max_wait, max_scan, documented_max, over): the algorithm's constants, from its source (its
+ * A.CONSTANTS); acquire1, done1 and done_round1 work after. */
 static int s_tune(lua_State *L) {
   lstore *s = self(L);
   s->slack = (double)luaL_checknumber(L, 1);
   s->max_wait = (double)luaL_checknumber(L, 2);
   s->max_scan = (double)luaL_checknumber(L, 3);
+  s->documented_max = (double)luaL_checknumber(L, 4);
+  s->over = (double)luaL_checknumber(L, 5);
   s->tuned = 1;
   return 0;
 }

@@ -63,6 +63,8 @@ local PROBE_TTL = 30     -- a lost probe (its sender died) frees the learning af
 local DAILY_PROBE = 60   -- with the daily budget spent, one send a minute asks whether a new day began
 local MAX_WAIT = 3600
 local MAX_SCAN = 1000
+local DOCUMENTED_MAX = 100 -- an answer that says nothing of the limits: the documented 100 per 10 s
+local OVER = 0.001       -- the time to live that ends a key at once
 -- Keys: P .. name (a shared dict, Redis), or the bare name or number (a Lua table: P is nil). Inlined as
 -- `P and P .. k or k` where a call is made per send: each Lua function call costs about as much as the work.
 local P = S.prefix
@@ -187,9 +189,9 @@ function A.done(n, ta, status, rem, int_ms, ra, mx, dr)
     if mx ~= m then S.set(KM, mx, 86400) end
     m = mx
   elseif not m then
-    if status ~= 429 then S.set(KM, 100, 86400) m = 100 end -- the answer said nothing: the documented budget
+    if status ~= 429 then S.set(KM, DOCUMENTED_MAX, 86400) m = DOCUMENTED_MAX end -- the answer said nothing
   end
-  if learning then S.set(KP, 0, 0.001) end -- the probe is over (if it taught nothing, the next send probes)
+  if learning then S.set(KP, 0, OVER) end -- the probe is over (if it taught nothing, the next send probes)
   q = q or n
   if dr >= 0 then S.set(KD, dr - (q - n), 86400) end
   if status == 429 then
@@ -274,7 +276,7 @@ function A.wait()
 end
 
 -- The constants, for the C core's writing of acquire and done over its own store (csrc/lstore.c, S.tune).
-A.SLACK, A.MAX_WAIT, A.MAX_SCAN = SLACK, MAX_WAIT, MAX_SCAN
+A.CONSTANTS = { SLACK, MAX_WAIT, MAX_SCAN, DOCUMENTED_MAX, OVER }
 return A
 ]==]
 
@@ -286,7 +288,7 @@ local load_chunk = loadstring or load -- luacheck: ignore 113 (Lua 5.1's load ta
 local function algorithm(store)
   local f = assert(load_chunk(ALGO, "=leadconnector.limiter"))
   local A = f(store)
-  if store.tune then store.tune(A.SLACK, A.MAX_WAIT, A.MAX_SCAN) end
+  if store.tune then store.tune(unpack(A.CONSTANTS)) end
   return A
 end
 
@@ -505,6 +507,9 @@ Handle.__index = Handle
 local MAX_WAIT_MS = M.MAX_WAIT * 1000
 local function sane_max(m) return m and m >= 1 and m <= 1e6 and floor(m) or nil end
 local function sane_wait(s) if s and s >= 0 then return min(s, M.MAX_WAIT) end return nil end
+-- Remaining counts requests: a fraction ("2.5") would make the others' sends, and so the slot numbers the gate
+-- reads, fractions (the C store refuses those: the call would raise)
+local function sane_remaining(r) if r and r >= 0 then return floor(r) end return nil end
 
 -- Runs op on the backend's store; on a failure switches to the local fallback budget (logged once).
 local function run(self, op, ...)
@@ -644,6 +649,7 @@ end
 --- The answer to ticket n (taken at ta) came: status is the HTTP status of an error answer (nil for a success
 -- or when no answer came), then what its headers said (nil where absent). session: for Max and the daily count.
 function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session)
+  remaining = sane_remaining(remaining)
   local mx, dr, int = answer_figures(self, 1, status == 429, remaining, interval_ms, session)
   local ra = retry_after and sane_wait(retry_after) or -1
   local algo = self.algo
@@ -663,6 +669,7 @@ end
 -- each, in order (Remaining and the session's figures with the first), in one store operation. A round holds at
 -- most the batch's 256 calls: 5 + 3 x 256 script arguments, far inside what Redis's Lua can unpack (8,000).
 function Handle:done_round(ta, list, remaining, interval_ms, session)
+  remaining = sane_remaining(remaining)
   local count = #list / 3
   if count == 0 then return end
   local saw_429 = false
