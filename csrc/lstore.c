@@ -351,7 +351,8 @@ static int s_acquire1(lua_State *L) {
     return 2;
   }
   if (!have_m || (have_d && d <= 0)) return 0; /* learning, or the daily budget spent: the Lua algorithm's */
-  if (count > 1000000 || !lua_checkstack(L, (int)count + 4)) /* before anything changes */
+  /* room for every number before anything changes (a C function has LUA_MINSTACK, 20, slots to begin with) */
+  if (count > 16 && (count > 1000000 || !lua_checkstack(L, (int)count + 4)))
     return luaL_error(L, "leadconnector.limiter: too many numbers at once");
   lua_settop(L, 0);
   lua_pushinteger(L, 0); /* wait and t, set below */

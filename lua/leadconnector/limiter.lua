@@ -508,8 +508,8 @@ local MAX_WAIT_MS = M.MAX_WAIT * 1000
 local function sane_max(m) return m and m >= 1 and m <= 1e6 and floor(m) or nil end
 local function sane_wait(s) if s and s >= 0 then return min(s, M.MAX_WAIT) end return nil end
 -- Remaining counts requests: a fraction ("2.5") would make the others' sends, and so the slot numbers the gate
--- reads, fractions (the C store refuses those: the call would raise)
-local function sane_remaining(r) if r and r >= 0 then return floor(r) end return nil end
+-- reads, fractions (the C store refuses those: the call would raise). Called only for one (r % 1 ~= 0).
+local function sane_remaining(r) if r >= 0 then return floor(r) end return nil end
 
 -- Runs op on the backend's store; on a failure switches to the local fallback budget (logged once).
 local function run(self, op, ...)
@@ -649,7 +649,7 @@ end
 --- The answer to ticket n (taken at ta) came: status is the HTTP status of an error answer (nil for a success
 -- or when no answer came), then what its headers said (nil where absent). session: for Max and the daily count.
 function Handle:done(n, ta, status, remaining, interval_ms, retry_after, session)
-  remaining = sane_remaining(remaining)
+  if remaining and remaining % 1 ~= 0 then remaining = sane_remaining(remaining) end
   local mx, dr, int = answer_figures(self, 1, status == 429, remaining, interval_ms, session)
   local ra = retry_after and sane_wait(retry_after) or -1
   local algo = self.algo
@@ -669,7 +669,7 @@ end
 -- each, in order (Remaining and the session's figures with the first), in one store operation. A round holds at
 -- most the batch's 256 calls: 5 + 3 x 256 script arguments, far inside what Redis's Lua can unpack (8,000).
 function Handle:done_round(ta, list, remaining, interval_ms, session)
-  remaining = sane_remaining(remaining)
+  if remaining and remaining % 1 ~= 0 then remaining = sane_remaining(remaining) end
   local count = #list / 3
   if count == 0 then return end
   local saw_429 = false
