@@ -15,7 +15,7 @@
  * S.acquire1, S.done1 and S.done_round1 are the algorithm's operations of a call (acquire of new numbers, done of an
  * answer, done_round of a batch round's answers) over this store, in C. Run in Lua over this store, a sequential
  * call's acquire + done cost about 11,300 instructions (some 160 VM instructions and nine calls into the store);
- * through these, 5,600, most of it the handle's Lua around the two calls. They are the Lua algorithm's lines
+ * through these, 5,800, most of it the handle's Lua around the two calls. They are the Lua algorithm's lines
  * written out, store operation for store operation, and leave the store exactly as it would (spec/54 runs both on
  * the same random histories and compares every answer and every key and slot); where that source takes a branch a
  * call rarely takes (an acquire while the limits are learned or the daily budget is spent, a 429) they change
