@@ -283,7 +283,7 @@ return A
 local load_chunk = loadstring or load -- luacheck: ignore 113 (Lua 5.1's load takes a function)
 
 -- The algorithm over a local store: the ops table, or raises on a store failure (caught by the handle). The C
--- core's store also runs a sequential call's acquire and done itself (S.acquire1, S.done1: see csrc/lstore.c),
+-- core's store also runs a call's acquire and done itself (S.acquire1, S.done1, S.done_round1: csrc/lstore.c),
 -- given this source's constants.
 local function algorithm(store)
   local f = assert(load_chunk(ALGO, "=leadconnector.limiter"))
@@ -675,7 +675,7 @@ function Handle:done_round(ta, list, remaining, interval_ms, session)
   local saw_429 = false
   for i = 2, #list, 3 do if list[i] == 429 then saw_429 = true break end end
   local mx, dr, int = answer_figures(self, count, saw_429, remaining, interval_ms, session)
-  local r1 = self.done_round1 -- the C store's own writing; nothing when a 429 is in the round, or while learning
+  local r1 = self.done_round1 -- the C store's own writing; nothing when a 429 is in the round
   if r1 and r1(ta, list, remaining or -1, int, mx, dr) then return end
   local fb = list[1] < 0
   if fb then mx = -1 end -- the fallback keeps its reduced Max
