@@ -68,13 +68,15 @@ static void push_num(lua_State *L, double d) {
   lua_pushnumber(L, (lua_Number)d);
 }
 
+static int is_slot(double k) { return k >= 1 && k < SLOT_MAX && k == floor(k); }
+
 /* The slot number at idx (an integer >= 1), -1 when the key is a name; another number is 0 for a read (no such
  * slot) and an error for a write. */
 static double slot_of(lua_State *L, int idx, int write) {
   double k;
   if (lua_type(L, idx) != LUA_TNUMBER) return -1;
   k = (double)lua_tonumber(L, idx);
-  if (k >= 1 && k < SLOT_MAX && k == floor(k)) return k;
+  if (is_slot(k)) return k;
   if (write) luaL_error(L, "leadconnector.limiter: bad slot number");
   return 0;
 }
@@ -139,17 +141,69 @@ static size_t place_for(lua_State *L, lstore *s, double k) {
   return i;
 }
 
+/* The store's operations at the time of the last clock reading, for S.get/S.set/... and for the algorithm's
+ * operations in C alike: a named key by its entry, a slot by its number (a read of a number that is no slot reads
+ * absent; a write raises). */
+
+/* S.get(name): 1 and its value when live. */
+static int xget(const lstore *s, const named *x, double *v) {
+  if (x->e > s->cur) {
+    *v = x->v;
+    return 1;
+  }
+  return 0;
+}
+#define nget(s, k, v) xget((s), &(s)->names[k], (v))
+
+static void nset(lstore *s, int k, double v, double ttl) {
+  s->names[k].v = v;
+  s->names[k].e = s->cur + ttl;
+}
+
+/* S.incr(name, n) */
+static double xincr(const lstore *s, named *x, double n) {
+  if (x->e > s->cur) {
+    x->v += n;
+  } else {
+    x->v = n;
+    x->e = HUGE_VAL;
+  }
+  return x->v;
+}
+#define nincr(s, k, n) xincr((s), &(s)->names[k], (n))
+
+/* S.get(k) of a number: 1 and its value when live. */
+static int kget(const lstore *s, double k, double *v) {
+  size_t i;
+  if (!is_slot(k)) return 0;
+  i = place(s, k);
+  if (s->rk[i] == k && s->re[i] > s->cur) {
+    *v = s->rv[i];
+    return 1;
+  }
+  return 0;
+}
+
+/* S.set(k, v, ttl) of a number, or S.add (only_new): 0 when add found it live. */
+static int kput(lua_State *L, lstore *s, double k, double v, double ttl, int only_new) {
+  size_t i;
+  if (!is_slot(k)) luaL_error(L, "leadconnector.limiter: bad slot number");
+  i = place_for(L, s, k);
+  if (only_new && s->rk[i] == k && s->re[i] > s->cur) return 0;
+  s->rk[i] = k;
+  s->rv[i] = v;
+  s->re[i] = s->cur + ttl;
+  return 1;
+}
+
 static void push_value(lua_State *L, lstore *s, int idx) {
   double k = slot_of(L, idx, 0);
   if (k == 0) {
     lua_pushnil(L);
-  } else if (k > 0) {
-    size_t i = place(s, k);
-    if (s->rk[i] == k && s->re[i] > s->cur) push_num(L, s->rv[i]);
-    else lua_pushnil(L);
   } else {
-    named *n = name_of(L, s, idx, 0);
-    if (n != NULL && n->e > s->cur) push_num(L, n->v);
+    named *n = k > 0 ? NULL : name_of(L, s, idx, 0);
+    double v;
+    if (k > 0 ? kget(s, k, &v) : n != NULL && xget(s, n, &v)) push_num(L, v);
     else lua_pushnil(L);
   }
 }
@@ -193,16 +247,9 @@ static int s_mget(lua_State *L) {
 
 static int put(lua_State *L, int only_new) {
   lstore *s = self(L);
-  double k = slot_of(L, 1, 1), v = (double)luaL_checknumber(L, 2), e = s->cur + (double)luaL_checknumber(L, 3);
+  double k = slot_of(L, 1, 1), v = (double)luaL_checknumber(L, 2), ttl = (double)luaL_checknumber(L, 3);
   if (k > 0) {
-    size_t i = place_for(L, s, k);
-    if (only_new && s->rk[i] == k && s->re[i] > s->cur) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-    s->rk[i] = k;
-    s->rv[i] = v;
-    s->re[i] = e;
+    lua_pushboolean(L, kput(L, s, k, v, ttl, only_new));
   } else {
     named *n = name_of(L, s, 1, 1);
     if (only_new && n->e > s->cur) {
@@ -210,9 +257,9 @@ static int put(lua_State *L, int only_new) {
       return 1;
     }
     n->v = v;
-    n->e = e;
+    n->e = s->cur + ttl;
+    lua_pushboolean(L, 1);
   }
-  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -226,72 +273,11 @@ static int s_add(lua_State *L) { return put(L, 1); }
 static int s_incr(lua_State *L) {
   lstore *s = self(L);
   named *k = name_of(L, s, 1, 1);
-  double n = (double)luaL_checknumber(L, 2);
-  if (k->e > s->cur) {
-    k->v += n;
-  } else {
-    k->v = n;
-    k->e = HUGE_VAL;
-  }
-  push_num(L, k->v);
+  push_num(L, xincr(s, k, (double)luaL_checknumber(L, 2)));
   return 1;
 }
 
-/* ---- The algorithm's sequential operations (see the top of this file and limiter.lua's ALGO, line for line). ----
- * The store operations as the algorithm calls them, at the time of the last clock reading: a named key by its
- * place, a slot by its number (a read of a number that is no slot reads absent; a write raises, as S.set does). */
-
-/* S.get(name): 1 and its value when live. */
-static int nget(const lstore *s, int k, double *v) {
-  if (s->names[k].e > s->cur) {
-    *v = s->names[k].v;
-    return 1;
-  }
-  return 0;
-}
-
-static void nset(lstore *s, int k, double v, double ttl) {
-  s->names[k].v = v;
-  s->names[k].e = s->cur + ttl;
-}
-
-/* S.incr(name, n) */
-static double nincr(lstore *s, int k, double n) {
-  named *x = &s->names[k];
-  if (x->e > s->cur) {
-    x->v += n;
-  } else {
-    x->v = n;
-    x->e = HUGE_VAL;
-  }
-  return x->v;
-}
-
-static int is_slot(double k) { return k >= 1 && k < SLOT_MAX && k == floor(k); }
-
-/* S.get(k) of a number: 1 and its value when live. */
-static int kget(const lstore *s, double k, double *v) {
-  size_t i;
-  if (!is_slot(k)) return 0;
-  i = place(s, k);
-  if (s->rk[i] == k && s->re[i] > s->cur) {
-    *v = s->rv[i];
-    return 1;
-  }
-  return 0;
-}
-
-/* S.set(k, v, ttl) of a number, or S.add (only_new): 0 when add found it live. */
-static int kput(lua_State *L, lstore *s, double k, double v, double ttl, int only_new) {
-  size_t i;
-  if (!is_slot(k)) luaL_error(L, "leadconnector.limiter: bad slot number");
-  i = place_for(L, s, k);
-  if (only_new && s->rk[i] == k && s->re[i] > s->cur) return 0;
-  s->rk[i] = k;
-  s->rv[i] = v;
-  s->re[i] = s->cur + ttl;
-  return 1;
-}
+/* ---- The algorithm's operations of a call (see the top of this file and limiter.lua's ALGO, line for line). ---- */
 
 /* The algorithm's gate(t, n, m, w, f) (have_f: f was read). */
 static double gate(lua_State *L, lstore *s, double t, double n, double m, double w, int have_f, double f) {
