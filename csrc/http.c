@@ -40,7 +40,7 @@ typedef struct lc_xfer {
   size_t body_len, body_cap;
   int too_big, added, index;
   int head_too_big;  /* the answer's status line and headers passed LC_MAX_HEADER_BYTES */
-  int bad_length;    /* the answer's Content-Length was not a plain decimal number */
+  const char *bad_head; /* why the answer's head was refused (a static string), or NULL: see on_header */
   int head_done;     /* the last answer's headers ended (their blank line came): else it was cut in them */
   size_t head_bytes; /* of this answer so far */
   enum lc_op op;
@@ -356,6 +356,36 @@ static void header_value(const char *line, size_t len, size_t n, const char **va
   *vlen = (size_t)(end - v);
 }
 
+/* An answer's status line as libcurl hands it over: "HTTP/1.x NNN ...", or the line libcurl makes of an HTTP/2 or 3
+ * answer's status ("HTTP/2 NNN "). Exactly three digits, 100 or more, then no further digit: the cosocket reader's
+ * rule. libcurl 7.88 refuses "HTTP/1.1 2000 OK"; libcurl 8 reads it as a 200, and a 2011 as a 201 (found by running
+ * spec 57 against the libcurl of bookworm-backports), so the library checks it itself, whatever libcurl it runs on. */
+static int multiplexed(CURL *e) { /* the answer came over HTTP/2 or 3, where libcurl writes the status line */
+  long v = 0;
+  if (curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &v) != CURLE_OK) return 0;
+#if LIBCURL_VERSION_NUM >= 0x074200
+  if (v == CURL_HTTP_VERSION_3) return 1;
+#endif
+  return v == CURL_HTTP_VERSION_2_0;
+}
+
+static int status_line_ok(CURL *e, const char *line, size_t len) {
+  size_t i;
+  if (len >= 9 && line[5] == '1' && line[6] == '.' && line[7] >= '0' && line[7] <= '9' && line[8] == ' ')
+    i = 9;
+  else if (len == 13 && (line[5] == '2' || line[5] == '3') && line[6] == ' ' && memcmp(line + 10, " \r\n", 3) == 0 &&
+           multiplexed(e))
+    i = 7; /* exactly the line libcurl writes ("HTTP/2 %03d \r\n"): from an HTTP/1.x server, "HTTP/2 200" is a lie
+              about its framing, refused as on cosockets (libcurl 7.88 reports HTTP/2 then, so the form counts too) */
+  else
+    return 0;
+  if (len < i + 3) return 0;
+  if (line[i] < '1' || line[i] > '9' || line[i + 1] < '0' || line[i + 1] > '9' || line[i + 2] < '0' ||
+      line[i + 2] > '9')
+    return 0;
+  return len == i + 3 || line[i + 3] < '0' || line[i + 3] > '9';
+}
+
 static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   /* Suffixes after "X-RateLimit-", in the order of lc_ratelimit's fields. */
   static const char *const rl_names[] = {"Max", "Remaining", "Interval-Milliseconds", "Limit-Daily", "Daily-Remaining"};
@@ -370,6 +400,10 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
   }
   x->head_bytes += len;
   if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new answer (after a 1xx, say): start over */
+    if (!status_line_ok(x->easy, line, len)) {
+      x->bad_head = "answer has a malformed status line (not HTTP/1.x, 2 or 3 and a three-digit status)";
+      return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
     x->head_done = 0;
     x->rl_now.seen = 0;
     x->retry_after = -1;
@@ -393,7 +427,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     for (k = 0; k < vlen && v[k] >= '0' && v[k] <= '9'; k++) {
     }
     if (vlen == 0 || k != vlen) {
-      x->bad_length = 1;
+      x->bad_head = "answer has a bad Content-Length";
       return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
     }
     return len;
@@ -596,7 +630,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->body_len = 0;
   x->too_big = 0;
   x->head_too_big = 0;
-  x->bad_length = 0;
+  x->bad_head = NULL;
   x->head_done = 0;
   x->head_bytes = 0;
   x->rl_now.seen = 0;
@@ -694,8 +728,8 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     lc_seterrfield_bool(L, "request_sent", 1);
     return 2;
   }
-  if (x->bad_length) {
-    lc_push_error(L, "network", "answer has a bad Content-Length");
+  if (x->bad_head) {
+    lc_push_error(L, "network", "%s", x->bad_head);
     lc_seterrfield_num(L, "curl_code", (double)rc);
     lc_seterrfield_bool(L, "request_sent", 1);
     return 2;
