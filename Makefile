@@ -103,11 +103,12 @@ catalogue:
 
 # Everything CI runs: the fuzzers' corpus replayed and each fuzzed briefly, then the whole suite on Lua 5.4, LuaJIT,
 # an ASan+UBSan build and under valgrind, the suite without the nginx and 5.4-only specs on Lua 5.1, 5.2 and 5.3,
+# the Lua 5.4 suite again with the core loading libcurl 8 (Debian's backports build, scripts/curl8.sh),
 # and scripts/install-check.sh (LuaRocks installs from a clean clone, one tree per Lua). The last line is the
 # runner's "N passed, N failed, N skipped", the install check counted in it.
 check: deps
 	@$(MAKE) -s fuzz-ci
-	@scripts/test.sh lua54 luajit asan valgrind lua51 lua52 lua53 install
+	@scripts/test.sh lua54 luajit asan valgrind lua51 lua52 lua53 curl8 install
 
 test:
 	@scripts/test.sh lua54 luajit

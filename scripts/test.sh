@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: every spec on Lua 5.4 and on LuaJIT (OpenResty's), each against its own build of the
 # C core, over real HTTP on 127.0.0.1 (the specs start the sandbox and nginx themselves).
-#   scripts/test.sh [lua54] [luajit] [asan] [valgrind] [lua51] [lua52] [lua53] [install]  (default: lua54 luajit asan)
+#   scripts/test.sh [lua54] [luajit] [asan] [valgrind] [lua51] [lua52] [lua53] [curl8] [install]
+#   (default: lua54 luajit asan)
 #   lua54/luajit: the suite on that interpreter; asan: Lua 5.4 against an ASan+UBSan build of the core (any report
 #   fails); valgrind: Lua 5.4 under memcheck (any error or definite leak fails); lua51/lua52/lua53: the suite on
-#   that Lua without the tests tagged #lua54only or #nginx; install: scripts/install-check.sh (LuaRocks installs
+#   that Lua without the tests tagged #lua54only or #nginx; curl8: Lua 5.4 with the core loading libcurl 8 (Debian's
+#   backports build, scripts/curl8.sh) instead of the system's 7.88; install: scripts/install-check.sh (LuaRocks installs
 #   from a clean clone, one tree per Lua, each making one call against an installed sandbox).
 # Tags: #lua54only runs on Lua 5.4 only (5.4 features, or once is enough: a test that drives nginx, Prism);
 # #nginx runs the library inside nginx (nginx brings its own LuaJIT); #slow is left out under ASan and valgrind.
@@ -60,6 +62,20 @@ run_other() { # lua51 | lua52 | lua53
   run_busted "Lua $v" "lua$v" /usr/bin/busted -o plainTerminal --lpath="$LPATH" --cpath="./build/lua$v/?.so" \
     --exclude-tags=lua54only,nginx "${SPECS_LIST[@]}"
 }
+# curl8: the Lua 5.4 suite with the core loading libcurl 8 (scripts/curl8.sh: Debian's backports build, unpacked
+# into build/curl8) instead of the system's 7.88: the same core, the same tests, the other libcurl.
+run_curl8() {
+  local dir v
+  dir=$(scripts/curl8.sh) || { echo "!! curl8: could not get libcurl 8 (scripts/curl8.sh)"; broken=$((broken + 1)); return; }
+  v=$(LD_LIBRARY_PATH="$dir" lua5.4 -e 'package.cpath = "./build/lua5.4/?.so;" .. package.cpath
+    print((require("leadconnector.core").curl_version()))') || v="none"
+  case "$v" in
+    8.*) ;;
+    *) echo "!! curl8: the core loaded libcurl $v from $dir, not libcurl 8"; broken=$((broken + 1)); return ;;
+  esac
+  run_busted "Lua 5.4 on libcurl $v" env LD_LIBRARY_PATH="$(pwd)/$dir" lua5.4 /usr/bin/busted -o plainTerminal \
+    --lpath="$LPATH" --cpath="./build/lua5.4/?.so" "${SPECS_LIST[@]}"
+}
 run_lua51() { run_other lua51; }
 run_lua52() { run_other lua52; }
 run_lua53() { run_other lua53; }
@@ -102,8 +118,8 @@ modes=("$@")
 [ ${#modes[@]} -gt 0 ] || modes=(lua54 luajit asan)
 for m in "${modes[@]}"; do
   case "$m" in
-    lua54|luajit|asan|valgrind|lua51|lua52|lua53|install) "run_$m" ;;
-    *) echo "usage: $0 [lua54] [luajit] [asan] [valgrind] [lua51] [lua52] [lua53] [install]   (default: lua54 luajit asan)"; exit 2 ;;
+    lua54|luajit|asan|valgrind|lua51|lua52|lua53|curl8|install) "run_$m" ;;
+    *) echo "usage: $0 [lua54] [luajit] [asan] [valgrind] [lua51] [lua52] [lua53] [curl8] [install]   (default: lua54 luajit asan)"; exit 2 ;;
   esac
 done
 
