@@ -704,11 +704,14 @@ local function main()
   lib.stop_server()
   log("bench: measured in %.0f s", socket.gettime() - t0)
 
+  -- the libcurl the rows loaded (LD_LIBRARY_PATH=build/curl8 runs them all on libcurl 8: scripts/curl8.sh)
+  local ok_core, core = pcall(require, "leadconnector.core")
+  local curl_v = ok_core and core.curl_version() or "?"
   local header = string.format(
-    "leadconnector bench, %s, %s, %s CPUs, load average %s before the run;\n" ..
+    "leadconnector bench, %s, %s, %s CPUs, load average %s before the run, libcurl %s;\n" ..
     "%d requests per run, median of %d runs per row; pinning: %s; server state %s",
     os.date("!%Y-%m-%d %H:%M UTC"), (capture("uname -srm"):gsub("%s+$", "")),
-    (capture("nproc"):gsub("%s+$", "")), ctx.load and string.format("%.2f", ctx.load) or "?",
+    (capture("nproc"):gsub("%s+$", "")), ctx.load and string.format("%.2f", ctx.load) or "?", curl_v,
     N, REPEATS, ctx.pinning, ctx.reset and "reset before every run" or "NOT reset (no /_sandbox/reset)")
   local text = header .. "\n\n" .. print_table(startup, rss_run) .. "\n\nTargets (issue 5, then issue 16):\n" ..
     targets(startup, rss_run) .. "\n"
