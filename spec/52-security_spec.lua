@@ -182,7 +182,7 @@ describe("security #security", function()
     lazy_setup(function() front = start_tls_front(sb.url, true) end)
     lazy_teardown(function() if front then front.stop() end end)
 
-    it("reads, sends and error answers as over HTTP/1.1", function()
+    it("reads, sends, error answers, rate-limit headers and a batch as over HTTP/1.1", function()
       if not select(2, core.curl_version()) then return pending("libcurl without TLS") end
       local c = lch.client(sb, { base_url = front.url, rate_limit = false, ca_file = front.cert, max_retries = 0 })
       assert.equals("msg_demo_1", assert(c:get_message("msg_demo_1")).id)
@@ -190,12 +190,28 @@ describe("security #security", function()
       assert.is_string(sent.messageId)
       local err = failed("not_found", c:get_message("msg_nope"))
       assert.equals(404, err.status)
+      -- HTTP/2 sends header names in lower case: the rate-limit headers are read all the same
+      local rl = c:rate_limit()
+      assert.is_number(rl.max, "x-ratelimit-max not read over h2")
+      assert.is_number(rl.remaining, "x-ratelimit-remaining not read over h2")
+      -- a batch: its transfers share the one HTTP/2 connection (libcurl multiplexes), each answer its own
+      local calls = {}
+      for i = 1, 8 do calls[i] = { "get_message", i % 2 == 0 and "msg_demo_1" or "msg_nope" } end
+      local results = assert(c:batch(calls, { concurrency = 8 }))
+      for i = 1, 8 do
+        if i % 2 == 0 then
+          assert.equals("msg_demo_1", results[i].value.id)
+        else
+          assert.equals("not_found", results[i].err.kind)
+          assert.equals(404, results[i].err.status)
+        end
+      end
       c:close()
-      assert.equals(3, #lch.api_requests(sb))
+      assert.equals(11, #lch.api_requests(sb))
       local protos = read_file(front.log) or ""
       local _, h2 = protos:gsub("HTTP/2%.0", "")
       if h2 == 0 then return pending("this libcurl did not take HTTP/2 (" .. core.curl_version() .. ")") end
-      assert.equals(3, h2, protos)
+      assert.equals(11, h2, protos)
     end)
   end)
 
