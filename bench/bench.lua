@@ -229,6 +229,14 @@ row {
   id = "tls_naive", label = "TLS naive luasocket+luasec: get_message", base = "tls_raw", tls = true, needs = need_tls,
   argv = function(c, n) return with_ca { LUA, "bench/naive.lua", c.tls_url, c.token, "get_message", c.msg, n } end,
 }
+-- Not a client (bench/raw_connect_only.c): libcurl connects (TLS verified, sessions cached) and nothing more; each
+-- request is written and its answer read by hand over curl_easy_send/curl_easy_recv. What a transport that kept
+-- libcurl for connecting only would start from.
+row {
+  id = "tls_co", label = "TLS libcurl connect-only + HTTP by hand: get_message", base = "tls_raw", tls = true,
+  needs = need_tls, note = "not a client: libcurl connects, the HTTP/1.1 is by hand (no checks, caps or limits)",
+  argv = function(c, n) return with_ca { OUT .. "/raw_connect_only", c.tls_url, c.token, "get_message", c.msg, n } end,
+}
 row {
   id = "tls_node", label = "TLS node SDK: get_message", base = "tls_raw", tls = true, n = NODE_N,
   needs = function()
@@ -630,7 +638,7 @@ local function main()
   end
   if ctx.node then ctx.node, ctx.node_reason = probe_node() end
   local want_tls = ONLY == ""
-  for _, id in ipairs { "tls_raw", "tls_lc", "tls_naive", "tls_node" } do want_tls = want_tls or id:find(ONLY) ~= nil end
+  for _, id in ipairs { "tls_raw", "tls_lc", "tls_naive", "tls_co", "tls_node" } do want_tls = want_tls or id:find(ONLY) ~= nil end
   if want_tls then
     ctx.tls, ctx.tls_reason = tls.start(ctx.url, pin_server)
     if ctx.tls then

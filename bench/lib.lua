@@ -81,6 +81,8 @@ function M.build(cc)
     { "measure", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/measure bench/measure.c" },
     { "raw_easy", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_easy bench/raw_easy.c " .. curl_flags },
     { "raw_multi", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_multi bench/raw_multi.c " .. curl_flags },
+    { "raw_connect_only", cc .. " -O2 -Wall -Wextra -o " .. OUT .. "/raw_connect_only bench/raw_connect_only.c " ..
+      curl_flags },
   }
   -- The "+ cjson.decode" floor rows embed Lua 5.4 (the interpreter the library rows run on); without its
   -- headers they print n/a.
