@@ -19,11 +19,11 @@ fi
 codename=${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
+mkdir -p "$tmp/lists/partial" "$tmp/archives/partial" "$tmp/cache"
 echo "deb http://deb.debian.org/debian ${codename}-backports main" >"$tmp/sources.list"
 # apt's own state stays untouched: a private source list, package lists and download cache, all in $tmp
 APT=(-qq -o Dir::Etc::sourcelist="$tmp/sources.list" -o Dir::Etc::sourceparts=- -o Dir::State::Lists="$tmp/lists"
-  -o Dir::Cache::archives="$tmp/archives" -o APT::Sandbox::User=root)
+  -o Dir::Cache="$tmp/cache" -o Dir::Cache::archives="$tmp/archives" -o APT::Sandbox::User=root)
 apt-get "${APT[@]}" update >"$tmp/log" 2>&1 || { cat "$tmp/log" >&2; echo "curl8: apt-get update of ${codename}-backports failed" >&2; exit 1; }
 (cd "$tmp" && apt-get "${APT[@]}" download "libcurl4/${codename}-backports") >>"$tmp/log" 2>&1 ||
   { cat "$tmp/log" >&2; echo "curl8: no libcurl4 in ${codename}-backports" >&2; exit 1; }
