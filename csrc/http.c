@@ -42,6 +42,7 @@ typedef struct lc_xfer {
   int head_too_big;  /* the answer's status line and headers passed LC_MAX_HEADER_BYTES */
   const char *bad_head; /* why the answer's head was refused (a static string), or NULL: see on_header */
   int head_done;     /* the last answer's headers ended (their blank line came): else it was cut in them */
+  int expect_status; /* the next header line may start an answer (none yet, or a head just ended and no body came) */
   size_t head_bytes; /* of this answer so far */
   enum lc_op op;
   lc_ratelimit rl_now;
@@ -241,6 +242,7 @@ static void session_cleanup(lc_session *s) {
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
   lc_xfer *x = (lc_xfer *)ud;
   size_t n = size * nmemb, max = x->s->max_size;
+  x->expect_status = 0; /* a body came: header lines after it are trailers */
   if (x->body_len > max || n > max - x->body_len) {
     x->too_big = 1;
     return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
@@ -356,12 +358,19 @@ static void header_value(const char *line, size_t len, size_t n, const char **va
   *vlen = (size_t)(end - v);
 }
 
-/* An answer's status line as libcurl hands it over: "HTTP/1.x NNN ...", or the line libcurl makes of an HTTP/2 or 3
- * answer's status ("HTTP/2 NNN "). Exactly three digits, 100 or more, then no further digit: the cosocket reader's
- * rule. libcurl 7.88 refuses "HTTP/1.1 2000 OK"; libcurl 8 reads it as a 200, and a 2011 as a 201 (found by running
- * spec 57 against the libcurl of bookworm-backports), so the library checks it itself, whatever libcurl it runs on. */
+/* An answer's status line as libcurl hands it over: "HTTP/1.0 NNN ..." or "HTTP/1.1 NNN ...", or the line libcurl
+ * makes of an HTTP/2 or 3 answer's status ("HTTP/2 NNN "). Exactly three digits, 100 or more, then no further digit:
+ * the cosocket reader's rule. libcurl 7.88 refuses "HTTP/1.1 2000 OK"; libcurl 8 reads it as a 200, and a 2011 as a
+ * 201 (found by running spec 57 against the libcurl of bookworm-backports); both read "http/1.1 404" (lower case) as
+ * a 200. So the library checks the line itself, whatever libcurl it runs on. */
 static int multiplexed(CURL *e) { /* the answer came over HTTP/2 or 3, where libcurl writes the status line */
   long v = 0;
+#if LIBCURL_VERSION_NUM >= 0x073400
+  char *scheme = NULL; /* HTTP/2 only over TLS (libcurl's default): libcurl 7.88 says 2 after an HTTP/1.x server's
+                          "HTTP/2 200 " line, which over plain http is surely a lie */
+  if (curl_easy_getinfo(e, CURLINFO_SCHEME, &scheme) != CURLE_OK || scheme == NULL || strcasecmp(scheme, "https") != 0)
+    return 0;
+#endif
   if (curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &v) != CURLE_OK) return 0;
 #if LIBCURL_VERSION_NUM >= 0x074200
   if (v == CURL_HTTP_VERSION_3) return 1;
@@ -371,8 +380,9 @@ static int multiplexed(CURL *e) { /* the answer came over HTTP/2 or 3, where lib
 
 static int status_line_ok(CURL *e, const char *line, size_t len) {
   size_t i;
-  if (len >= 9 && line[5] == '1' && line[6] == '.' && line[7] >= '0' && line[7] <= '9' && line[8] == ' ')
-    i = 9;
+  if (len < 7 || memcmp(line, "HTTP/", 5) != 0) return 0;
+  if (len >= 9 && line[5] == '1' && line[6] == '.' && (line[7] == '0' || line[7] == '1') && line[8] == ' ')
+    i = 9; /* HTTP/1.2 to 1.9: libcurl refuses them, and so does the cosocket reader */
   else if (len == 13 && (line[5] == '2' || line[5] == '3') && line[6] == ' ' && memcmp(line + 10, " \r\n", 3) == 0 &&
            multiplexed(e))
     i = 7; /* exactly the line libcurl writes ("HTTP/2 %03d \r\n"): from an HTTP/1.x server, "HTTP/2 200" is a lie
@@ -399,9 +409,13 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
   }
   x->head_bytes += len;
-  if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new answer (after a 1xx, say): start over */
+  /* An answer's first line: its status line. Another answer's may follow a head (after a 1xx, or a proxy's answer
+   * to CONNECT) but not a body: a line starting "HTTP/" among the headers or in a chunked body's trailers is only
+   * a header. libcurl takes "http/" in any case. */
+  if (x->expect_status && len >= 5 && strncasecmp(line, "HTTP/", 5) == 0) { /* a new answer: start over */
+    x->expect_status = 0;
     if (!status_line_ok(x->easy, line, len)) {
-      x->bad_head = "answer has a malformed status line (not HTTP/1.x, 2 or 3 and a three-digit status)";
+      x->bad_head = "answer has a malformed status line (not HTTP/1.0, 1.1, 2 or 3 and a three-digit status)";
       return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
     }
     x->head_done = 0;
@@ -411,7 +425,11 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     x->content_type_len = 0;
     return len;
   }
-  if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) x->head_done = 1;
+  if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+    x->head_done = 1;
+    x->expect_status = 1;
+    return len;
+  }
   if (len < 12) return len;
   if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Type", &v, &vlen)) {
     if (vlen >= sizeof x->content_type) vlen = sizeof x->content_type - 1;
@@ -632,6 +650,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   x->head_too_big = 0;
   x->bad_head = NULL;
   x->head_done = 0;
+  x->expect_status = 1;
   x->head_bytes = 0;
   x->rl_now.seen = 0;
   x->retry_after = -1;
@@ -644,8 +663,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
 /* Codes that, on their own, say that no request could be written: no connection (or no TLS session) was made.
  * On their own only: the transfer may have sent its request on an earlier connection first (x->attempts). */
 static int never_left(CURLcode rc) {
-  switch (rc) {
-  case CURLE_UNSUPPORTED_PROTOCOL:
+  switch (rc) { /* not CURLE_UNSUPPORTED_PROTOCOL: libcurl 7.88 also says it of an answer's HTTP version */
   case CURLE_URL_MALFORMAT:
   case CURLE_COULDNT_RESOLVE_PROXY:
   case CURLE_COULDNT_RESOLVE_HOST:

@@ -116,6 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   x->head_bytes = 0; /* per answer, as xfer_prepare does: the 64 KiB cap counts this input's lines only */
   x->head_too_big = 0;
   x->bad_head = NULL;
+  x->expect_status = 1;
   s->rl_last.seen = 0;
 
   /* headers: libcurl hands over one whole line at a time, in a buffer it owns (copied here, so ASan sees its end) */

@@ -174,6 +174,15 @@ describe("malformed answers, both transports agree #nginx #lua54only", function(
     { "a two-digit status", "HTTP/1.1 20\r\nContent-Length: " .. #BODY .. "\r\n\r\n" .. BODY },
     { "an HTTP/2 status line over HTTP/1.1's framing", "HTTP/2 200\r\nContent-Length: " .. #BODY .. "\r\n\r\n" ..
       BODY },
+    -- found by a hostile review on 2026-12-07: both libcurls read a status line in lower case as a 200, whatever its
+    -- code; libcurl 7.88 took libcurl's own form of an HTTP/2 status line from an HTTP/1.1 server over plain http
+    { "a status line in lower case (a 404 read as a 200)", "http/1.1 404 Not Found\r\nContent-Length: " .. #BODY ..
+      "\r\n\r\n" .. BODY },
+    { "a status line in mixed case", "Http/1.1 200 OK\r\nContent-Length: " .. #BODY .. "\r\n\r\n" .. BODY },
+    { "libcurl's own HTTP/2 status line, from an HTTP/1.1 server over plain http", "HTTP/2 200 \r\nContent-Length: " ..
+      #BODY .. "\r\n\r\n" .. BODY },
+    { "HTTP/1.2 (libcurl refuses 1.2 to 1.9)", "HTTP/1.2 200 OK\r\nContent-Length: " .. #BODY .. "\r\n\r\n" ..
+      BODY },
     { "a connection closed in the middle of the headers (libcurl took it as an empty 200)",
       "HTTP/1.1 200 OK\r\nX-RateLimit-Remaining: 5\r\nContent-Le" },
     { "a chunk size of 17 hex digits", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n" ..
@@ -206,6 +215,61 @@ describe("malformed answers, both transports agree #nginx #lua54only", function(
       end
       os.remove(file)
     end)
+
+  -- Only an answer's first line is its status line: a header, or a chunked body's trailer, that starts "HTTP/" is a
+  -- header like any other (the libcurl transport checked every such line as a status line for an hour).
+  for _, c in ipairs {
+    { "a header named HTTP/x", "HTTP/1.1 200 OK\r\nHTTP/x: y\r\nContent-Length: " .. #BODY .. "\r\n\r\n" .. BODY },
+    { "a trailer named HTTP/x", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      string.format("%x", #BODY) .. "\r\n" .. BODY .. "\r\n0\r\nHTTP/x: y\r\n\r\n" },
+    { "a 100 Continue, then the answer", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: " ..
+      #BODY .. "\r\n\r\n" .. BODY },
+  } do
+    it(c[1] .. ": the answer, on libcurl and on cosockets", function()
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write(c[2])
+      f:close()
+      for _, where in ipairs { "libcurl", "cosockets" } do
+        local srv = fs.start("raw", file)
+        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
+          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
+        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
+        srv:stop()
+        local r = out.results[1]
+        assert.is_true(r.ok, where .. ": " .. tostring(r.message))
+      end
+      os.remove(file)
+    end)
+  end
+
+  it("a send answered with a malformed status: sent once, request_sent, and no claim that no answer came", function()
+    for _, line in ipairs { "HTTP/1.1 2011 Created", "http/1.1 201 Created", "HTTP/1.2 201 Created" } do
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write(line .. '\r\nContent-Length: 40\r\n\r\n{"conversationId":"c1","messageId":"m1"}')
+      f:close()
+      for _, where in ipairs { "libcurl", "cosockets" } do
+        local srv = fs.start("raw", file)
+        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 3,
+          retry_base = 0.01, retry_cap = 0.02, timeout = 2 * lch.scale, deadline = 4 * lch.scale },
+          calls = { { "send_message", { type = "SMS", contactId = "c1", message = "x" } } } }
+        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
+        local posts = srv:count("POST")
+        srv:stop()
+        local r = out.results[1]
+        local what = where .. ", " .. line .. ": " .. tostring(r.message)
+        assert.is_false(r.ok, what)
+        assert.equals("network", r.kind, what)
+        assert.is_true(r.request_sent, what)
+        assert.equals(1, posts, what)
+        -- libcurl 7.88 fails such an answer as an unsupported protocol, which the library took for a request that
+        -- never left and described as a connection closed before any answer
+        assert.is_nil(r.message:find("before any answer", 1, true), what)
+      end
+      os.remove(file)
+    end
+  end)
 
   for _, c in ipairs(CASES) do
     it(c[1] .. ": network, no status, on libcurl and on cosockets", function()

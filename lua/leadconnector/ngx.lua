@@ -442,12 +442,13 @@ local function read_answer(sock, method, max_size, stop_at, where)
       return nil, i, format("no answer from %s: %s", where, j), hbytes == 0 and nothing
     end
     hbytes = hbytes + (j - i + 1) + 2
-    -- "HTTP/1.x ", exactly three digits, then a space or the end (as libcurl: "HTTP/1.1 2000" is no 200)
+    -- "HTTP/1.0 " or "HTTP/1.1 ", exactly three digits, then no digit (as the libcurl transport: "HTTP/1.1 2000" is
+    -- no 200, and libcurl refuses HTTP/1.2 to 1.9)
     status = nil
     if j - i >= 11 and sub(s, i, i + 6) == "HTTP/1." and byte(s, i + 8) == 32 then
       local v, d1, d2, d3 = byte(s, i + 7), byte(s, i + 9, i + 11)
       local after = i + 12 <= j and byte(s, i + 12) or 32
-      if v >= 48 and v <= 57 and d1 >= 48 and d1 <= 57 and d2 >= 48 and d2 <= 57 and d3 >= 48 and d3 <= 57
+      if (v == 48 or v == 49) and d1 >= 48 and d1 <= 57 and d2 >= 48 and d2 <= 57 and d3 >= 48 and d3 <= 57
         and not (after >= 48 and after <= 57) then
         status = (d1 - 48) * 100 + (d2 - 48) * 10 + (d3 - 48)
         http10 = v == 48
