@@ -425,7 +425,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     x->content_type_len = 0;
     return len;
   }
-  if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+  if (len >= 1 && len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
     x->head_done = 1;
     x->expect_status = 1;
     return len;
