@@ -72,6 +72,27 @@ static long parse_count(const char *s, const char *what)
     return n;
 }
 
+/* The sequential rows' argument line, BASE_URL TOKEN CALL ID COUNT (exits 2 on misuse). */
+struct seq_args {
+    const char *base, *token, *call, *id;
+    long count;
+};
+
+static inline struct seq_args seq_args(int argc, char **argv)
+{
+    struct seq_args a;
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s BASE_URL TOKEN CALL ID COUNT\n", argv[0]);
+        exit(2);
+    }
+    a.base = argv[1];
+    a.token = argv[2];
+    a.call = argv[3];
+    a.id = argv[4];
+    a.count = parse_count(argv[5], "COUNT");
+    return a;
+}
+
 /* Built with -DBENCH_DECODE (the "+ cjson.decode" rows), every answer is also decoded by lua-cjson in an
  * embedded Lua 5.4 and one field of it read: the least any Lua client that hands back decoded answers must do
  * beyond the HTTP, so these rows are the floor under every such client, the library included. Without it an

@@ -87,12 +87,9 @@ static int exchange(const char *req, size_t len, struct body *b, long *status)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s BASE_URL TOKEN CALL ID COUNT\n", argv[0]);
-        return 2;
-    }
-    const char *base = argv[1], *token = argv[2], *call = argv[3], *id = argv[4];
-    long count = parse_count(argv[5], "COUNT");
+    struct seq_args args = seq_args(argc, argv);
+    const char *base = args.base, *token = args.token, *call = args.call, *id = args.id;
+    long count = args.count;
     if (strcmp(call, "get_message") != 0) {
         fprintf(stderr, "raw_connect_only: get_message only\n");
         return 2;

@@ -20,12 +20,9 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s BASE_URL TOKEN CALL ID COUNT\n", argv[0]);
-        return 2;
-    }
-    const char *base = argv[1], *token = argv[2], *call = argv[3], *id = argv[4];
-    long count = parse_count(argv[5], "COUNT");
+    struct seq_args args = seq_args(argc, argv);
+    const char *base = args.base, *token = args.token, *call = args.call, *id = args.id;
+    long count = args.count;
 
     char url[2048];
     const char *method = "GET", *payload = NULL, *field = "id";

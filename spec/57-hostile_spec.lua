@@ -194,26 +194,41 @@ describe("malformed answers, both transports agree #nginx #lua54only", function(
     { "a Content-Length of two numbers", "HTTP/1.1 200 OK\r\nContent-Length: " .. #BODY .. " " .. #BODY .. "\r\n\r\n" ..
       BODY },
   }
+  -- The raw `answer`, from a server in another process, to the calls of `spec` (its client without a base URL) on
+  -- each transport in turn: by transport, the first call's outcome and the POSTs the server counted.
+  local function both_ways(answer, spec)
+    local file = os.tmpname()
+    local f = assert(io.open(file, "wb"))
+    f:write(answer)
+    f:close()
+    local got = {}
+    for _, where in ipairs { "libcurl", "cosockets" } do
+      local srv = fs.start("raw", file)
+      spec.client.base_url = srv.url
+      local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
+      got[where] = { r = out.results[1], posts = srv:count("POST") }
+      srv:stop()
+    end
+    os.remove(file)
+    return got
+  end
+  local function get_spec(opts)
+    local client = { token = "tok", rate_limit = false, max_retries = 0, timeout = 2 * lch.scale,
+      deadline = 4 * lch.scale }
+    for k, v in pairs(opts or {}) do client[k] = v end
+    return { client = client, calls = { { "get_message", "m1" } } }
+  end
+
   it("a Retry-After or X-RateLimit-* of 400 digits is no number on either transport (it was inf on cosockets)",
     function()
       local huge = ("9"):rep(400)
-      local file = os.tmpname()
-      local f = assert(io.open(file, "wb"))
-      f:write("HTTP/1.1 429 Too Many Requests\r\nRetry-After: " .. huge .. "\r\nX-RateLimit-Remaining: " .. huge ..
-        "\r\nX-RateLimit-Interval-Milliseconds: 1\r\nContent-Length: 2\r\n\r\n{}")
-      f:close()
-      for _, where in ipairs { "libcurl", "cosockets" } do
-        local srv = fs.start("raw", file)
-        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
-          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
-        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
-        srv:stop()
-        local r = out.results[1]
-        assert.equals("rate_limited", r.kind, where)
-        assert.is_nil(r.retry_after, where)
-        assert.is_true(r.seconds < 2 * lch.scale, where) -- no hour-long wait either
+      local got = both_ways("HTTP/1.1 429 Too Many Requests\r\nRetry-After: " .. huge .. "\r\nX-RateLimit-Remaining: " ..
+        huge .. "\r\nX-RateLimit-Interval-Milliseconds: 1\r\nContent-Length: 2\r\n\r\n{}", get_spec())
+      for where, g in pairs(got) do
+        assert.equals("rate_limited", g.r.kind, where)
+        assert.is_nil(g.r.retry_after, where)
+        assert.is_true(g.r.seconds < 2 * lch.scale, where) -- no hour-long wait either
       end
-      os.remove(file)
     end)
 
   -- Only an answer's first line is its status line: a header, or a chunked body's trailer, that starts "HTTP/" is a
@@ -226,69 +241,37 @@ describe("malformed answers, both transports agree #nginx #lua54only", function(
       #BODY .. "\r\n\r\n" .. BODY },
   } do
     it(c[1] .. ": the answer, on libcurl and on cosockets", function()
-      local file = os.tmpname()
-      local f = assert(io.open(file, "wb"))
-      f:write(c[2])
-      f:close()
-      for _, where in ipairs { "libcurl", "cosockets" } do
-        local srv = fs.start("raw", file)
-        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
-          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
-        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
-        srv:stop()
-        local r = out.results[1]
-        assert.is_true(r.ok, where .. ": " .. tostring(r.message))
+      for where, g in pairs(both_ways(c[2], get_spec())) do
+        assert.is_true(g.r.ok, where .. ": " .. tostring(g.r.message))
       end
-      os.remove(file)
     end)
   end
 
   it("a send answered with a malformed status: sent once, request_sent, and no claim that no answer came", function()
     for _, line in ipairs { "HTTP/1.1 2011 Created", "http/1.1 201 Created", "HTTP/1.2 201 Created" } do
-      local file = os.tmpname()
-      local f = assert(io.open(file, "wb"))
-      f:write(line .. '\r\nContent-Length: 40\r\n\r\n{"conversationId":"c1","messageId":"m1"}')
-      f:close()
-      for _, where in ipairs { "libcurl", "cosockets" } do
-        local srv = fs.start("raw", file)
-        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 3,
-          retry_base = 0.01, retry_cap = 0.02, timeout = 2 * lch.scale, deadline = 4 * lch.scale },
-          calls = { { "send_message", { type = "SMS", contactId = "c1", message = "x" } } } }
-        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
-        local posts = srv:count("POST")
-        srv:stop()
-        local r = out.results[1]
-        local what = where .. ", " .. line .. ": " .. tostring(r.message)
-        assert.is_false(r.ok, what)
-        assert.equals("network", r.kind, what)
-        assert.is_true(r.request_sent, what)
-        assert.equals(1, posts, what)
+      local spec = get_spec { max_retries = 3, retry_base = 0.01, retry_cap = 0.02 }
+      spec.calls = { { "send_message", { type = "SMS", contactId = "c1", message = "x" } } }
+      local got = both_ways(line .. '\r\nContent-Length: 40\r\n\r\n{"conversationId":"c1","messageId":"m1"}', spec)
+      for where, g in pairs(got) do
+        local what = where .. ", " .. line .. ": " .. tostring(g.r.message)
+        assert.is_false(g.r.ok, what)
+        assert.equals("network", g.r.kind, what)
+        assert.is_true(g.r.request_sent, what)
+        assert.equals(1, g.posts, what)
         -- libcurl 7.88 fails such an answer as an unsupported protocol, which the library took for a request that
         -- never left and described as a connection closed before any answer
-        assert.is_nil(r.message:find("before any answer", 1, true), what)
+        assert.is_nil(g.r.message:find("before any answer", 1, true), what)
       end
-      os.remove(file)
     end
   end)
 
   for _, c in ipairs(CASES) do
     it(c[1] .. ": network, no status, on libcurl and on cosockets", function()
-      local file = os.tmpname()
-      local f = assert(io.open(file, "wb"))
-      f:write(c[2])
-      f:close()
-      for _, where in ipairs { "libcurl", "cosockets" } do
-        local srv = fs.start("raw", file)
-        local spec = { client = { token = "tok", base_url = srv.url, rate_limit = false, max_retries = 0,
-          timeout = 2 * lch.scale, deadline = 4 * lch.scale }, calls = { { "get_message", "m1" } } }
-        local out = where == "libcurl" and t.run(spec) or nx:json("POST", "/call", spec)
-        srv:stop()
-        local r = out.results[1]
-        assert.is_false(r.ok, where)
-        assert.equals("network", r.kind, where .. ": " .. tostring(r.message))
-        assert.is_nil(r.status, where)
+      for where, g in pairs(both_ways(c[2], get_spec())) do
+        assert.is_false(g.r.ok, where)
+        assert.equals("network", g.r.kind, where .. ": " .. tostring(g.r.message))
+        assert.is_nil(g.r.status, where)
       end
-      os.remove(file)
     end)
   end
 end)
