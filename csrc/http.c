@@ -15,7 +15,9 @@
  * guarantee, at the cost of a second write per send. Reads and status updates (idempotent) keep libcurl's
  * transparent retry. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +85,20 @@ struct lc_session {
   struct pollfd *watch; /* the sockets the multi handle waits on now, as its socket callback says (see drive) */
   size_t watch_n, watch_cap;
   int watch_lost; /* the list could not grow: the multi no longer knows what to wait on (see multi_reset) */
+  /* The direct engine of single calls (see direct_call): libcurl connects, the library speaks HTTP/1.1. */
+  int direct;           /* single calls use it: no proxy, and the engine was not set to "libcurl" */
+  CURL *conn;           /* a CONNECT_ONLY handle holding the kept-alive connection; NULL when there is none */
+  CURLSH *conn_share;   /* its TLS sessions and DNS answers, which outlive a dropped connection */
+  char *dhead;          /* " HTTP/1.1\r\nHost: ...\r\nUser-Agent: ...\r\n[Authorization: ...]Accept: ...\r\n" (wiped) */
+  size_t dhead_len;
+  char *host;           /* the Host header's value */
+  char *prefix;         /* the base URL's path, before each call's own */
+  size_t prefix_len;
+  char *req;            /* the request being written (holds the token: wiped) */
+  size_t req_cap;
+  char *rbuf;           /* what curl_easy_recv reads into */
+  lc_h1 h1;
+  double connects;      /* connections the direct engine made (session:stats) */
 };
 
 #define AUTH_PREFIX "Authorization: Bearer "
@@ -180,6 +196,10 @@ static void session_drop_handles(lc_session *s) {
   s->multi = NULL;
   if (s->share) curl_share_cleanup(s->share); /* after every handle using it is gone */
   s->share = NULL;
+  if (s->conn) curl_easy_cleanup(s->conn); /* the direct engine's connection, then its share */
+  s->conn = NULL;
+  if (s->conn_share) curl_share_cleanup(s->conn_share);
+  s->conn_share = NULL;
 }
 
 /* In a process forked from the one that made the session, the session's sockets are the parent's connections too
@@ -228,6 +248,23 @@ static void session_cleanup(lc_session *s) {
     free(s->auth);
     s->auth = NULL;
   }
+  if (s->dhead) {
+    wipe(s->dhead, s->dhead_len);
+    free(s->dhead);
+    s->dhead = NULL;
+  }
+  if (s->req) {
+    wipe(s->req, s->req_cap);
+    free(s->req);
+    s->req = NULL;
+    s->req_cap = 0;
+  }
+  free(s->rbuf);
+  free(s->host);
+  free(s->prefix);
+  s->rbuf = s->host = s->prefix = NULL;
+  s->direct = 0;
+  lc_h1_free(&s->h1);
   free(s->version);
   free(s->base);
   free(s->ua);
@@ -239,13 +276,12 @@ static void session_cleanup(lc_session *s) {
 
 /* --- libcurl callbacks (pure C) --------------------------------------------------------------------------------- */
 
-static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
-  lc_xfer *x = (lc_xfer *)ud;
-  size_t n = size * nmemb, max = x->s->max_size;
-  x->expect_status = 0; /* a body came: header lines after it are trailers */
+/* Appends body bytes to x's answer, within max_response_size: 0 when past it (x->too_big) or out of memory. */
+static int body_add(lc_xfer *x, const char *data, size_t n) {
+  size_t max = x->s->max_size;
   if (x->body_len > max || n > max - x->body_len) {
     x->too_big = 1;
-    return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    return 0;
   }
   if (x->body_cap - x->body_len < n) {
     size_t cap = x->body_cap ? x->body_cap : 4096;
@@ -259,7 +295,14 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
   }
   memcpy(x->body + x->body_len, data, n);
   x->body_len += n;
-  return n;
+  return 1;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
+  lc_xfer *x = (lc_xfer *)ud;
+  size_t n = size * nmemb;
+  x->expect_status = 0; /* a body came: header lines after it are trailers */
+  return body_add(x, data, n) ? n : 0; /* 0 aborts the transfer: CURLE_WRITE_ERROR */
 }
 
 static size_t on_read(char *dest, size_t size, size_t nmemb, void *ud) {
@@ -396,47 +439,30 @@ static int status_line_ok(CURL *e, const char *line, size_t len) {
   return len == i + 3 || line[i + 3] < '0' || line[i + 3] > '9';
 }
 
-static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
+/* A new answer starts (its status line): what the last one's headers said is forgotten. */
+static void answer_reset(lc_xfer *x) {
+  x->head_done = 0;
+  x->rl_now.seen = 0;
+  x->retry_after = -1;
+  x->trace_id[0] = '\0';
+  x->content_type_len = 0;
+}
+
+/* One header line of an answer's head ("Name: value", its line end there or not), on either engine: what the
+ * library reads from it. 0 refuses the answer (x->bad_head says why). */
+static int head_field(lc_xfer *x, const char *line, size_t len) {
   /* Suffixes after "X-RateLimit-", in the order of lc_ratelimit's fields. */
   static const char *const rl_names[] = {"Max", "Remaining", "Interval-Milliseconds", "Limit-Daily", "Daily-Remaining"};
-  lc_xfer *x = (lc_xfer *)ud;
-  size_t len = size * nmemb, vlen;
+  size_t vlen;
   const char *v;
   int i;
-  /* The cosocket transport's cap, so both take or refuse the same answers: 64 KiB of status line and headers. */
-  if (len > LC_MAX_HEADER_BYTES - x->head_bytes) {
-    x->head_too_big = 1;
-    return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-  }
-  x->head_bytes += len;
-  /* An answer's first line: its status line. Another answer's may follow a head (after a 1xx, or a proxy's answer
-   * to CONNECT) but not a body: a line starting "HTTP/" among the headers or in a chunked body's trailers is only
-   * a header. libcurl takes "http/" in any case. */
-  if (x->expect_status && len >= 5 && strncasecmp(line, "HTTP/", 5) == 0) { /* a new answer: start over */
-    x->expect_status = 0;
-    if (!status_line_ok(x->easy, line, len)) {
-      x->bad_head = "answer has a malformed status line (not HTTP/1.0, 1.1, 2 or 3 and a three-digit status)";
-      return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-    }
-    x->head_done = 0;
-    x->rl_now.seen = 0;
-    x->retry_after = -1;
-    x->trace_id[0] = '\0';
-    x->content_type_len = 0;
-    return len;
-  }
-  if (len >= 1 && len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
-    x->head_done = 1;
-    x->expect_status = 1;
-    return len;
-  }
-  if (len < 12) return len;
+  if (len < 12) return 1;
   if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Type", &v, &vlen)) {
     if (vlen >= sizeof x->content_type) vlen = sizeof x->content_type - 1;
     memcpy(x->content_type, v, vlen);
     x->content_type[vlen] = '\0';
     x->content_type_len = vlen;
-    return len;
+    return 1;
   }
   if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Length", &v, &vlen)) {
     /* Digits only, as the cosocket reader takes it: libcurl reads "+11", "11a", "0x10" or "1 2" as a length (what
@@ -446,9 +472,9 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
     }
     if (vlen == 0 || k != vlen) {
       x->bad_head = "answer has a bad Content-Length";
-      return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+      return 0;
     }
-    return len;
+    return 1;
   }
   if ((line[0] | 0x20) == 'x' && strncasecmp(line, "X-RateLimit-", 12) == 0) {
     const char *name = line + 12;
@@ -465,7 +491,7 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
         break;
       }
     }
-    return len;
+    return 1;
   }
   if ((line[0] | 0x20) == 'r' && name_is(line, len, "Retry-After", &v, &vlen)) {
     double d;
@@ -482,14 +508,43 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
         x->retry_after = left > 0 ? left : 0;
       }
     }
-    return len;
+    return 1;
   }
   if ((line[0] | 0x20) == 'x' && (name_is(line, len, "X-Trace-Id", &v, &vlen) || name_is(line, len, "X-Request-Id", &v, &vlen))) {
     /* redacted before it is cut: a long token echoed there must not leave its first bytes */
-    lc_redact_copy(x->trace_id, sizeof x->trace_id, v, vlen, x->s->auth + AUTH_PREFIX_LEN,
-                   strlen(x->s->auth + AUTH_PREFIX_LEN));
+    lc_redact_copy(x->trace_id, sizeof x->trace_id, v, vlen, x->s->auth ? x->s->auth + AUTH_PREFIX_LEN : "",
+                   x->s->auth ? strlen(x->s->auth + AUTH_PREFIX_LEN) : 0);
   }
-  return len;
+  return 1;
+}
+
+static size_t on_header(char *line, size_t size, size_t nmemb, void *ud) {
+  lc_xfer *x = (lc_xfer *)ud;
+  size_t len = size * nmemb;
+  /* The cosocket transport's cap, so both take or refuse the same answers: 64 KiB of status line and headers. */
+  if (len > LC_MAX_HEADER_BYTES - x->head_bytes) {
+    x->head_too_big = 1;
+    return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+  }
+  x->head_bytes += len;
+  /* An answer's first line: its status line. Another answer's may follow a head (after a 1xx, or a proxy's answer
+   * to CONNECT) but not a body: a line starting "HTTP/" among the headers or in a chunked body's trailers is only
+   * a header. libcurl takes "http/" in any case. */
+  if (x->expect_status && len >= 5 && strncasecmp(line, "HTTP/", 5) == 0) { /* a new answer: start over */
+    x->expect_status = 0;
+    if (!status_line_ok(x->easy, line, len)) {
+      x->bad_head = "answer has a malformed status line (not HTTP/1.0, 1.1, 2 or 3 and a three-digit status)";
+      return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    answer_reset(x);
+    return len;
+  }
+  if (len >= 1 && len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+    x->head_done = 1;
+    x->expect_status = 1;
+    return len;
+  }
+  return head_field(x, line, len) ? len : 0; /* 0 aborts the transfer: CURLE_WRITE_ERROR */
 }
 
 /* --- setting up handles ------------------------------------------------------------------------------------------ */
@@ -506,39 +561,18 @@ static long clamp_ms(double ms) {
   return ms < 2147483647.0 ? (long)ms : 2147483647L;
 }
 
-/* Makes x's easy handle with the session's settings; 0 when libcurl refuses something (x->errbuf says what). */
-static int xfer_init(lc_session *s, lc_xfer *x) {
-  CURL *e;
-  x->s = s;
-  x->retry_after = -1;
-  x->easy = e = curl_easy_init();
-  if (e == NULL) return 0;
-  SETOPT(CURLOPT_SHARE, s->share);
+/* The settings every handle of the session has, transfers and the direct engine's connection alike: how it
+ * connects (sockets the session knows of, time limits, TLS verification, the proxy or none) and to what. */
+static int common_opts(lc_session *s, CURL *e, char *errbuf) {
   SETOPT(CURLOPT_NOSIGNAL, 1L);
-  SETOPT(CURLOPT_ERRORBUFFER, x->errbuf);
-  SETOPT(CURLOPT_PRIVATE, (void *)x);
-  SETOPT(CURLOPT_WRITEFUNCTION, on_write);
-  SETOPT(CURLOPT_WRITEDATA, (void *)x);
-  SETOPT(CURLOPT_HEADERFUNCTION, on_header);
-  SETOPT(CURLOPT_HEADERDATA, (void *)x);
-  SETOPT(CURLOPT_READFUNCTION, on_read);
-  SETOPT(CURLOPT_READDATA, (void *)x);
+  SETOPT(CURLOPT_ERRORBUFFER, errbuf);
   SETOPT(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
   SETOPT(CURLOPT_OPENSOCKETDATA, (void *)s);
   SETOPT(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
   SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)s);
-#if LC_HAVE_PREREQ
-  SETOPT(CURLOPT_PREREQFUNCTION, on_prereq);
-  SETOPT(CURLOPT_PREREQDATA, (void *)x);
-#endif
-  SETOPT(CURLOPT_USERAGENT, s->ua);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
   SETOPT(CURLOPT_TIMEOUT_MS, s->timeout_ms);
-  SETOPT(CURLOPT_FOLLOWLOCATION, 0L); /* a redirect never carries the token anywhere */
-  SETOPT(CURLOPT_PATH_AS_IS, 1L);
-  SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE); /* our headers never go to a proxy */
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-  SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_size);
 #if LIBCURL_VERSION_NUM >= 0x075500
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -552,6 +586,36 @@ static int xfer_init(lc_session *s, lc_xfer *x) {
    * (two getenv scans per call; issue 16). */
   SETOPT(CURLOPT_PROXY, s->proxy ? s->proxy : "");
   if (s->proxy == NULL) SETOPT(CURLOPT_NOPROXY, "*");
+  return 1;
+failed:
+  return 0;
+}
+
+/* Makes x's easy handle with the session's settings; 0 when libcurl refuses something (x->errbuf says what). */
+static int xfer_init(lc_session *s, lc_xfer *x) {
+  CURL *e;
+  x->s = s;
+  x->retry_after = -1;
+  x->easy = e = curl_easy_init();
+  if (e == NULL) return 0;
+  if (!common_opts(s, e, x->errbuf)) goto failed;
+  SETOPT(CURLOPT_SHARE, s->share);
+  SETOPT(CURLOPT_PRIVATE, (void *)x);
+  SETOPT(CURLOPT_WRITEFUNCTION, on_write);
+  SETOPT(CURLOPT_WRITEDATA, (void *)x);
+  SETOPT(CURLOPT_HEADERFUNCTION, on_header);
+  SETOPT(CURLOPT_HEADERDATA, (void *)x);
+  SETOPT(CURLOPT_READFUNCTION, on_read);
+  SETOPT(CURLOPT_READDATA, (void *)x);
+#if LC_HAVE_PREREQ
+  SETOPT(CURLOPT_PREREQFUNCTION, on_prereq);
+  SETOPT(CURLOPT_PREREQDATA, (void *)x);
+#endif
+  SETOPT(CURLOPT_USERAGENT, s->ua);
+  SETOPT(CURLOPT_FOLLOWLOCATION, 0L); /* a redirect never carries the token anywhere */
+  SETOPT(CURLOPT_PATH_AS_IS, 1L);
+  SETOPT(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE); /* our headers never go to a proxy */
+  SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_size);
   return 1;
 failed:
   return 0;
@@ -660,6 +724,15 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
   return 1;
 }
 
+/* A call's own header value (a version, a content type): NULL (none) or a short one without control characters. */
+static int header_value_ok(const char *v, size_t max) {
+  const char *c;
+  if (v == NULL) return 1;
+  for (c = v; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) return 0;
+  return (size_t)(c - v) <= max;
+}
+
 /* Codes that, on their own, say that no request could be written: no connection (or no TLS session) was made.
  * On their own only: the transfer may have sent its request on an earlier connection first (x->attempts). */
 static int never_left(CURLcode rc) {
@@ -688,11 +761,34 @@ static int request_left(CURL *e, CURLcode rc) {
   return reqsize > 0;
 }
 
+/* What an answer's rate-limit headers said, into what the session has seen (session:rate_limit). */
+static void merge_rl(lc_session *s, const lc_xfer *x) {
+  int i;
+  if (!x->rl_now.seen) return;
+  for (i = 0; i < 5; i++)
+    if (x->rl_now.seen & (1u << i)) (&s->rl_last.max)[i] = (&x->rl_now.max)[i];
+  s->rl_last.seen |= x->rl_now.seen;
+}
+
+/* A whole answer (or an error answer cut at the size cap), classified by its status: value, or nil + error. */
+static int answer_finish(lua_State *L, lc_session *s, lc_xfer *x, long status) {
+  lc_answer a;
+  a.status = status;
+  a.body = x->body ? x->body : "";
+  a.body_len = x->body_len;
+  a.retry_after = x->retry_after;
+  a.trace_id = x->trace_id;
+  a.secret = s->auth ? s->auth + AUTH_PREFIX_LEN : NULL; /* the token itself */
+  a.secret_len = a.secret ? strlen(a.secret) : 0;
+  a.content_type = x->content_type;
+  a.content_type_len = x->content_type_len;
+  return lc_finish(L, x->op, &a);
+}
+
 /* After a transfer: pushes value, or nil + error (returns 1 or 2). Frees the call's own header list. */
 static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   long status = 0;
   int capped;
-  lc_answer a;
   x->up = NULL;
   if (x->hdr_tmp) {
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
@@ -704,19 +800,8 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     curl_mime_free(x->mime);
     x->mime = NULL;
   }
-  if (x->rl_now.seen) {
-    int i;
-    for (i = 0; i < 5; i++)
-      if (x->rl_now.seen & (1u << i)) (&s->rl_last.max)[i] = (&x->rl_now.max)[i];
-    s->rl_last.seen |= x->rl_now.seen;
-  }
+  merge_rl(s, x);
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-  a.retry_after = x->retry_after;
-  a.trace_id = x->trace_id;
-  a.secret = s->auth ? s->auth + AUTH_PREFIX_LEN : NULL; /* the token itself */
-  a.secret_len = a.secret ? strlen(a.secret) : 0;
-  a.content_type = x->content_type;
-  a.content_type_len = x->content_type_len;
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
   if (rc == CURLE_OK && !x->head_done) {
     /* libcurl takes an answer whose connection closed in the middle of its headers as complete (and empty):
@@ -726,13 +811,8 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     lc_seterrfield_bool(L, "request_sent", 1);
     return 2;
   }
-  if (rc == CURLE_OK || (capped && status >= 300)) {
-    /* A complete answer, or an error answer cut at the size cap: classify it by its status. */
-    a.status = status;
-    a.body = x->body ? x->body : "";
-    a.body_len = x->body_len;
-    return lc_finish(L, x->op, &a);
-  }
+  if (rc == CURLE_OK || (capped && status >= 300)) /* a complete answer, or an error answer cut at the size cap */
+    return answer_finish(L, s, x, status);
   lua_pushnil(L);
   if (x->once && (x->attempts > 1 || (x->attempts == 1 && never_left(rc)))) {
     /* libcurl wanted to send the request again on a fresh connection: the one it went out on closed with no
@@ -770,6 +850,434 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
    * after: a transfer whose first connection took the request and died, then whose transparent retry could not
    * connect, ends with a "could not connect" code although the server may have processed the request. */
   lc_seterrfield_bool(L, "request_sent", x->attempts > 0 || request_left(x->easy, rc));
+  return 2;
+}
+
+/* --- the direct engine -------------------------------------------------------------------------------------------
+ * A single call (not a batch, not a multipart upload, not through a proxy) is written and read by the library on a
+ * connection libcurl makes: CURLOPT_CONNECT_ONLY, then curl_easy_send and curl_easy_recv. libcurl still does all of
+ * the connecting (resolving, TCP, TLS with peer and host verification, its TLS session cache); the library does the
+ * HTTP/1.1: the request written in one piece from a head made once per session, the answer read by h1.c with the
+ * cosocket reader's rules. What that leaves out is libcurl's per-transfer machinery -- the request formatted a byte
+ * at a time, each answer header matched against its own list, a connection struct made and freed, a 64 KB upload
+ * buffer for every HTTPS request: over TLS, 117.6k instructions a request against 33.9k for the same exchange done
+ * this way (issue 16; bench/raw_connect_only.c was the experiment).
+ *
+ * Never twice: this engine knows when a request's bytes left. A kept-alive connection is checked before it is
+ * written to (a server that closed it has left an end of file to read); should it turn out dead all the same -- not
+ * one byte of an answer, the connection closed or reset -- a read or an update (GET, PUT, DELETE) goes again on a
+ * fresh connection, up to 4 times, as libcurl and the cosocket transport do; a send (POST) never: it fails
+ * request_sent = true, and the Lua layer's rules decide. Only a first write that took no byte at all is "not sent". */
+
+#define DIRECT_RBUF 16384
+#define DIRECT_MAX_STALE 4
+
+/* How a direct exchange ended, for direct_push (the exchange itself touches no Lua). */
+typedef struct direct_out {
+  int ok;           /* an answer to classify (s->h1 and s->main hold it) */
+  const char *kind; /* else the error's kind */
+  CURLcode code;
+  int sent;
+  char msg[CURL_ERROR_SIZE + 200];
+} direct_out;
+
+static int h1_status(void *ud, int status) {
+  (void)status;
+  answer_reset((lc_xfer *)ud);
+  return 1;
+}
+static int h1_field(void *ud, const char *line, size_t n) { return head_field((lc_xfer *)ud, line, n); }
+static int h1_body(void *ud, const char *data, size_t n) { return body_add((lc_xfer *)ud, data, n); }
+
+/* The connection goes (a TLS one with its close_notify); its TLS session stays in conn_share for the next. */
+static void direct_drop(lc_session *s) {
+  if (s->conn) curl_easy_cleanup(s->conn);
+  s->conn = NULL;
+}
+
+static int path_char(unsigned char c) { /* RFC 3986 pchar, "/" and "?", or "%" of an escape */
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
+}
+
+/* Whether single calls can take the direct engine, and the Host header and path prefix they need: only for a plain
+ * http(s)://host[:port][/path] base (the Lua layer allows nothing else), no proxy, and unless told "libcurl". */
+static int direct_setup(lc_session *s, const char *engine) {
+  const char *a, *e, *colon = NULL, *c;
+  int https;
+  size_t hlen;
+  if (s->proxy != NULL || (engine != NULL && strcmp(engine, "libcurl") == 0)) return 1;
+  if (strncmp(s->base, "https://", 8) == 0) {
+    https = 1;
+    a = s->base + 8;
+  } else if (strncmp(s->base, "http://", 7) == 0) {
+    https = 0;
+    a = s->base + 7;
+  } else {
+    return 1;
+  }
+  for (e = a; *e && *e != '/'; e++) {
+    if (!((*e >= 'a' && *e <= 'z') || (*e >= 'A' && *e <= 'Z') || (*e >= '0' && *e <= '9') || strchr(".-[]:", *e)))
+      return 1;
+    if (*e == ':') colon = e;
+    if (*e == ']') colon = NULL; /* a colon of an IPv6 address */
+  }
+  if (e == a || colon == a) return 1;
+  for (c = e; *c; c++)
+    if (!path_char((unsigned char)*c) || *c == '?') return 1;
+  hlen = (size_t)(e - a);
+  if (colon != NULL) { /* the port: a default one is left out of Host, as libcurl and the cosocket transport do */
+    long port = 0;
+    for (c = colon + 1; c < e; c++) {
+      if (*c < '0' || *c > '9' || port > 65535) return 1;
+      port = port * 10 + (*c - '0');
+    }
+    if (port < 1 || port > 65535) return 1;
+    if (port == (https ? 443 : 80)) hlen = (size_t)(colon - a);
+  }
+  s->host = (char *)malloc(hlen + 1);
+  s->prefix = dupstr(e);
+  if (s->host == NULL || s->prefix == NULL) return 0;
+  memcpy(s->host, a, hlen);
+  s->host[hlen] = '\0';
+  s->prefix_len = strlen(s->prefix);
+  s->h1.ud = &s->main;
+  s->h1.on_status = h1_status;
+  s->h1.on_field = h1_field;
+  s->h1.on_body = h1_body;
+  s->direct = 1;
+  return 1;
+}
+
+/* The part of every request after its target: the request line's end, then Host, User-Agent, Authorization (when
+ * the session has a token) and Accept -- the headers the libcurl engine sends. Made again when the token changes. */
+static int direct_head(lc_session *s) {
+  static const char fmt[] = " HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n%s%sAccept: application/json\r\n";
+  size_t n;
+  char *h;
+  if (!s->direct) return 1;
+  n = sizeof fmt + strlen(s->host) + strlen(s->ua) + (s->auth ? strlen(s->auth) + 2 : 0);
+  h = (char *)malloc(n);
+  if (h == NULL) return 0;
+  snprintf(h, n, fmt, s->host, s->ua, s->auth ? s->auth : "", s->auth ? "\r\n" : "");
+  if (s->dhead) {
+    wipe(s->dhead, s->dhead_len);
+    free(s->dhead);
+  }
+  s->dhead = h;
+  s->dhead_len = strlen(h);
+  return 1;
+}
+
+/* The request, whole, in s->req: 1 and its length, 0 out of memory, -1 when it is not one for this engine (a path
+ * with bytes a URL does not carry as they are: the libcurl engine makes of it what it always did). */
+static int direct_request(lc_session *s, const char *method, const char *path, size_t plen, const char *body,
+                          size_t blen, const char *version, const char *ctype, size_t *len) {
+  size_t mlen = strlen(method), vlen = strlen(version), clen = 0, need, i;
+  char num[24];
+  char *p;
+  if (mlen == 0 || mlen > 16) return -1;
+  for (i = 0; i < mlen; i++)
+    if (method[i] < 'A' || method[i] > 'Z') return -1;
+  for (i = 0; i < plen; i++)
+    if (!path_char((unsigned char)path[i])) return -1;
+  if (s->prefix_len + plen == 0 || (s->prefix_len ? s->prefix[0] : path[0]) != '/') return -1;
+  if (body) {
+    if (ctype == NULL) ctype = "application/json";
+    clen = strlen(ctype);
+    snprintf(num, sizeof num, "%lu", (unsigned long)blen);
+  }
+  need = mlen + 1 + s->prefix_len + plen + s->dhead_len + 9 + vlen + 2 + 2 + blen +
+         (body ? 14 + clen + 2 + 16 + strlen(num) + 2 : 0);
+  if (s->req_cap < need) {
+    char *q = (char *)malloc(need); /* not realloc: the old one holds the token, and is wiped */
+    if (q == NULL) return 0;
+    if (s->req) {
+      wipe(s->req, s->req_cap);
+      free(s->req);
+    }
+    s->req = q;
+    s->req_cap = need;
+  }
+  p = s->req;
+#define PUT(str, n)                                                                                                    \
+  do {                                                                                                                 \
+    memcpy(p, str, n);                                                                                                 \
+    p += n;                                                                                                            \
+  } while (0)
+  PUT(method, mlen);
+  *p++ = ' ';
+  PUT(s->prefix, s->prefix_len);
+  PUT(path, plen);
+  PUT(s->dhead, s->dhead_len);
+  PUT("Version: ", 9);
+  PUT(version, vlen);
+  PUT("\r\n", 2);
+  if (body) {
+    PUT("Content-Type: ", 14);
+    PUT(ctype, clen);
+    PUT("\r\nContent-Length: ", 18);
+    PUT(num, strlen(num));
+    PUT("\r\n", 2);
+  }
+  PUT("\r\n", 2);
+  if (blen) PUT(body, blen);
+#undef PUT
+  *len = (size_t)(p - s->req);
+  return 1;
+}
+
+/* A new connection for the direct engine, within `left` seconds: CURLE_OK, or what libcurl said (s->main.errbuf). */
+static CURLcode direct_connect(lc_session *s, double left) {
+  CURL *e;
+  CURLcode rc;
+  long ms = clamp_ms(left * 1000 + 0.5);
+  direct_drop(s);
+  if (s->conn_share == NULL) {
+    s->conn_share = curl_share_init();
+    if (s->conn_share == NULL) return CURLE_OUT_OF_MEMORY;
+    curl_share_setopt(s->conn_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(s->conn_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  }
+  e = curl_easy_init();
+  if (e == NULL) return CURLE_OUT_OF_MEMORY;
+  if (!common_opts(s, e, s->main.errbuf)) goto failed;
+  SETOPT(CURLOPT_SHARE, s->conn_share);
+  SETOPT(CURLOPT_URL, s->base);
+  SETOPT(CURLOPT_CONNECT_ONLY, 1L);
+  SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1); /* ALPN offers http/1.1 only: never an h2 connection */
+  SETOPT(CURLOPT_TIMEOUT_MS, ms);
+  SETOPT(CURLOPT_CONNECTTIMEOUT_MS, ms < s->connect_timeout_ms ? ms : s->connect_timeout_ms);
+  rc = curl_easy_perform(e);
+  if (rc != CURLE_OK) {
+    curl_easy_cleanup(e);
+    return rc;
+  }
+  s->conn = e;
+  s->connects++;
+  return CURLE_OK;
+failed:
+  curl_easy_cleanup(e);
+  return CURLE_FAILED_INIT;
+}
+
+static curl_socket_t direct_fd(lc_session *s) {
+  curl_socket_t fd = CURL_SOCKET_BAD;
+  if (s->conn == NULL || curl_easy_getinfo(s->conn, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK) return CURL_SOCKET_BAD;
+  return fd;
+}
+
+/* A kept-alive connection may be written to: nothing to read on it (a server that closed it left an end of file,
+ * or a reset). TLS records without data (a TLS 1.3 session ticket) are read here and do not count. */
+static int direct_alive(lc_session *s, curl_socket_t fd) {
+  struct pollfd p;
+  char b[64];
+  size_t n = 0;
+  p.fd = fd;
+  p.events = POLLIN;
+  p.revents = 0;
+  if (poll(&p, 1, 0) == 0) return 1;
+  if (p.revents & POLLNVAL) return 0;
+  return curl_easy_recv(s->conn, b, sizeof b, &n) == CURLE_AGAIN;
+}
+
+/* Waits until fd is ready for `events` or `stop` (monotonic seconds) passes: 1 ready, 0 timed out, -1 failed. */
+static int direct_wait(curl_socket_t fd, short events, double stop) {
+  for (;;) {
+    double left = stop - lc_monotonic();
+    struct pollfd p;
+    int r;
+    if (left <= 0) return 0;
+    p.fd = fd;
+    p.events = events;
+    p.revents = 0;
+    r = poll(&p, 1, left > 1e6 ? 1000000000 : (int)(left * 1000) + 1);
+    if (r > 0) return 1; /* hang-ups and errors too: the read or write says what */
+    if (r < 0 && errno != EINTR) return -1;
+  }
+}
+
+static void out_error(direct_out *o, const char *kind, CURLcode code, int sent, const char *fmt, ...) {
+  va_list ap;
+  o->ok = 0;
+  o->kind = kind;
+  o->code = code;
+  o->sent = sent;
+  va_start(ap, fmt);
+  vsnprintf(o->msg, sizeof o->msg, fmt, ap);
+  va_end(ap);
+}
+
+/* One call's exchange, retried on a fresh connection when a kept-alive one turns out dead (see above). No Lua. */
+static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_only, double tmo, direct_out *o) {
+  lc_xfer *x = &s->main;
+  double stop = lc_monotonic() + tmo;
+  int stale = 0;
+  o->ok = 0;
+  for (;;) {
+    curl_socket_t fd = direct_fd(s);
+    int reused = s->conn != NULL, r = LC_H1_FAILED, w;
+    size_t off = 0;
+    CURLcode rc = CURLE_OK;
+    x->errbuf[0] = '\0';
+    if (reused && (fd == CURL_SOCKET_BAD || !direct_alive(s, fd))) {
+      direct_drop(s);
+      reused = 0;
+    }
+    if (!reused) {
+      double left = stop - lc_monotonic();
+      if (left <= 0) {
+        out_error(o, "timeout", CURLE_OPERATION_TIMEDOUT, stale > 0, "timed out after %g s before connecting", tmo);
+        return;
+      }
+      rc = direct_connect(s, left);
+      fd = direct_fd(s);
+      if (rc == CURLE_OK && fd == CURL_SOCKET_BAD) rc = CURLE_COULDNT_CONNECT;
+      if (rc != CURLE_OK) {
+        direct_drop(s);
+        /* after a dead kept-alive connection took the request (stale > 0), it may have arrived */
+        out_error(o, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", rc, stale > 0, "%s",
+                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+        return;
+      }
+    }
+    /* the request, in one piece */
+    while (off < reqlen) {
+      size_t n = 0;
+      rc = curl_easy_send(s->conn, s->req + off, reqlen - off, &n);
+      if (rc == CURLE_OK) {
+        off += n;
+        continue;
+      }
+      if (rc != CURLE_AGAIN) break;
+      w = direct_wait(fd, POLLOUT, stop);
+      if (w <= 0) {
+        rc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_SEND_ERROR;
+        break;
+      }
+    }
+    if (off < reqlen) {
+      direct_drop(s);
+      if (off == 0 && reused && rc != CURLE_OPERATION_TIMEDOUT && stale < DIRECT_MAX_STALE) {
+        stale++; /* a dead connection that took nothing: a fresh one */
+        continue;
+      }
+      if (rc == CURLE_OPERATION_TIMEDOUT)
+        out_error(o, "timeout", rc, off > 0 || stale > 0, "timed out after %g s writing the request", tmo);
+      else
+        out_error(o, "network", rc, off > 0 || stale > 0, "could not write the request: %s",
+                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+      return;
+    }
+    /* the answer */
+    lc_h1_start(&s->h1, head_only, s->max_size);
+    for (;;) {
+      size_t n = 0, used = 0;
+      rc = curl_easy_recv(s->conn, s->rbuf, DIRECT_RBUF, &n);
+      if (rc == CURLE_AGAIN) {
+        w = direct_wait(fd, POLLIN, stop);
+        if (w > 0) continue;
+        rc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_RECV_ERROR;
+        break;
+      }
+      if (rc != CURLE_OK) break;
+      r = n == 0 ? lc_h1_eof(&s->h1) : lc_h1_feed(&s->h1, s->rbuf, n, &used);
+      if (r == LC_H1_DONE && used < n) s->h1.keep = 0; /* bytes past the answer: the connection is not reused */
+      if (r != LC_H1_MORE) break;
+    }
+    if (r == LC_H1_DONE) {
+      if (!s->h1.keep) direct_drop(s);
+      o->ok = 1;
+      return;
+    }
+    direct_drop(s);
+    if (!s->h1.got_any && rc != CURLE_OPERATION_TIMEDOUT) { /* closed or reset with not one byte of an answer */
+      if (reused && !once && stale < DIRECT_MAX_STALE) {
+        stale++;
+        continue;
+      }
+      if (once)
+        out_error(o, "network", CURLE_GOT_NOTHING, 1,
+                  "the connection closed before any answer came; the request was sent and may have been processed, "
+                  "so it was not sent again%s%s",
+                  rc != CURLE_OK ? ": " : "", rc != CURLE_OK ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc)) : "");
+      else
+        out_error(o, "network", CURLE_GOT_NOTHING, 1, "the connection closed before any answer came%s%s",
+                  rc != CURLE_OK ? ": " : "", rc != CURLE_OK ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc)) : "");
+      return;
+    }
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+      out_error(o, "timeout", rc, 1, "timed out after %g s waiting for the answer (%lu bytes received)", tmo,
+                (unsigned long)(s->h1.head_bytes + s->h1.body_bytes));
+      return;
+    }
+    if (rc != CURLE_OK) {
+      out_error(o, "network", rc, 1, "the connection failed while the answer was read: %s",
+                x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+      return;
+    }
+    switch (s->h1.error) { /* the reader refused the answer */
+    case LC_H1_MALFORMED: out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "%s", s->h1.why); return;
+    case LC_H1_TOO_LONG:
+      out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "answer has more than %d bytes of headers", LC_MAX_HEADER_BYTES);
+      return;
+    case LC_H1_CUT:
+      out_error(o, "network", CURLE_PARTIAL_FILE, 1, "answer cut short in its %s: the connection closed",
+                s->h1.head_done ? "body" : "headers");
+      return;
+    default: /* LC_H1_REFUSED: a header the library refuses; or no memory for the body */
+      if (s->h1.error == LC_H1_REFUSED && x->bad_head)
+        out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "%s", x->bad_head);
+      else
+        out_error(o, "network", CURLE_OUT_OF_MEMORY, 1, "out of memory");
+      return;
+    }
+  }
+}
+
+/* session:call on the direct engine: pushes value, or nil + error (returns 1 or 2); -1 (nothing pushed, nothing
+ * sent) when the request is not one for it. */
+static int direct_call(lua_State *L, lc_session *s, enum lc_op op, const char *method, const char *path, size_t plen,
+                       const char *body, size_t blen, const char *version, const char *ctype, double timeout_s) {
+  lc_xfer *x = &s->main;
+  direct_out o;
+  size_t reqlen = 0;
+  switch (direct_request(s, method, path, plen, body, blen, version ? version : s->version, ctype, &reqlen)) {
+  case 0: return luaL_error(L, "leadconnector: out of memory");
+  case -1: return -1;
+  default: break;
+  }
+  if (s->rbuf == NULL && (s->rbuf = (char *)malloc(DIRECT_RBUF)) == NULL)
+    return luaL_error(L, "leadconnector: out of memory");
+  x->op = op;
+  x->body_len = 0;
+  x->too_big = 0;
+  x->head_too_big = 0;
+  x->bad_head = NULL;
+  x->head_done = 0;
+  x->rl_now.seen = 0;
+  x->retry_after = -1;
+  x->trace_id[0] = '\0';
+  x->content_type_len = 0;
+  s->busy = 1;
+  direct_exchange(s, reqlen, strcmp(method, "POST") == 0, strcmp(method, "HEAD") == 0,
+                  timeout_s > 0 ? timeout_s : (double)s->timeout_ms / 1000.0, &o);
+  s->busy = 0;
+  merge_rl(s, x);
+  if (o.ok) {
+    x->head_done = 1;
+    if (s->h1.capped && s->h1.status < 300) {
+      lua_pushnil(L);
+      lc_push_error(L, "decode", "answer is larger than max_response_size (%lu bytes)", (unsigned long)s->max_size);
+      lc_seterrfield_num(L, "status", (double)s->h1.status);
+      lc_seterrfield_bool(L, "request_sent", 1);
+      return 2;
+    }
+    return answer_finish(L, s, x, s->h1.status);
+  }
+  lua_pushnil(L);
+  lc_push_error(L, o.kind, "%s", o.msg);
+  lc_seterrfield_num(L, "curl_code", (double)o.code);
+  lc_seterrfield_bool(L, "request_sent", o.sent);
   return 2;
 }
 
@@ -876,6 +1384,7 @@ static int l_session(lua_State *L) {
   lua_pop(L, 1); /* token */
   s->base_len = strlen(s->base);
   if (!build_headers(s, s->version, NULL, &s->hdr_get, &s->hdr_body)) goto oom;
+  if (!direct_setup(s, opt_string(L, 1, "engine")) || !direct_head(s)) goto oom;
   s->closed = 0;
   switch (session_new_handles(s)) {
   case 0: goto oom;
@@ -1096,6 +1605,17 @@ static int l_call(lua_State *L) {
   double tmo = luaL_optnumber(L, 7, -1);
   const char *ctype = luaL_optstring(L, 8, NULL);
   CURLcode rc;
+  int n;
+  if (s->direct && !parts) {
+    if (!header_value_ok(version, 64) || !header_value_ok(ctype, 200))
+      return luaL_error(L, "leadconnector: version and content type must be short header values without control characters");
+    n = direct_call(L, s, op, method, path, plen, body, blen, version, ctype, tmo);
+    if (n >= 0) {
+      if (n == 1) lua_pushnil(L);
+      push_last(L, &s->main);
+      return 5;
+    }
+  }
   switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, ctype, tmo)) {
   case 0: return luaL_error(L, "leadconnector: out of memory");
   case -1: return luaL_error(L, "leadconnector: version and content type must be short header values without control characters");
@@ -1257,6 +1777,18 @@ static int l_rate_limit(lua_State *L) {
   return 1;
 }
 
+/** session:stats() -> { connects = n }: connections the direct engine made (each a TCP connect, and over https a
+ * TLS handshake) -- keep-alive shows as one for many calls. */
+static int l_stats(lua_State *L) {
+  lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
+  lua_createtable(L, 0, 2);
+  lua_pushnumber(L, s->connects);
+  lua_setfield(L, -2, "connects");
+  lua_pushstring(L, s->direct ? "direct" : "libcurl");
+  lua_setfield(L, -2, "engine");
+  return 1;
+}
+
 /** session:last() -> remaining, interval_ms, retry_after  (the last call's answer; nil where absent) */
 static int l_last(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
@@ -1294,7 +1826,9 @@ static int l_set_token(lua_State *L) {
   }
   old = s->auth;
   s->auth = auth;
-  if (!build_headers(s, s->version, NULL, &g, &b)) {
+  if (!build_headers(s, s->version, NULL, &g, &b) || !direct_head(s)) {
+    free_slist_wiped(g);
+    free_slist_wiped(b);
     s->auth = old;
     if (auth) {
       wipe(auth, strlen(auth));
@@ -1341,7 +1875,7 @@ static int l_closed(lua_State *L) {
 
 static const luaL_Reg session_methods[] = {{"call", l_call},   {"batch", l_batch},   {"rate_limit", l_rate_limit},
                                            {"last", l_last},   {"close", l_close},   {"closed", l_closed},
-                                           {"set_token", l_set_token},
+                                           {"set_token", l_set_token}, {"stats", l_stats},
                                            {NULL, NULL}};
 
 static int l_curl_version(lua_State *L) {

@@ -113,6 +113,29 @@ void lc_add_field(lua_State *L, lc_line *b, int t, const char *k, size_t max, in
 int lc_check_token(const char *s, size_t len, char *why, size_t whylen);
 void lc_validate_init(lua_State *L, int module); /* core.build_send / build_status, the schema metatable */
 
+/* h1.c: an HTTP/1.x answer reader, fed bytes as they come (see h1.c for its rules). */
+enum { LC_H1_STATUS, LC_H1_HEADER, LC_H1_LENGTH, LC_H1_CHUNK_SIZE, LC_H1_CHUNK_DATA, LC_H1_CHUNK_END, LC_H1_TRAILER,
+       LC_H1_TO_CLOSE };                               /* states while reading */
+enum { LC_H1_MORE = 100, LC_H1_DONE, LC_H1_FAILED };   /* lc_h1_feed / lc_h1_eof results (and the last states) */
+enum { LC_H1_MALFORMED = 1, LC_H1_TOO_LONG, LC_H1_CUT, LC_H1_REFUSED, LC_H1_NOMEM }; /* why it failed */
+typedef struct lc_h1 {
+  int state, error;
+  const char *why;        /* LC_H1_MALFORMED: what was wrong (a static string) */
+  int status, http10, head_done, chunked, has_length, close, keep_alive, head_only, capped, keep, got_any;
+  unsigned long long length, left;
+  size_t head_bytes, trailer_bytes, body_bytes, max_size;
+  char *line;             /* a line that came in pieces (owned: lc_h1_free) */
+  size_t line_len, line_cap;
+  void *ud;               /* the callbacks' argument; each returns 0 to refuse the answer (LC_H1_REFUSED) */
+  int (*on_status)(void *ud, int status);                 /* a status line, interim ones included */
+  int (*on_field)(void *ud, const char *line, size_t n);  /* a header line of a head, without its line end */
+  int (*on_body)(void *ud, const char *data, size_t n);   /* body bytes, within max_size */
+} lc_h1;
+void lc_h1_start(lc_h1 *p, int head_only, size_t max_size); /* a new answer; keeps the buffer, callbacks */
+int lc_h1_feed(lc_h1 *p, const char *data, size_t len, size_t *used); /* LC_H1_MORE, _DONE or _FAILED */
+int lc_h1_eof(lc_h1 *p); /* the connection closed: LC_H1_DONE for a body read to the end, else LC_H1_FAILED */
+void lc_h1_free(lc_h1 *p);
+
 /* http.c */
 void lc_http_init(lua_State *L);
 

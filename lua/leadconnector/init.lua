@@ -46,7 +46,7 @@ local OPTIONS = {
   token = "string", base_url = "string", version = "string", timeout = "number", connect_timeout = "number",
   deadline = "number", max_retries = "number", retry_base = "number", retry_cap = "number", user_agent = "string",
   ca_file = "string", verify = "boolean", proxy = "string", max_response_size = "number", rate_limit = "boolean",
-  transport = "string", limiter = "table", auth = "table",
+  transport = "string", engine = "string", limiter = "table", auth = "table",
 }
 
 local CALL_OPTIONS = {
@@ -117,7 +117,7 @@ end
 --- Creates a client.
 -- @tparam table opts `token` (required), `base_url`, `version`, `timeout`, `connect_timeout`, `deadline`,
 -- `max_retries`, `retry_base`, `retry_cap`, `user_agent`, `ca_file`, `verify`, `proxy`, `max_response_size`,
--- `rate_limit`, `transport` ("curl" or "ngx").
+-- `rate_limit`, `transport` ("curl" or "ngx"), `engine` ("direct" or "libcurl", for transport "curl").
 -- @return client, or nil and an error of kind "invalid"
 function M.new(opts)
   if type(opts) ~= "table" then
@@ -165,6 +165,17 @@ function M.new(opts)
   if transport ~= "curl" and transport ~= "ngx" then
     return nil, invalid("transport", "option 'transport' must be \"curl\" or \"ngx\"")
   end
+  -- How the curl transport speaks HTTP in single calls: "direct" (the default: libcurl connects, the C core writes
+  -- the request and reads the answer) or "libcurl" (libcurl's own HTTP engine, which also takes HTTP/2). Batches,
+  -- uploads and proxies always use libcurl's.
+  if opts.engine ~= nil then
+    if opts.engine ~= "direct" and opts.engine ~= "libcurl" then
+      return nil, invalid("engine", "option 'engine' must be \"direct\" or \"libcurl\"")
+    end
+    if transport ~= "curl" then
+      return nil, invalid("engine", "option 'engine' applies to transport \"curl\" only")
+    end
+  end
 
   if opts.limiter ~= nil and not limiter.is_backend(opts.limiter) then
     return nil, invalid("limiter", "option 'limiter' must be made by leadconnector.limiter.process(), .shdict(name) " ..
@@ -176,7 +187,7 @@ function M.new(opts)
     timeout = opts.timeout or DEFAULTS.timeout, connect_timeout = opts.connect_timeout or DEFAULTS.connect_timeout,
     verify = opts.verify ~= false, ca_file = opts.ca_file, proxy = opts.proxy,
     max_response_size = opts.max_response_size or DEFAULTS.max_response_size,
-    token = opts.token or false,
+    token = opts.token or false, engine = opts.engine,
   }
   local session
   if transport == "ngx" then
