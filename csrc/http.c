@@ -906,6 +906,9 @@ static int direct_setup(lc_session *s, const char *engine) {
   int https;
   size_t hlen;
   if (s->proxy != NULL || (engine != NULL && strcmp(engine, "libcurl") == 0)) return 1;
+#if LIBCURL_VERSION_NUM < 0x072d00 /* CURLINFO_ACTIVESOCKET: libcurl 7.45 */
+  return 1;
+#endif
   if (strncmp(s->base, "https://", 8) == 0) {
     https = 1;
     a = s->base + 8;
@@ -1062,21 +1065,19 @@ failed:
 
 static curl_socket_t direct_fd(lc_session *s) {
   curl_socket_t fd = CURL_SOCKET_BAD;
+#if LIBCURL_VERSION_NUM >= 0x072d00
   if (s->conn == NULL || curl_easy_getinfo(s->conn, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK) return CURL_SOCKET_BAD;
+#endif
   return fd;
 }
 
-/* A kept-alive connection may be written to: nothing to read on it (a server that closed it left an end of file,
- * or a reset). TLS records without data (a TLS 1.3 session ticket) are read here and do not count. */
-static int direct_alive(lc_session *s, curl_socket_t fd) {
-  struct pollfd p;
+/* A kept-alive connection may be written to: nothing to read on it, neither in the socket nor kept by the TLS
+ * library (a server that closed it left an end of file, or a reset; bytes no request asked for mean it is out of
+ * step). One read that would block says so; TLS records without data (a TLS 1.3 session ticket) are taken on the
+ * way and do not count. */
+static int direct_alive(lc_session *s) {
   char b[64];
   size_t n = 0;
-  p.fd = fd;
-  p.events = POLLIN;
-  p.revents = 0;
-  if (poll(&p, 1, 0) == 0) return 1;
-  if (p.revents & POLLNVAL) return 0;
   return curl_easy_recv(s->conn, b, sizeof b, &n) == CURLE_AGAIN;
 }
 
@@ -1119,7 +1120,7 @@ static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_onl
     size_t off = 0;
     CURLcode rc = CURLE_OK;
     x->errbuf[0] = '\0';
-    if (reused && (fd == CURL_SOCKET_BAD || !direct_alive(s, fd))) {
+    if (reused && (fd == CURL_SOCKET_BAD || !direct_alive(s))) {
       direct_drop(s);
       reused = 0;
     }
@@ -1168,17 +1169,20 @@ static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_onl
                   x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
       return;
     }
-    /* the answer */
+    /* the answer: none can be there before its request, and nothing else was (direct_alive), so the first read
+     * waits for the socket first -- a read that would only say "not yet" is saved */
     lc_h1_start(&s->h1, head_only, s->max_size);
-    for (;;) {
+    for (rc = CURLE_AGAIN;;) {
       size_t n = 0, used = 0;
-      rc = curl_easy_recv(s->conn, s->rbuf, DIRECT_RBUF, &n);
       if (rc == CURLE_AGAIN) {
         w = direct_wait(fd, POLLIN, stop);
-        if (w > 0) continue;
-        rc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_RECV_ERROR;
-        break;
+        if (w <= 0) {
+          rc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_RECV_ERROR;
+          break;
+        }
       }
+      rc = curl_easy_recv(s->conn, s->rbuf, DIRECT_RBUF, &n);
+      if (rc == CURLE_AGAIN) continue;
       if (rc != CURLE_OK) break;
       r = n == 0 ? lc_h1_eof(&s->h1) : lc_h1_feed(&s->h1, s->rbuf, n, &used);
       if (r == LC_H1_DONE && used < n) s->h1.keep = 0; /* bytes past the answer: the connection is not reused */

@@ -7,7 +7,8 @@
 #                                   FUZZ_CI_SECONDS (default 10)                <- make fuzz-ci
 #   fuzz/run.sh replay [names...]   only replay the committed corpus (every input once)
 #
-# Harnesses: finish headers path_id build reader webhook (fuzz/fuzz_<name>.c; reader: the cosocket transport's Lua answer reader). Each binary embeds Lua 5.4 and the core's C files
+# Harnesses: finish headers path_id build reader webhook h1 (fuzz/fuzz_<name>.c; reader: the cosocket transport's Lua answer reader;
+# h1: the direct engine's C answer reader, csrc/h1.c, which needs no Lua). Each binary embeds Lua 5.4 and the core's C files
 # (-fsanitize=fuzzer,address,undefined; any sanitizer report, Lua error or broken invariant is a crash).
 # The committed seed corpus is fuzz/corpus/<name>/ and is only read; what the fuzzer discovers goes to
 # fuzz/out/corpus/<name>/ (ignored by git). A crash leaves fuzz/out/crash-<name>-*; once fixed, copy it into
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 CLANG=${CLANG:-clang-14}
 command -v "$CLANG" >/dev/null 2>&1 || CLANG=clang
-ALL=(finish headers path_id build reader webhook)
+ALL=(finish headers path_id build reader webhook h1)
 OUT=fuzz/out
 BIN=build/fuzz
 CFLAGS_FUZZ=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

@@ -105,3 +105,38 @@ seed webhook wh-rsa-false           '0\x00\x84{"type":"InboundMessage","webhookI
 seed webhook signed-extra-dup       '\x01\x00\x84{"type":"InboundMessage","webhookId":"w1","messageId":"m1","body":"caf\x5cu00e9","amount":10.50,"timestamp":"2026-01-01T00:00:00.000Z"}\x00\x00\x00x-ghl-signature: N/A\x0aContent-Type: application/json\x0a'
 seed webhook signed-not-json        '\x01\x00\x08not json\x00\x00'
 seed webhook signed-array           '\x01\x00\x0e[{"type":"x"}]\x00\x00'
+
+# h1: [flags][refuse][dirty][nsplit][split sizes...][expansion if flags bit 3: off hi lo, len-1, count hi lo][answer]
+#   flags bits 0-1: max_size 1 / 16 / 1 KiB / 4 MiB; bit 2 HEAD; bit 3 expansion; bit 4 refuse the refuse-th
+#   status/field; bit 5 refuse a body past refuse bytes (see fuzz/fuzz_h1.c)
+seed h1 length          '\x02\x00\x80\x00HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{"conversationId":"c1","messageId":"m1"}'
+seed h1 chunked-ext     '\x02\x00\x40\x03\x05\x01\x11HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\nContent-Length: 3\r\n\r\n3;name="v"\r\n{"a\r\n  2 ; x=1\r\n":\r\n00000001\r\n1\r\n0;end\r\nX-Trailer: 1\r\nX-Other: 2\r\n\r\n'
+seed h1 interim         '\x02\x00\xc0\x00HTTP/1.1 100 Continue\r\nContent-Length: 9\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}'
+seed h1 http10-close    '\x02\x00\x20\x02\x00\x09HTTP/1.0 200 OK\r\nServer: x\r\n\r\n{"id":"x"}'
+seed h1 http10-keep     '\x01\x00\x20\x00HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length:  5 \r\n\r\nhello'
+seed h1 no-content      '\x02\x00\x10\x00HTTP/1.1 204 No Content\r\nConnection: close\r\nContent-Length: 7\r\n\r\n'
+seed h1 not-modified    '\x02\x00\x10\x00HTTP/1.1 304 Not Modified\nTransfer-Encoding: chunked\n\n'
+seed h1 head            '\x06\x00\x30\x00HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n'
+seed h1 bad-length      '\x02\x00\x30\x00HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n1x'
+seed h1 empty-length    '\x02\x00\x30\x00HTTP/1.1 400 Bad\r\nContent-Length:\t \r\n\r\n'
+seed h1 huge-length     '\x02\x00\x30\x00HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\nabc'
+seed h1 capped-close    '\x01\x00\x50\x00HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\n\r\nupstream connect error or disconnect/reset before headers'
+seed h1 capped-chunk    '\x01\x00\x50\x00HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\nff\r\n'
+seed h1 bad-chunk-end   '\x02\x00\x50\x00HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY\r\n0\r\n\r\n'
+seed h1 long-chunk-size '\x02\x00\x50\x00HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\nx\r\n0\r\n\r\n'
+seed h1 cut-body        '\x02\x00\x50\x00HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc'
+seed h1 past-answer     '\x02\x00\x50\x00HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n'
+seed h1 bad-status      '\x02\x00\x50\x00HTTP/1.1 2000 OK\r\n\r\n'
+seed h1 status-099      '\x02\x00\x50\x00HTTP/1.1 099 Low\r\n\r\n'
+seed h1 refuse-field    '\x12\x02\x50\x00HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n'
+seed h1 refuse-body     '\x22\x05\x50\x00HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789'
+#   expansions (off hi lo, len - 1, count): a 64 KiB header line; 4096 header lines (64 KiB); the head exactly
+#   65535 bytes (17 + 4080 * 16 + 238); 4096 trailer lines
+B256=$(printf 'b%.0s' $(seq 256))
+L16=$(printf 'X-A: 012345678\\r\\n%.0s' $(seq 16))
+T16=$(printf 'X-T: 012345678\\r\\n%.0s' $(seq 16))
+P229=$(printf 'p%.0s' $(seq 229))
+seed h1 head-line-big   "\x0a\x00\x80\x00\x00\x18\xff\xffHTTP/1.1 200 OK\r\nX-Big: ${B256}\r\n\r\n"
+seed h1 head-many       "\x0a\x00\x80\x00\x00\x11\xff\xffHTTP/1.1 200 OK\r\n${L16}\r\n"
+seed h1 head-at-cap     "\x0a\x00\x80\x00\x00\x11\xff\xfeHTTP/1.1 200 OK\r\n${L16}X-Pad: ${P229}\r\n\r\n"
+seed h1 trailers-big    "\x0a\x00\x80\x00\x00\x39\xff\xffHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n${T16}\r\n"
