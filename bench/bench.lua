@@ -230,8 +230,8 @@ row {
   argv = function(c, n) return with_ca { LUA, "bench/naive.lua", c.tls_url, c.token, "get_message", c.msg, n } end,
 }
 -- Not a client (bench/raw_connect_only.c): libcurl connects (TLS verified, sessions cached) and nothing more; each
--- request is written and its answer read by hand over curl_easy_send/curl_easy_recv. What a transport that kept
--- libcurl for connecting only would start from.
+-- request is written and its answer read by hand over curl_easy_send/curl_easy_recv. The floor of the library's
+-- direct engine, which works the same way and adds the reader's rules, the time limits, the checks and the limiter.
 row {
   id = "tls_co", label = "TLS libcurl connect-only + HTTP by hand: get_message", base = "tls_raw", tls = true,
   needs = need_tls, note = "not a client: libcurl connects, the HTTP/1.1 is by hand (no checks, caps or limits)",
@@ -598,6 +598,7 @@ local function targets(startup, rss_run)
   floor_line("lc_get_message", "rawdec_get_message", "leadconnector get_message vs raw easy + cjson.decode")
   floor_line("rawdec_multi", "raw_multi", "raw multi + cjson.decode vs raw multi")
   floor_line("lc_batch", "rawdec_multi", "leadconnector batch vs raw multi + cjson.decode")
+  floor_line("tls_lc", "tls_co", "leadconnector over TLS (direct engine) vs libcurl connect-only + HTTP by hand")
   return table.concat(out, "\n")
 end
 

@@ -18,7 +18,9 @@ if not (base and token and call and id and count) then
 end
 
 -- BENCH_CAINFO (the TLS rows): the CA file the server's certificate is verified against.
-local client = assert(leadconnector.new { token = token, base_url = base, ca_file = os.getenv("BENCH_CAINFO") })
+-- BENCH_ENGINE=libcurl: single calls on libcurl's HTTP engine instead of the direct one (the comparison before 2026-12-07)
+local client = assert(leadconnector.new { token = token, base_url = base, ca_file = os.getenv("BENCH_CAINFO"),
+  engine = os.getenv("BENCH_ENGINE") })
 
 local do_call
 if call == "get_message" then
