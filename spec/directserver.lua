@@ -4,7 +4,10 @@ byte what each one gets back, and what then happens to its connection.
 
   local ds = require "directserver"
   local srv = ds.start(script)
-      script: Lua source of a chunk returning function(req, st) -> actions. It runs in the server's process.
+      script: Lua source of a chunk returning function(req, st) -> actions, and optionally a second function
+        on_head(req, st) -> actions, run once a request's head is read, before its body is (req.body is "" then,
+        req.seq not set yet), and a third on_accept(conn, st) -> actions, run as a connection is accepted, before
+        anything is read from it. It runs in the server's process.
         req: { seq = n (every request), conn = n (its connection, in accept order), n = n (its place on that
                connection), method, target, head (the request's head, as it came), headers (lower-case names),
                body }
@@ -17,7 +20,7 @@ byte what each one gets back, and what then happens to its connection.
           connection waits for its next request unless it was closed.
         Globals for scripts: answer(status_line_rest, body, extra_header_lines) -> "HTTP/1.1 ..." with a JSON
           Content-Type, a Content-Length, keep-alive; default(req, st) -> the usual answer to the four endpoints
-          (a send: messageId "m<POSTs so far>"; a message: its id); esc(s) -> s as a JSON string's content.
+          (a send: messageId "m<POSTs so far>"; a message: its id; a base URL path /api/vN is skipped); esc(s) -> s as a JSON string's content.
   srv.port, srv.url
   srv:log()          -> { accepts, closed = connections closed (by either side), requests = { req... }, marks }
   srv:count(method)  -> requests of that method the server read (all if nil)
@@ -51,10 +54,11 @@ function answer(status, body, extra)
     :format(status, #body, extra or "", body)
 end
 function default(req, st)
+  local target = req.target:gsub("^/api/v%d+", "") -- a base URL's path
   if req.method == "GET" then
-    local id = req.target:match("^/conversations/messages/([^/?]+)$")
+    local id = target:match("^/conversations/messages/([^/?]+)$")
     if id then return answer("200 OK", '{"id":"' .. esc(id) .. '","type":1,"body":"b"}') end
-    id = req.target:match("^/conversations/([^/?]+)$")
+    id = target:match("^/conversations/([^/?]+)$")
     if id then return answer("200 OK", '{"id":"' .. esc(id) .. '","contactId":"k","locationId":"l"}') end
   end
   if req.method == "POST" or req.method == "PUT" then
@@ -64,7 +68,8 @@ function default(req, st)
   return answer("404 Not Found", '{"statusCode":404,"message":"no such thing"}')
 end
 
-local handler = assert(dofile(script_file))
+local handler, on_head, on_accept = dofile(script_file)
+assert(handler, "the script returned no handler")
 io.stdout:write(port, " ", cport, "\n")
 io.stdout:flush()
 local st = { count = {} }
@@ -114,13 +119,43 @@ local function send_all(c, data)
   return true
 end
 
+local function closed()
+  log.closed = log.closed + 1
+end
+
+-- Runs a script's actions on connection c: true, or false once c is closed.
+local function run(c, actions)
+  if actions == nil then return true end
+  if type(actions) ~= "table" then actions = { actions } end
+  for _, a in ipairs(actions) do
+    if type(a) == "string" and a ~= "close" and a ~= "rst" and a ~= "shutdown" then
+      if not send_all(c, a) then c:close() closed() return false end
+    elseif a == "close" then
+      c:close() closed() return false
+    elseif a == "rst" then
+      c:setoption("linger", { on = true, timeout = 0 })
+      c:close() closed() return false
+    elseif a == "shutdown" then
+      c:shutdown("send")
+    elseif type(a) == "table" and a.mark then
+      log.marks[a.mark] = (log.marks[a.mark] or 0) + 1
+    elseif type(a) == "table" and a.sleep then
+      sleep(a.sleep)
+    elseif type(a) == "table" and a.trickle then
+      for i = 1, #a.trickle do
+        if not send_all(c, a.trickle:sub(i, i)) then c:close() closed() return false end
+        sleep(a.step or 0.01)
+      end
+    end
+  end
+  return true
+end
+
 local function serve(c, id)
   c:settimeout(0)
   local b = { buf = "" }
   local n = 0
-  local function closed()
-    log.closed = log.closed + 1
-  end
+  if on_accept and not run(c, on_accept(id, st)) then return end
   while true do
     local line = readline(c, b)
     if not line then c:close() closed() return end
@@ -140,42 +175,21 @@ local function serve(c, id)
       end
       if k == "content-length" then len = tonumber(v) or 0 end
     end
-    local body = ""
+    local method, target = line:match("^(%S+) (%S+)")
+    local req = { conn = id, n = n + 1, method = method or "?", target = target or "?",
+      head = table.concat(head, "\n"), headers = headers, body = "" }
+    if on_head and not run(c, on_head(req, st)) then return end
     if len > 0 then
-      body = readn(c, b, len)
-      if not body then c:close() closed() return end
+      req.body = readn(c, b, len)
+      if not req.body then c:close() closed() return end
     end
     n = n + 1
     seq = seq + 1
+    req.seq = seq
     last_activity = socket.gettime()
-    local method, target = line:match("^(%S+) (%S+)")
-    local req = { seq = seq, conn = id, n = n, method = method or "?", target = target or "?",
-      head = table.concat(head, "\n"), headers = headers, body = body }
     st.count[req.method] = (st.count[req.method] or 0) + 1
     log.requests[#log.requests + 1] = req
-    local actions = handler(req, st)
-    if type(actions) ~= "table" then actions = { actions } end
-    for _, a in ipairs(actions) do
-      if type(a) == "string" and a ~= "close" and a ~= "rst" and a ~= "shutdown" then
-        if not send_all(c, a) then c:close() closed() return end
-      elseif a == "close" then
-        c:close() closed() return
-      elseif a == "rst" then
-        c:setoption("linger", { on = true, timeout = 0 })
-        c:close() closed() return
-      elseif a == "shutdown" then
-        c:shutdown("send")
-      elseif type(a) == "table" and a.mark then
-        log.marks[a.mark] = (log.marks[a.mark] or 0) + 1
-      elseif type(a) == "table" and a.sleep then
-        sleep(a.sleep)
-      elseif type(a) == "table" and a.trickle then
-        for i = 1, #a.trickle do
-          if not send_all(c, a.trickle:sub(i, i)) then c:close() closed() return end
-          sleep(a.step or 0.01)
-        end
-      end
-    end
+    if not run(c, handler(req, st)) then return end
   end
 end
 
