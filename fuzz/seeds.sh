@@ -130,8 +130,13 @@ seed h1 bad-status      '\x02\x00\x50\x00HTTP/1.1 2000 OK\r\n\r\n'
 seed h1 status-099      '\x02\x00\x50\x00HTTP/1.1 099 Low\r\n\r\n'
 seed h1 refuse-field    '\x12\x02\x50\x00HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\n\r\n'
 seed h1 refuse-body     '\x22\x05\x50\x00HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789'
+#   a chunk-size line of exactly 1 KiB (taken) and of 1 KiB + 1 (refused)
+S1023=$(printf ';%.0s' $(seq 1023))
+seed h1 chunk-line-1024 "\x02\x00\x50\x00HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3${S1023}\r\nabc\r\n0\r\n\r\n"
+seed h1 chunk-line-1025 "\x02\x00\x50\x00HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3${S1023};\nabc\r\n0\r\n\r\n"
 #   expansions (off hi lo, len - 1, count): a 64 KiB header line; 4096 header lines (64 KiB); the head exactly
-#   65535 bytes (17 + 4080 * 16 + 238); 4096 trailer lines
+#   65535 bytes (17 + 4080 * 16 + 238); 4096 trailer lines (65536 bytes: at the cap); trailers of 65537 bytes
+#   (4095 * 16 + 17, one past it)
 B256=$(printf 'b%.0s' $(seq 256))
 L16=$(printf 'X-A: 012345678\\r\\n%.0s' $(seq 16))
 T16=$(printf 'X-T: 012345678\\r\\n%.0s' $(seq 16))
@@ -139,4 +144,6 @@ P229=$(printf 'p%.0s' $(seq 229))
 seed h1 head-line-big   "\x0a\x00\x80\x00\x00\x18\xff\xffHTTP/1.1 200 OK\r\nX-Big: ${B256}\r\n\r\n"
 seed h1 head-many       "\x0a\x00\x80\x00\x00\x11\xff\xffHTTP/1.1 200 OK\r\n${L16}\r\n"
 seed h1 head-at-cap     "\x0a\x00\x80\x00\x00\x11\xff\xfeHTTP/1.1 200 OK\r\n${L16}X-Pad: ${P229}\r\n\r\n"
+L15=$(printf 'X-T: 012345678\\r\\n%.0s' $(seq 15))
+seed h1 trailers-past-cap "\x0a\x00\x80\x00\x00\x39\xff\xfeHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n${T16}${L15}X-T: 0123456789\r\n\r\n"
 seed h1 trailers-big    "\x0a\x00\x80\x00\x00\x39\xff\xffHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n${T16}\r\n"
