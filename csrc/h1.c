@@ -10,10 +10,13 @@
  *    are interim (their heads are read and forgotten);
  *  - the heads of one answer (interim ones included) hold LC_MAX_HEADER_BYTES at most, each line counted with a
  *    CR LF, and so do a chunked body's trailers;
- *  - Content-Length is digits only; Transfer-Encoding naming "chunked" takes precedence over it; with neither, the
- *    body runs to the end of the connection; a HEAD's answer, a 204 and a 304 have no body;
- *  - a chunk's size is optional white space, then 1 to 16 hex digits, then anything (extensions) on a line of at
- *    most 1 KiB; a chunk's data is followed by an empty line;
+ *  - every header line is "name: value" without a NUL byte (libcurl's rule; the cosocket reader passes over lines
+ *    it does not use); a 101 is refused (no request asks to switch protocols);
+ *  - Content-Length is digits only; Transfer-Encoding is "chunked" or refused, and takes precedence over
+ *    Content-Length; with neither, the body runs to the end of the connection; a HEAD's answer, a 204 and a 304
+ *    have no body;
+ *  - a chunk's size is optional white space, 1 to 16 hex digits, optional white space, then the line's end or an
+ *    extension (";...") on a line of at most 1 KiB; a chunk's data is followed by an empty line;
  *  - a body larger than max_size is not read past the cap (a Content-Length past it: not at all), and the
  *    connection is not kept;
  *  - the connection is kept only for an HTTP/1.1 answer without "Connection: close" (or an HTTP/1.0 one saying
@@ -75,6 +78,7 @@ static int status_line(lc_h1 *p, const char *s, size_t n) {
   if (n < 12 || memcmp(s, "HTTP/1.", 7) != 0 || (s[7] != '0' && s[7] != '1') || s[8] != ' ') return 0;
   if (s[9] < '1' || s[9] > '9' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9') return 0;
   if (n > 12 && s[12] >= '0' && s[12] <= '9') return 0;
+  if (memchr(s, '\0', n) != NULL) return 0;
   p->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
   p->http10 = s[7] == '0';
   return 1;
@@ -84,8 +88,10 @@ static int status_line(lc_h1 *p, const char *s, size_t n) {
 static int header_line(lc_h1 *p, const char *s, size_t n) {
   const char *colon = (const char *)memchr(s, ':', n), *v, *e;
   size_t name_len;
+  /* A line that is no "name: value", or a NUL byte: a head that is not HTTP's, which libcurl refuses too. */
+  if (colon == NULL || colon == s) return fail(p, LC_H1_MALFORMED, "answer has a malformed header line");
+  if (memchr(s, '\0', n) != NULL) return fail(p, LC_H1_MALFORMED, "answer has a NUL byte in its headers");
   if (p->on_field && !p->on_field(p->ud, s, n)) return fail(p, LC_H1_REFUSED, NULL);
-  if (colon == NULL) return LC_H1_MORE;
   name_len = (size_t)(colon - s);
   v = colon + 1;
   e = s + n;
@@ -110,7 +116,13 @@ static int header_line(lc_h1 *p, const char *s, size_t n) {
     }
     break;
   case 't':
-    if (ieq(s, name_len, "transfer-encoding") && icontains(v, (size_t)(e - v), "chunked")) p->chunked = 1;
+    if (ieq(s, name_len, "transfer-encoding")) {
+      /* chunked alone: no request says Accept-Encoding or TE, so gzip, deflate and the like would be bytes nobody
+       * can read (handed over raw as the body, they would pass for it) */
+      if (!ieq(v, (size_t)(e - v), "chunked"))
+        return fail(p, LC_H1_MALFORMED, "answer has a Transfer-Encoding other than chunked");
+      p->chunked = 1;
+    }
     break;
   default:
     break;
@@ -155,6 +167,8 @@ static int line_done(lc_h1 *p, const char *s, size_t n) {
     p->head_bytes += n + 2;
     if (p->head_bytes > LC_MAX_HEADER_BYTES) return fail(p, LC_H1_TOO_LONG, NULL);
     if (!status_line(p, s, n)) return fail(p, LC_H1_MALFORMED, "malformed answer (not an HTTP/1.x status line)");
+    if (p->status == 101) /* no request asks to switch protocols: what follows is no HTTP answer */
+      return fail(p, LC_H1_MALFORMED, "answer switches protocols (101), which no request asked for");
     if (p->on_status && !p->on_status(p->ud, p->status)) return fail(p, LC_H1_REFUSED, NULL);
     p->state = LC_H1_HEADER;
     return LC_H1_MORE;
@@ -175,6 +189,9 @@ static int line_done(lc_h1 *p, const char *s, size_t n) {
       len = len * 16 + (unsigned long long)v;
     }
     if (d == i) return fail(p, LC_H1_MALFORMED, "answer has a malformed chunk");
+    /* after the digits: white space, then the line's end or an extension (";..."); "0x2" is no size 0 */
+    while (d < n && (s[d] == ' ' || s[d] == '\t')) d++;
+    if (d < n && s[d] != ';') return fail(p, LC_H1_MALFORMED, "answer has a malformed chunk");
     if (len == 0) {
       p->trailer_bytes = 0;
       p->state = LC_H1_TRAILER;
@@ -243,6 +260,8 @@ static int body(lc_h1 *p, const char *s, size_t n) {
 int lc_h1_feed(lc_h1 *p, const char *data, size_t len, size_t *used) {
   size_t at = 0;
   int r = LC_H1_MORE;
+  *used = 0;
+  if (p->state == LC_H1_DONE || p->state == LC_H1_FAILED) return p->state; /* the answer has ended */
   if (len) p->got_any = 1;
   while (at < len && r == LC_H1_MORE) {
     const char *s = data + at;
@@ -264,10 +283,12 @@ int lc_h1_feed(lc_h1 *p, const char *data, size_t len, size_t *used) {
       }
       break;
     }
-    case LC_H1_TO_CLOSE:
-      r = body(p, s, n);
-      at += n;
+    case LC_H1_TO_CLOSE: { /* past the cap: the byte that shows it is the last taken, however the bytes come */
+      size_t room = p->max_size - p->body_bytes, take = n > room ? room + 1 : n;
+      r = body(p, s, take);
+      at += take;
       break;
+    }
     case LC_H1_DONE:
       r = LC_H1_DONE;
       break;

@@ -182,7 +182,7 @@ static void xfer_cleanup(lc_session *s, lc_xfer *x) {
 }
 
 /* Frees every libcurl handle of the session (connections included); the settings stay. */
-static void session_drop_handles(lc_session *s) {
+static void drop_transfers(lc_session *s) { /* libcurl's engine: its transfers, multi and share */
   int i;
   xfer_cleanup(s, &s->main);
   for (i = 0; i < s->pool_n; i++) {
@@ -196,6 +196,10 @@ static void session_drop_handles(lc_session *s) {
   s->multi = NULL;
   if (s->share) curl_share_cleanup(s->share); /* after every handle using it is gone */
   s->share = NULL;
+}
+
+static void session_drop_handles(lc_session *s) {
+  drop_transfers(s);
   if (s->conn) curl_easy_cleanup(s->conn); /* the direct engine's connection, then its share */
   s->conn = NULL;
   if (s->conn_share) curl_share_cleanup(s->conn_share);
@@ -262,8 +266,7 @@ static void session_cleanup(lc_session *s) {
   free(s->rbuf);
   free(s->host);
   free(s->prefix);
-  s->rbuf = s->host = s->prefix = NULL;
-  s->direct = 0;
+  s->rbuf = s->host = s->prefix = NULL; /* s->direct stays: stats() still says which engine it had */
   lc_h1_free(&s->h1);
   free(s->version);
   free(s->base);
@@ -1081,8 +1084,9 @@ static int direct_alive(lc_session *s) {
   return curl_easy_recv(s->conn, b, sizeof b, &n) == CURLE_AGAIN;
 }
 
-/* Waits until fd is ready for `events` or `stop` (monotonic seconds) passes: 1 ready, 0 timed out, -1 failed. */
-static int direct_wait(curl_socket_t fd, short events, double stop) {
+/* Waits until fd is ready for `events` or `stop` (monotonic seconds) passes: 1 ready (*ready: what it is ready for,
+ * when asked), 0 timed out, -1 failed. */
+static int direct_wait(curl_socket_t fd, short events, double stop, short *ready) {
   for (;;) {
     double left = stop - lc_monotonic();
     struct pollfd p;
@@ -1092,9 +1096,24 @@ static int direct_wait(curl_socket_t fd, short events, double stop) {
     p.events = events;
     p.revents = 0;
     r = poll(&p, 1, left > 1e6 ? 1000000000 : (int)(left * 1000) + 1);
-    if (r > 0) return 1; /* hang-ups and errors too: the read or write says what */
+    if (r > 0) { /* hang-ups and errors too: the read or write says what */
+      if (ready) *ready = p.revents;
+      return 1;
+    }
     if (r < 0 && errno != EINTR) return -1;
   }
+}
+
+/* One read of the answer into the reader: LC_H1_MORE (with *rc CURLE_AGAIN when nothing had come, or a failure
+ * code when the read failed), or LC_H1_DONE / LC_H1_FAILED when the answer ended (the connection's end included). */
+static int direct_read(lc_session *s, CURLcode *rc) {
+  size_t n = 0, used = 0;
+  int r;
+  *rc = curl_easy_recv(s->conn, s->rbuf, DIRECT_RBUF, &n);
+  if (*rc != CURLE_OK) return LC_H1_MORE;
+  r = n == 0 ? lc_h1_eof(&s->h1) : lc_h1_feed(&s->h1, s->rbuf, n, &used);
+  if (r == LC_H1_DONE && used < n) s->h1.keep = 0; /* bytes past the answer: the connection is not reused */
+  return r;
 }
 
 static void out_error(direct_out *o, const char *kind, CURLcode code, int sent, const char *fmt, ...) {
@@ -1118,7 +1137,7 @@ static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_onl
     curl_socket_t fd = direct_fd(s);
     int reused = s->conn != NULL, r = LC_H1_FAILED, w;
     size_t off = 0;
-    CURLcode rc = CURLE_OK;
+    CURLcode rc = CURLE_OK, wrc;
     x->errbuf[0] = '\0';
     if (reused && (fd == CURL_SOCKET_BAD || !direct_alive(s))) {
       direct_drop(s);
@@ -1141,52 +1160,74 @@ static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_onl
         return;
       }
     }
-    /* the request, in one piece */
+    /* The request, in one piece, reading as it goes: a server may answer before it has read all of a large body
+     * (a 413, say) and stop reading; that answer is the call's. */
+    lc_h1_start(&s->h1, head_only, s->max_size);
+    r = LC_H1_MORE;
+    wrc = CURLE_OK;
     while (off < reqlen) {
       size_t n = 0;
-      rc = curl_easy_send(s->conn, s->req + off, reqlen - off, &n);
-      if (rc == CURLE_OK) {
+      short ready = 0;
+      wrc = curl_easy_send(s->conn, s->req + off, reqlen - off, &n);
+      if (wrc == CURLE_OK) {
         off += n;
         continue;
       }
-      if (rc != CURLE_AGAIN) break;
-      w = direct_wait(fd, POLLOUT, stop);
+      if (wrc != CURLE_AGAIN) break;
+      w = direct_wait(fd, POLLOUT | POLLIN, stop, &ready);
       if (w <= 0) {
-        rc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_SEND_ERROR;
+        wrc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_SEND_ERROR;
         break;
       }
+      wrc = CURLE_OK;
+      if (ready & (POLLIN | POLLHUP | POLLERR)) {
+        r = direct_read(s, &rc);
+        if (r != LC_H1_MORE) break; /* an answer already (or the connection's end): no more of the request */
+        if (rc != CURLE_OK && rc != CURLE_AGAIN) { /* the connection failed */
+          wrc = rc;
+          break;
+        }
+      }
     }
-    if (off < reqlen) {
-      direct_drop(s);
-      if (off == 0 && reused && rc != CURLE_OPERATION_TIMEDOUT && stale < DIRECT_MAX_STALE) {
+    if (off < reqlen && r == LC_H1_MORE) {
+      if (off == 0 && reused && wrc != CURLE_OPERATION_TIMEDOUT && !s->h1.got_any && stale < DIRECT_MAX_STALE) {
+        direct_drop(s);
         stale++; /* a dead connection that took nothing: a fresh one */
         continue;
       }
-      if (rc == CURLE_OPERATION_TIMEDOUT)
-        out_error(o, "timeout", rc, off > 0 || stale > 0, "timed out after %g s writing the request", tmo);
-      else
-        out_error(o, "network", rc, off > 0 || stale > 0, "could not write the request: %s",
-                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
-      return;
+      if (wrc == CURLE_OPERATION_TIMEDOUT || off == 0) {
+        direct_drop(s);
+        if (wrc == CURLE_OPERATION_TIMEDOUT)
+          out_error(o, "timeout", wrc, off > 0 || stale > 0, "timed out after %g s writing the request", tmo);
+        else
+          out_error(o, "network", wrc, stale > 0, "could not write the request: %s",
+                    x->errbuf[0] ? x->errbuf : curl_easy_strerror(wrc));
+        return;
+      }
+      /* the connection failed part way through the request: an answer the server sent first may be there */
     }
-    /* the answer: none can be there before its request, and nothing else was (direct_alive), so the first read
-     * waits for the socket first -- a read that would only say "not yet" is saved */
-    lc_h1_start(&s->h1, head_only, s->max_size);
-    for (rc = CURLE_AGAIN;;) {
-      size_t n = 0, used = 0;
+    /* The answer. Nothing was there before the request (direct_alive), so unless some of it came while the
+     * request was written, a first read before any wait would only say "not yet": the socket is waited for first.
+     * (Once a read has taken bytes, the next read comes before any wait: the TLS library may hold more.) */
+    rc = r == LC_H1_MORE && !s->h1.got_any ? CURLE_AGAIN : CURLE_OK;
+    while (r == LC_H1_MORE) {
       if (rc == CURLE_AGAIN) {
-        w = direct_wait(fd, POLLIN, stop);
+        w = direct_wait(fd, POLLIN, stop, NULL);
         if (w <= 0) {
           rc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_RECV_ERROR;
           break;
         }
       }
-      rc = curl_easy_recv(s->conn, s->rbuf, DIRECT_RBUF, &n);
-      if (rc == CURLE_AGAIN) continue;
-      if (rc != CURLE_OK) break;
-      r = n == 0 ? lc_h1_eof(&s->h1) : lc_h1_feed(&s->h1, s->rbuf, n, &used);
-      if (r == LC_H1_DONE && used < n) s->h1.keep = 0; /* bytes past the answer: the connection is not reused */
-      if (r != LC_H1_MORE) break;
+      r = direct_read(s, &rc);
+      if (rc != CURLE_OK && rc != CURLE_AGAIN) break;
+    }
+    if (off < reqlen) s->h1.keep = 0; /* the server would read the rest of the request as the next one */
+    if (r != LC_H1_DONE && off < reqlen && wrc != CURLE_OK) {
+      /* no answer, and the request was cut: say what cut it */
+      direct_drop(s);
+      out_error(o, "network", wrc, 1, "could not write the whole request: %s",
+                x->errbuf[0] ? x->errbuf : curl_easy_strerror(wrc));
+      return;
     }
     if (r == LC_H1_DONE) {
       if (!s->h1.keep) direct_drop(s);
@@ -1300,6 +1341,34 @@ static int session_new_handles(lc_session *s) {
   return xfer_init(s, &s->main) ? 1 : -1;
 }
 
+/* libcurl's engine takes a cached connection it believes alive. libcurl 7.88 does not notice one the server has
+ * reset, or closed after writing a 408, or written bytes to that no request asked for, and sends on it: a send then
+ * fails "may have been processed" though it never arrived, or a call takes the stray answer for its own (spec 58,
+ * found by a hostile review; libcurl 8.14 notices). So before libcurl's engine runs (a batch, an upload, a call
+ * through a proxy or with engine = "libcurl"), the session looks at every idle socket it knows with one poll; if
+ * any has something to read, all of libcurl's connections are dropped and made anew (the direct engine's own
+ * connection is not libcurl's to reuse, and is checked on its own). 1, or what session_new_handles says. */
+static int libcurl_fresh(lc_session *s) {
+  struct pollfd p[32];
+  curl_socket_t mine = s->conn ? direct_fd(s) : CURL_SOCKET_BAD;
+  size_t i = 0;
+  int dirty = 0;
+  while (i < s->fds_n && !dirty) {
+    nfds_t n = 0;
+    for (; i < s->fds_n && n < 32; i++)
+      if (s->fds[i] != mine) {
+        p[n].fd = s->fds[i];
+        p[n].events = POLLIN;
+        p[n].revents = 0;
+        n++;
+      }
+    dirty = n > 0 && poll(p, n, 0) > 0;
+  }
+  if (!dirty) return 1;
+  drop_transfers(s);
+  return session_new_handles(s);
+}
+
 static lc_session *check_session(lua_State *L) {
   lc_session *s = (lc_session *)luaL_checkudata(L, 1, LC_SESSION_MT);
   if (s->closed) luaL_error(L, "leadconnector: the client is closed");
@@ -1308,6 +1377,7 @@ static lc_session *check_session(lua_State *L) {
     session_drop_handles(s);
     s->fds_n = 0;
     s->busy = 0;
+    s->connects = 0; /* this process's own */
     if (session_new_handles(s) != 1) {
       session_cleanup(s);
       luaL_error(L, "leadconnector: could not make a new libcurl session after fork");
@@ -1620,6 +1690,7 @@ static int l_call(lua_State *L) {
       return 5;
     }
   }
+  if (libcurl_fresh(s) != 1) return luaL_error(L, "leadconnector: could not make a new libcurl session");
   switch (xfer_prepare(s, &s->main, op, method, path, plen, body, blen, version, ctype, tmo)) {
   case 0: return luaL_error(L, "leadconnector: out of memory");
   case -1: return luaL_error(L, "leadconnector: version and content type must be short header values without control characters");
@@ -1655,6 +1726,7 @@ static int l_batch(lua_State *L) {
   lua_createtable(L, n, 0);
   errors = lua_gettop(L);
   if (n == 0) return 2;
+  if (libcurl_fresh(s) != 1) return luaL_error(L, "leadconnector: could not make a new libcurl session");
   if (session_multi(s) == NULL) return luaL_error(L, "leadconnector: out of memory");
   if (s->pool_n < conc) {
     /* The list may move; the transfers it points to never do (their easy handles point back at them). */

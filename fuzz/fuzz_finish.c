@@ -94,7 +94,9 @@ static const char CHECK[] =
     "    walk(v, 0)\n"
     "  elseif op == 'raw' or op == 'table' or op == 'table_conversation' then\n"
     "    assert(type(v) == 'table', op .. ' result not a table')\n"
-    "    if op == 'table_conversation' and type(v.conversation) ~= 'table' and v.conversation ~= nil then\n"
+    /* a JSON object under "conversation" becomes a Conversation; any other value (true, 1, "x") stays as it came */
+    "    assert(op ~= 'table_conversation' or type(v.conversation) ~= 'table', 'conversation object not wrapped')\n"
+    "    if op == 'table_conversation' and type(v.conversation) == 'userdata' then\n"
     "      assert(core.typeof(v.conversation) == 'Conversation', 'conversation not a Conversation')\n"
     "      one_line(tostring(v.conversation), 'Conversation')\n"
     "      local _ = v.conversation:to_table()\n"

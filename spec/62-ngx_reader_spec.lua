@@ -150,7 +150,7 @@ describe("the cosocket answer reader (plain Lua, stand-in socket)", function()
   end)
 
   it("chunked bodies: white space, upper-case hex, extensions, trailers; 17 hex digits refused", function()
-    local h = read_all_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n" ..
+    local h = read_all_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding:  Chunked \r\n\r\n" ..
       " \t3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\nOther: 2\r\n\r\n")
     assert.are.equal("abc0123456789", h.body)
     assert.is_true(h.keep)
@@ -161,6 +161,25 @@ describe("the cosocket answer reader (plain Lua, stand-in socket)", function()
     assert.truthy(msg:find("malformed chunk", 1, true))
     local cut = read_all_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
     assert.is_nil(cut)
+  end)
+
+  -- The C core's reader (csrc/h1.c, the curl transport's direct engine) has the same rules (spec 58).
+  it("refuses a coding never asked for, a chunk size that is no number, data past its size, and a 101", function()
+    for what, data in pairs {
+      ["gzip, chunked"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+      ["0x2"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n",
+      ["2 junk"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 junk\r\n{}\r\n0\r\n\r\n",
+      ["data past the size"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY\r\n0\r\n\r\n",
+      ["101"] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+    } do
+      local h, kind, msg = read_all_ways(data)
+      assert.is_nil(h, what)
+      assert.are.equal("network", kind, what)
+      assert.truthy(msg:find("malformed chunk", 1, true) or msg:find("other than chunked", 1, true)
+        or msg:find("switches protocols", 1, true), what .. ": " .. msg)
+    end
+    local ok = read_all_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 \t;x=y\r\n{}\r\n0\r\n\r\n")
+    assert.are.equal("{}", ok and ok.body)
   end)
 
   it("headers past 64 KiB are refused without reading on, also in lines without a colon", function()

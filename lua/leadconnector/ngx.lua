@@ -458,6 +458,9 @@ local function read_answer(sock, method, max_size, stop_at, where)
     if not status or status < 100 then
       return nil, "network", format("malformed answer from %s (not an HTTP/1.x status line)", where)
     end
+    if status == 101 then -- no request asks to switch protocols: what follows is no HTTP answer
+      return nil, "network", format("answer from %s switches protocols (101), which no request asked for", where)
+    end
     -- headers
     while true do
       s, i, j = next_line(r, MAX_HEADER_BYTES - hbytes)
@@ -501,7 +504,11 @@ local function read_answer(sock, method, max_size, stop_at, where)
               return nil, "network", format("answer from %s has a bad Content-Length", where)
             end
           elseif what == H_ENCODING then
-            if find(lower(value), "chunked", 1, true) then h.chunked = true end
+            -- chunked alone: no request asks for gzip or the like, whose bytes would pass for the body
+            if lower(value) ~= "chunked" then
+              return nil, "network", format("answer from %s has a Transfer-Encoding other than chunked", where)
+            end
+            h.chunked = true
           elseif what == H_CONNECTION then
             local lv = lower(value)
             if find(lv, "close", 1, true) then h.close = true end
@@ -544,8 +551,9 @@ local function read_answer(sock, method, max_size, stop_at, where)
     while true do
       local cs, ci, cj = next_line(r, 1024)
       if not cs then return cut(where, ci == "toolong" and "network" or ci, cj or "malformed chunk") end
-      -- at most 16 hex digits (libcurl's limit: past it a size no longer fits in 64 bits), then anything to the
-      -- line's end (extensions), as libcurl reads it: white space (as %s), then the hex digits (as %x)
+      -- at most 16 hex digits (libcurl's limit: past it a size no longer fits in 64 bits), white space before and
+      -- after them, then the line's end or an extension (";..."): "0x2" is no size 0 (the C core's h1.c reads the
+      -- same)
       local b = byte(cs, ci)
       while ci <= cj and (b == 32 or (b >= 9 and b <= 13)) do ci = ci + 1 b = byte(cs, ci) end
       local ce = ci
@@ -554,7 +562,12 @@ local function read_answer(sock, method, max_size, stop_at, where)
         b = byte(cs, ce)
       end
       local len = ce > ci and ce - ci <= 16 and tonumber(sub(cs, ci, ce - 1), 16)
-      if not len then return nil, "network", format("answer from %s has a malformed chunk", where) end
+      if len and len < 0 then len = math.huge end -- 16 hex digits past 2^63 wrap on Lua 5.3+: past any cap
+      local after = ce
+      while after <= cj and (b == 32 or b == 9) do after = after + 1 b = byte(cs, after) end
+      if not len or (after <= cj and b ~= 59) then
+        return nil, "network", format("answer from %s has a malformed chunk", where)
+      end
       local kind, err
       if len == 0 then
         local tbytes = 0
@@ -576,8 +589,10 @@ local function read_answer(sock, method, max_size, stop_at, where)
       n = n + 1
       parts[n] = data
       size = size + len
-      cs, kind, err = next_line(r, 2)
-      if not cs then return cut(where, kind == "toolong" and "network" or kind, err or "malformed chunk") end
+      cs, ci, cj = next_line(r, 2)
+      if not cs then return cut(where, ci == "toolong" and "network" or ci, cj or "malformed chunk") end
+      -- the chunk's data ends with its line's end: anything else there means the sizes were lies
+      if cj >= ci then return nil, "network", format("answer from %s has a malformed chunk", where) end
     end
     body = n == 1 and parts[1] or concat(parts)
   elseif h.length then
