@@ -26,6 +26,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -45,6 +47,7 @@ typedef struct lc_xfer {
   const char *bad_head; /* why the answer's head was refused (a static string), or NULL: see on_header */
   int head_done;     /* the last answer's headers ended (their blank line came): else it was cut in them */
   int expect_status; /* the next header line may start an answer (none yet, or a head just ended and no body came) */
+  int said_close;    /* the answer's Connection header said "close" (libcurl 8.14 misses it in a list) */
   size_t head_bytes; /* of this answer so far */
   enum lc_op op;
   lc_ratelimit rl_now;
@@ -445,6 +448,7 @@ static int status_line_ok(CURL *e, const char *line, size_t len) {
 /* A new answer starts (its status line): what the last one's headers said is forgotten. */
 static void answer_reset(lc_xfer *x) {
   x->head_done = 0;
+  x->said_close = 0;
   x->rl_now.seen = 0;
   x->retry_after = -1;
   x->trace_id[0] = '\0';
@@ -465,6 +469,12 @@ static int head_field(lc_xfer *x, const char *line, size_t len) {
     memcpy(x->content_type, v, vlen);
     x->content_type[vlen] = '\0';
     x->content_type_len = vlen;
+    return 1;
+  }
+  if ((line[0] | 0x20) == 'c' && name_is(line, len, "Connection", &v, &vlen)) {
+    size_t k;
+    for (k = 0; k + 5 <= vlen; k++)
+      if (strncasecmp(v + k, "close", 5) == 0) x->said_close = 1;
     return 1;
   }
   if ((line[0] | 0x20) == 'c' && name_is(line, len, "Content-Length", &v, &vlen)) {
@@ -788,6 +798,28 @@ static int answer_finish(lua_State *L, lc_session *s, lc_xfer *x, long status) {
   return lc_finish(L, x->op, &a);
 }
 
+static curl_socket_t direct_fd(lc_session *s);
+
+/* An answer of libcurl's engine said "Connection: close": its connection is shut here, whatever libcurl made of
+ * the header (libcurl 8.14 keeps a connection whose answer said "Keep-Alive, Close"). The socket is found among
+ * the session's by its local port; shut down, it reads as ended, and neither libcurl nor libcurl_fresh reuses it. */
+static void shut_conn_of(lc_session *s, CURL *e) {
+  long port = 0;
+  size_t i;
+  curl_socket_t mine = s->conn ? direct_fd(s) : CURL_SOCKET_BAD;
+  if (curl_easy_getinfo(e, CURLINFO_LOCAL_PORT, &port) != CURLE_OK || port <= 0) return;
+  for (i = 0; i < s->fds_n; i++) {
+    struct sockaddr_storage a;
+    socklen_t al = sizeof a;
+    if (s->fds[i] == mine || getsockname(s->fds[i], (struct sockaddr *)&a, &al) != 0) continue;
+    if ((a.ss_family == AF_INET && ntohs(((struct sockaddr_in *)&a)->sin_port) == port) ||
+        (a.ss_family == AF_INET6 && ntohs(((struct sockaddr_in6 *)&a)->sin6_port) == port)) {
+      shutdown(s->fds[i], SHUT_RDWR);
+      return;
+    }
+  }
+}
+
 /* After a transfer: pushes value, or nil + error (returns 1 or 2). Frees the call's own header list. */
 static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
   long status = 0;
@@ -804,6 +836,7 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
     x->mime = NULL;
   }
   merge_rl(s, x);
+  if (x->said_close) shut_conn_of(s, x->easy);
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   capped = x->too_big || rc == CURLE_FILESIZE_EXCEEDED;
   if (rc == CURLE_OK && !x->head_done) {
