@@ -1168,7 +1168,7 @@ static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_onl
   o->ok = 0;
   for (;;) {
     curl_socket_t fd = direct_fd(s);
-    int reused = s->conn != NULL, r = LC_H1_FAILED, w;
+    int reused = s->conn != NULL, r = LC_H1_FAILED, w, wrote = 0;
     size_t off = 0;
     CURLcode rc = CURLE_OK, wrc;
     x->errbuf[0] = '\0';
@@ -1201,7 +1201,14 @@ static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_onl
     while (off < reqlen) {
       size_t n = 0;
       short ready = 0;
-      wrc = curl_easy_send(s->conn, s->req + off, reqlen - off, &n);
+      /* At most one TLS record's worth (16 KiB) a write. Over TLS one write of more is many records, and it can
+       * fail after the first of them went out (found by a hostile review: a server that read the head of an 8 MB
+       * send and reset the connection; the failed write said nothing of what had left, and the send went twice).
+       * A write of one record that fails has sent at most a part of it, which no server can read: so "nothing
+       * left" holds exactly when the first write failed outright. From any write that did not (one that "would
+       * block" may have sent part of its record), bytes may have left. */
+      wrc = curl_easy_send(s->conn, s->req + off, reqlen - off > 16384 ? 16384 : reqlen - off, &n);
+      if (wrc == CURLE_OK || wrc == CURLE_AGAIN) wrote = 1;
       if (wrc == CURLE_OK) {
         off += n;
         continue;
@@ -1223,15 +1230,15 @@ static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_onl
       }
     }
     if (off < reqlen && r == LC_H1_MORE) {
-      if (off == 0 && reused && wrc != CURLE_OPERATION_TIMEDOUT && !s->h1.got_any && stale < DIRECT_MAX_STALE) {
+      if (!wrote && reused && !s->h1.got_any && stale < DIRECT_MAX_STALE) {
         direct_drop(s);
         stale++; /* a dead connection that took nothing: a fresh one */
         continue;
       }
-      if (wrc == CURLE_OPERATION_TIMEDOUT || off == 0) {
+      if (wrc == CURLE_OPERATION_TIMEDOUT || !wrote) {
         direct_drop(s);
         if (wrc == CURLE_OPERATION_TIMEDOUT)
-          out_error(o, "timeout", wrc, off > 0 || stale > 0, "timed out after %g s writing the request", tmo);
+          out_error(o, "timeout", wrc, wrote || stale > 0, "timed out after %g s writing the request", tmo);
         else
           out_error(o, "network", wrc, stale > 0, "could not write the request: %s",
                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(wrc));
