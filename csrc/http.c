@@ -455,6 +455,19 @@ static void answer_reset(lc_xfer *x) {
   x->content_type_len = 0;
 }
 
+/* A call starts on x (either engine): no answer, no body, nothing refused yet. */
+static void xfer_begin(lc_xfer *x, enum lc_op op) {
+  answer_reset(x);
+  x->op = op;
+  x->body_len = 0;
+  x->too_big = 0;
+  x->head_too_big = 0;
+  x->bad_head = NULL;
+  x->expect_status = 1;
+  x->head_bytes = 0;
+  x->errbuf[0] = '\0';
+}
+
 /* One header line of an answer's head ("Name: value", its line end there or not), on either engine: what the
  * library reads from it. 0 refuses the answer (x->bad_head says why). */
 static int head_field(lc_xfer *x, const char *line, size_t len) {
@@ -721,19 +734,7 @@ static int xfer_prepare(lc_session *s, lc_xfer *x, enum lc_op op, const char *me
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   }
-  x->op = op;
-  x->body_len = 0;
-  x->too_big = 0;
-  x->head_too_big = 0;
-  x->bad_head = NULL;
-  x->head_done = 0;
-  x->expect_status = 1;
-  x->head_bytes = 0;
-  x->rl_now.seen = 0;
-  x->retry_after = -1;
-  x->trace_id[0] = '\0';
-  x->content_type_len = 0;
-  x->errbuf[0] = '\0';
+  xfer_begin(x, op);
   return 1;
 }
 
@@ -1333,16 +1334,7 @@ static int direct_call(lua_State *L, lc_session *s, enum lc_op op, const char *m
   }
   if (s->rbuf == NULL && (s->rbuf = (char *)malloc(DIRECT_RBUF)) == NULL)
     return luaL_error(L, "leadconnector: out of memory");
-  x->op = op;
-  x->body_len = 0;
-  x->too_big = 0;
-  x->head_too_big = 0;
-  x->bad_head = NULL;
-  x->head_done = 0;
-  x->rl_now.seen = 0;
-  x->retry_after = -1;
-  x->trace_id[0] = '\0';
-  x->content_type_len = 0;
+  xfer_begin(x, op);
   s->busy = 1;
   direct_exchange(s, reqlen, strcmp(method, "POST") == 0, strcmp(method, "HEAD") == 0,
                   timeout_s > 0 ? timeout_s : (double)s->timeout_ms / 1000.0, &o);
