@@ -1605,6 +1605,9 @@ static CURLM *session_multi(lc_session *s) {
     if (s->multi == NULL) return NULL;
     curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+    /* Keep every connection a batch made (concurrency is 256 at most): by default libcurl keeps 4 per transfer
+     * still attached, so the last answer of a batch, alone, had all but 4 closed (found by spec 59). */
+    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, 256L);
     s->watch_n = 0;
     s->watch_lost = 0;
   }
