@@ -105,18 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   s->max_size = MAX_SIZES[fz_u8(&in) % NMAX];
   chunk = fz_u8(&in) + 1;
-  /* what xfer_prepare resets */
-  x->op = (enum lc_op)op;
-  x->body_len = 0;
-  x->too_big = 0;
-  x->rl_now.seen = 0;
-  x->retry_after = -1;
-  x->trace_id[0] = '\0';
-  x->content_type_len = 0;
-  x->head_bytes = 0; /* per answer, as xfer_prepare does: the 64 KiB cap counts this input's lines only */
-  x->head_too_big = 0;
-  x->bad_head = NULL;
-  x->expect_status = 1;
+  xfer_begin(x, (enum lc_op)op); /* what every call starts with (the 64 KiB cap counts this input's lines only) */
   s->rl_last.seen = 0;
 
   /* headers: libcurl hands over one whole line at a time, in a buffer it owns (copied here, so ASan sees its end) */
