@@ -17,7 +17,9 @@ if not (base and token and id and count and conc and size) then
   os.exit(2)
 end
 
-local client = assert(leadconnector.new { token = token, base_url = base })
+-- BENCH_ENGINE=libcurl: the batch on libcurl's multi interface instead of the direct engine (the comparison before
+-- 2026-12-08)
+local client = assert(leadconnector.new { token = token, base_url = base, engine = os.getenv("BENCH_ENGINE") })
 if type(client.batch) ~= "function" then
   print("BENCH missing=client:batch")
   os.exit(3)

@@ -34,10 +34,11 @@
 #include "lc.h"
 
 typedef struct lc_session lc_session;
+typedef struct lc_xfer lc_xfer;
 
 /* One transfer: an easy handle and everything its callbacks write. The session's main handle is one; a batch
  * uses a pool of them. */
-typedef struct lc_xfer {
+struct lc_xfer {
   CURL *easy;
   lc_session *s;
   char *body;
@@ -65,7 +66,41 @@ typedef struct lc_xfer {
   size_t url_cap;
   void *uh; /* the request's URL, parsed here (CURLU *, libcurl 7.63+; see xfer_prepare) */
   char errbuf[CURL_ERROR_SIZE];
-} lc_xfer;
+};
+
+/* How a direct exchange ended, for direct_push (the exchange itself touches no Lua). */
+typedef struct direct_out {
+  int ok;           /* an answer to classify (the connection's h1 and x hold it) */
+  const char *kind; /* else the error's kind */
+  CURLcode code;
+  int sent;
+  char msg[CURL_ERROR_SIZE + 200];
+} direct_out;
+
+/* One connection of the direct engine and the exchange on it (see the direct engine's section). Single calls have
+ * one (s->dmain, connected by a blocking curl_easy_perform); a batch has one per concurrent call, each connected on
+ * a multi handle of its own: a CONNECT_ONLY handle taken off its multi loses its connection, and in a multi shared
+ * with other connections libcurl's pruning of "dead" idle connections could close one whose answer is waiting. */
+typedef struct lc_dconn {
+  lc_session *s;
+  lc_xfer *x;       /* what the answer's head and body go to: s->main, or the slot's own xb */
+  lc_xfer xb;       /* a batch slot's */
+  CURL *conn;       /* the CONNECT_ONLY handle holding the connection; NULL when there is none */
+  curl_socket_t fd; /* its socket, once connected */
+  CURLM *cm;        /* a batch slot's multi (NULL for s->dmain) */
+  int connecting;   /* conn is being connected on cm */
+  struct pollfd cw[4]; /* while connecting: the sockets cm watches, as its socket callback says */
+  int cw_n, cw_lost;
+  double ctimer;    /* while connecting: when cm wants its timeout action (monotonic seconds; < 0 none) */
+  lc_h1 h1;
+  char *req;        /* the request being written (holds the token: wiped) */
+  size_t req_cap, reqlen, off;
+  double stop, tmo;
+  int state, once, head_only, reused, wrote, stale, r;
+  CURLcode rc, wrc;
+  short wait;       /* what the exchange waits for on the connection's socket */
+  direct_out o;
+} lc_dconn;
 
 struct lc_session {
   lc_xfer main;
@@ -88,19 +123,21 @@ struct lc_session {
   struct pollfd *watch; /* the sockets the multi handle waits on now, as its socket callback says (see drive) */
   size_t watch_n, watch_cap;
   int watch_lost; /* the list could not grow: the multi no longer knows what to wait on (see multi_reset) */
-  /* The direct engine of single calls (see direct_call): libcurl connects, the library speaks HTTP/1.1. */
-  int direct;           /* single calls use it: no proxy, and the engine was not set to "libcurl" */
-  CURL *conn;           /* a CONNECT_ONLY handle holding the kept-alive connection; NULL when there is none */
-  CURLSH *conn_share;   /* its TLS sessions and DNS answers, which outlive a dropped connection */
+  /* The direct engine (see direct_call): libcurl connects, the library speaks HTTP/1.1. */
+  int direct;           /* calls and batches use it: no proxy, and the engine was not set to "libcurl" */
+  lc_dconn dmain;       /* single calls' connection and exchange */
+  lc_dconn **dslots;    /* a batch's, one per concurrent call, each allocated on its own (libcurl points at them) */
+  int dslot_n;
+  CURLSH *conn_share;   /* their TLS sessions and DNS answers, which outlive a dropped connection */
   char *dhead;          /* " HTTP/1.1\r\nHost: ...\r\nUser-Agent: ...\r\n[Authorization: ...]Accept: ...\r\n" (wiped) */
   size_t dhead_len;
   char *host;           /* the Host header's value */
   char *prefix;         /* the base URL's path, before each call's own */
   size_t prefix_len;
-  char *req;            /* the request being written (holds the token: wiped) */
-  size_t req_cap;
-  char *rbuf;           /* what curl_easy_recv reads into */
-  lc_h1 h1;
+  char *rbuf;           /* what curl_easy_recv reads into (one read at a time, whichever connection) */
+  struct pollfd *dpoll; /* a direct batch's wait list, and the slot of each entry */
+  int *dpoll_of;
+  size_t dpoll_cap;
   double connects;      /* connections the direct engine made (session:stats) */
 };
 
@@ -201,10 +238,14 @@ static void drop_transfers(lc_session *s) { /* libcurl's engine: its transfers, 
   s->share = NULL;
 }
 
+static void direct_drop(lc_dconn *d);
+static void dconn_free(lc_dconn *d);
+static void dslots_free(lc_session *s);
+
 static void session_drop_handles(lc_session *s) {
   drop_transfers(s);
-  if (s->conn) curl_easy_cleanup(s->conn); /* the direct engine's connection, then its share */
-  s->conn = NULL;
+  direct_drop(&s->dmain); /* the direct engine's connections, then their share */
+  dslots_free(s);
   if (s->conn_share) curl_share_cleanup(s->conn_share);
   s->conn_share = NULL;
 }
@@ -260,17 +301,16 @@ static void session_cleanup(lc_session *s) {
     free(s->dhead);
     s->dhead = NULL;
   }
-  if (s->req) {
-    wipe(s->req, s->req_cap);
-    free(s->req);
-    s->req = NULL;
-    s->req_cap = 0;
-  }
+  dconn_free(&s->dmain);
+  free(s->dpoll);
+  free(s->dpoll_of);
+  s->dpoll = NULL;
+  s->dpoll_of = NULL;
+  s->dpoll_cap = 0;
   free(s->rbuf);
   free(s->host);
   free(s->prefix);
   s->rbuf = s->host = s->prefix = NULL; /* s->direct stays: stats() still says which engine it had */
-  lc_h1_free(&s->h1);
   free(s->version);
   free(s->base);
   free(s->ua);
@@ -799,7 +839,6 @@ static int answer_finish(lua_State *L, lc_session *s, lc_xfer *x, long status) {
   return lc_finish(L, x->op, &a);
 }
 
-static curl_socket_t direct_fd(lc_session *s);
 
 /* An answer of libcurl's engine said "Connection: close": its connection is shut here, whatever libcurl made of
  * the header (libcurl 8.14 keeps a connection whose answer said "Keep-Alive, Close"). The socket is found among
@@ -807,7 +846,7 @@ static curl_socket_t direct_fd(lc_session *s);
 static void shut_conn_of(lc_session *s, CURL *e) {
   long port = 0;
   size_t i;
-  curl_socket_t mine = s->conn ? direct_fd(s) : CURL_SOCKET_BAD;
+  curl_socket_t mine = s->dmain.fd;
   if (curl_easy_getinfo(e, CURLINFO_LOCAL_PORT, &port) != CURLE_OK || port <= 0) return;
   for (i = 0; i < s->fds_n; i++) {
     struct sockaddr_storage a;
@@ -891,7 +930,7 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
 }
 
 /* --- the direct engine -------------------------------------------------------------------------------------------
- * A single call (not a batch, not a multipart upload, not through a proxy) is written and read by the library on a
+ * A call or a batch (not a multipart upload, not through a proxy) is written and read by the library on a
  * connection libcurl makes: CURLOPT_CONNECT_ONLY, then curl_easy_send and curl_easy_recv. libcurl still does all of
  * the connecting (resolving, TCP, TLS with peer and host verification, its TLS session cache); the library does the
  * HTTP/1.1: the request written in one piece from a head made once per session, the answer read by h1.c with the
@@ -909,14 +948,6 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
 #define DIRECT_RBUF 16384
 #define DIRECT_MAX_STALE 4
 
-/* How a direct exchange ended, for direct_push (the exchange itself touches no Lua). */
-typedef struct direct_out {
-  int ok;           /* an answer to classify (s->h1 and s->main hold it) */
-  const char *kind; /* else the error's kind */
-  CURLcode code;
-  int sent;
-  char msg[CURL_ERROR_SIZE + 200];
-} direct_out;
 
 static int h1_status(void *ud, int status) {
   (void)status;
@@ -926,22 +957,72 @@ static int h1_status(void *ud, int status) {
 static int h1_field(void *ud, const char *line, size_t n) { return head_field((lc_xfer *)ud, line, n); }
 static int h1_body(void *ud, const char *data, size_t n) { return body_add((lc_xfer *)ud, data, n); }
 
+/* d, ready for use: its answers go to x. */
+static void dconn_init(lc_session *s, lc_dconn *d, lc_xfer *x) {
+  d->s = s;
+  d->x = x;
+  d->fd = CURL_SOCKET_BAD;
+  d->ctimer = -1;
+  d->h1.ud = x;
+  d->h1.on_status = h1_status;
+  d->h1.on_field = h1_field;
+  d->h1.on_body = h1_body;
+}
+
 /* The connection goes (a TLS one with its close_notify); its TLS session stays in conn_share for the next. */
-static void direct_drop(lc_session *s) {
-  if (s->conn) curl_easy_cleanup(s->conn);
-  s->conn = NULL;
+static void direct_drop(lc_dconn *d) {
+  if (d->conn) {
+    if (d->cm) curl_multi_remove_handle(d->cm, d->conn); /* which closes a CONNECT_ONLY handle's connection */
+    curl_easy_cleanup(d->conn);
+  }
+  d->conn = NULL;
+  d->fd = CURL_SOCKET_BAD;
+  d->connecting = 0;
+  d->cw_n = 0;
+  d->cw_lost = 0;
+  d->ctimer = -1;
+}
+
+/* Everything d holds, freed (d itself is its owner's). */
+static void dconn_free(lc_dconn *d) {
+  direct_drop(d);
+  if (d->cm) curl_multi_cleanup(d->cm);
+  d->cm = NULL;
+  if (d->req) {
+    wipe(d->req, d->req_cap);
+    free(d->req);
+  }
+  d->req = NULL;
+  d->req_cap = 0;
+  lc_h1_free(&d->h1);
+  free(d->xb.body);
+  d->xb.body = NULL;
+  d->xb.body_len = d->xb.body_cap = 0;
+}
+
+/* A batch's connections, gone. */
+static void dslots_free(lc_session *s) {
+  int i;
+  for (i = 0; i < s->dslot_n; i++) {
+    dconn_free(s->dslots[i]);
+    free(s->dslots[i]);
+  }
+  free(s->dslots);
+  s->dslots = NULL;
+  s->dslot_n = 0;
 }
 
 static int path_char(unsigned char c) { /* RFC 3986 pchar, "/" and "?", or "%" of an escape */
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
 }
 
-/* Whether single calls can take the direct engine, and the Host header and path prefix they need: only for a plain
+/* Whether calls can take the direct engine, and the Host header and path prefix they need: only for a plain
  * http(s)://host[:port][/path] base (the Lua layer allows nothing else), no proxy, and unless told "libcurl". */
 static int direct_setup(lc_session *s, const char *engine) {
   const char *a, *e, *colon = NULL, *c;
   int https;
   size_t hlen;
+  dconn_init(s, &s->dmain, &s->main);
   if (s->proxy != NULL || (engine != NULL && strcmp(engine, "libcurl") == 0)) return 1;
 #if LIBCURL_VERSION_NUM < 0x072d00 /* CURLINFO_ACTIVESOCKET: libcurl 7.45 */
   return 1;
@@ -980,10 +1061,6 @@ static int direct_setup(lc_session *s, const char *engine) {
   memcpy(s->host, a, hlen);
   s->host[hlen] = '\0';
   s->prefix_len = strlen(s->prefix);
-  s->h1.ud = &s->main;
-  s->h1.on_status = h1_status;
-  s->h1.on_field = h1_field;
-  s->h1.on_body = h1_body;
   s->direct = 1;
   return 1;
 }
@@ -1008,19 +1085,25 @@ static int direct_head(lc_session *s) {
   return 1;
 }
 
-/* The request, whole, in s->req: 1 and its length, 0 out of memory, -1 when it is not one for this engine (a path
- * with bytes a URL does not carry as they are: the libcurl engine makes of it what it always did). */
-static int direct_request(lc_session *s, const char *method, const char *path, size_t plen, const char *body,
-                          size_t blen, const char *version, const char *ctype, size_t *len) {
-  size_t mlen = strlen(method), vlen = strlen(version), clen = 0, need, i;
+/* Whether a request is one for this engine: a method of capital letters, a path of bytes a URL carries as they
+ * are (else the libcurl engine makes of it what it always did). */
+static int direct_fits(const lc_session *s, const char *method, const char *path, size_t plen) {
+  size_t mlen = strlen(method), i;
+  if (mlen == 0 || mlen > 16) return 0;
+  for (i = 0; i < mlen; i++)
+    if (method[i] < 'A' || method[i] > 'Z') return 0;
+  for (i = 0; i < plen; i++)
+    if (!path_char((unsigned char)path[i])) return 0;
+  return s->prefix_len + plen > 0 && (s->prefix_len ? s->prefix[0] : path[0]) == '/';
+}
+
+/* The request, whole, in d->req (d->reqlen): 1, 0 out of memory, -1 when it is not one for this engine. */
+static int direct_request(lc_session *s, lc_dconn *d, const char *method, const char *path, size_t plen,
+                          const char *body, size_t blen, const char *version, const char *ctype) {
+  size_t mlen = strlen(method), vlen = strlen(version), clen = 0, need;
   char num[24];
   char *p;
-  if (mlen == 0 || mlen > 16) return -1;
-  for (i = 0; i < mlen; i++)
-    if (method[i] < 'A' || method[i] > 'Z') return -1;
-  for (i = 0; i < plen; i++)
-    if (!path_char((unsigned char)path[i])) return -1;
-  if (s->prefix_len + plen == 0 || (s->prefix_len ? s->prefix[0] : path[0]) != '/') return -1;
+  if (!direct_fits(s, method, path, plen)) return -1;
   if (body) {
     if (ctype == NULL) ctype = "application/json";
     clen = strlen(ctype);
@@ -1028,17 +1111,17 @@ static int direct_request(lc_session *s, const char *method, const char *path, s
   }
   need = mlen + 1 + s->prefix_len + plen + s->dhead_len + 9 + vlen + 2 + 2 + blen +
          (body ? 14 + clen + 2 + 16 + strlen(num) + 2 : 0);
-  if (s->req_cap < need) {
+  if (d->req_cap < need) {
     char *q = (char *)malloc(need); /* not realloc: the old one holds the token, and is wiped */
     if (q == NULL) return 0;
-    if (s->req) {
-      wipe(s->req, s->req_cap);
-      free(s->req);
+    if (d->req) {
+      wipe(d->req, d->req_cap);
+      free(d->req);
     }
-    s->req = q;
-    s->req_cap = need;
+    d->req = q;
+    d->req_cap = need;
   }
-  p = s->req;
+  p = d->req;
 #define PUT(str, n)                                                                                                    \
   do {                                                                                                                 \
     memcpy(p, str, n);                                                                                                 \
@@ -1062,48 +1145,69 @@ static int direct_request(lc_session *s, const char *method, const char *path, s
   PUT("\r\n", 2);
   if (blen) PUT(body, blen);
 #undef PUT
-  *len = (size_t)(p - s->req);
+  d->reqlen = (size_t)(p - d->req);
   return 1;
 }
 
-/* A new connection for the direct engine, within `left` seconds: CURLE_OK, or what libcurl said (s->main.errbuf). */
-static CURLcode direct_connect(lc_session *s, double left) {
+/* A CONNECT_ONLY handle for d, to connect within `left` seconds; NULL (*rc says why) when it cannot be made. */
+static CURL *direct_handle(lc_session *s, lc_dconn *d, double left, CURLcode *rc) {
   CURL *e;
-  CURLcode rc;
   long ms = clamp_ms(left * 1000 + 0.5);
-  direct_drop(s);
+  *rc = CURLE_OUT_OF_MEMORY;
   if (s->conn_share == NULL) {
     s->conn_share = curl_share_init();
-    if (s->conn_share == NULL) return CURLE_OUT_OF_MEMORY;
+    if (s->conn_share == NULL) return NULL;
     curl_share_setopt(s->conn_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     curl_share_setopt(s->conn_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   }
   e = curl_easy_init();
-  if (e == NULL) return CURLE_OUT_OF_MEMORY;
-  if (!common_opts(s, e, s->main.errbuf)) goto failed;
+  if (e == NULL) return NULL;
+  if (!common_opts(s, e, d->x->errbuf)) goto failed;
   SETOPT(CURLOPT_SHARE, s->conn_share);
   SETOPT(CURLOPT_URL, s->base);
   SETOPT(CURLOPT_CONNECT_ONLY, 1L);
   SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1); /* ALPN offers http/1.1 only: never an h2 connection */
   SETOPT(CURLOPT_TIMEOUT_MS, ms);
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, ms < s->connect_timeout_ms ? ms : s->connect_timeout_ms);
+  return e;
+failed:
+  curl_easy_cleanup(e);
+  *rc = CURLE_FAILED_INIT;
+  return NULL;
+}
+
+/* A new connection for d: made here, within `left` seconds, for single calls (CURLE_OK, or what libcurl said:
+ * d->x->errbuf); started on the slot's own multi for a batch (CURLE_OK and d->connecting: the batch drives it). */
+static CURLcode direct_connect(lc_session *s, lc_dconn *d, double left) {
+  CURLcode rc;
+  CURL *e;
+  direct_drop(d);
+  e = direct_handle(s, d, left, &rc);
+  if (e == NULL) return rc;
+  if (d->cm != NULL) {
+    if (curl_multi_add_handle(d->cm, e) != CURLM_OK) {
+      curl_easy_cleanup(e);
+      return CURLE_OUT_OF_MEMORY;
+    }
+    d->conn = e;
+    d->connecting = 1;
+    return CURLE_OK;
+  }
   rc = curl_easy_perform(e);
   if (rc != CURLE_OK) {
     curl_easy_cleanup(e);
     return rc;
   }
-  s->conn = e;
+  d->conn = e;
   s->connects++;
   return CURLE_OK;
-failed:
-  curl_easy_cleanup(e);
-  return CURLE_FAILED_INIT;
 }
 
-static curl_socket_t direct_fd(lc_session *s) {
+static curl_socket_t direct_fd(const lc_dconn *d) {
   curl_socket_t fd = CURL_SOCKET_BAD;
 #if LIBCURL_VERSION_NUM >= 0x072d00
-  if (s->conn == NULL || curl_easy_getinfo(s->conn, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK) return CURL_SOCKET_BAD;
+  if (d->conn == NULL || d->connecting || curl_easy_getinfo(d->conn, CURLINFO_ACTIVESOCKET, &fd) != CURLE_OK)
+    return CURL_SOCKET_BAD;
 #endif
   return fd;
 }
@@ -1112,10 +1216,10 @@ static curl_socket_t direct_fd(lc_session *s) {
  * library (a server that closed it left an end of file, or a reset; bytes no request asked for mean it is out of
  * step). One read that would block says so; TLS records without data (a TLS 1.3 session ticket) are taken on the
  * way and do not count. */
-static int direct_alive(lc_session *s) {
+static int direct_alive(lc_dconn *d) {
   char b[64];
   size_t n = 0;
-  return curl_easy_recv(s->conn, b, sizeof b, &n) == CURLE_AGAIN;
+  return curl_easy_recv(d->conn, b, sizeof b, &n) == CURLE_AGAIN;
 }
 
 /* Waits until fd is ready for `events` or `stop` (monotonic seconds) passes: 1 ready (*ready: what it is ready for,
@@ -1138,15 +1242,15 @@ static int direct_wait(curl_socket_t fd, short events, double stop, short *ready
   }
 }
 
-/* One read of the answer into the reader: LC_H1_MORE (with *rc CURLE_AGAIN when nothing had come, or a failure
+/* One read of the answer into d's reader: LC_H1_MORE (with *rc CURLE_AGAIN when nothing had come, or a failure
  * code when the read failed), or LC_H1_DONE / LC_H1_FAILED when the answer ended (the connection's end included). */
-static int direct_read(lc_session *s, CURLcode *rc) {
+static int direct_read(lc_dconn *d, CURLcode *rc) {
   size_t n = 0, used = 0;
   int r;
-  *rc = curl_easy_recv(s->conn, s->rbuf, DIRECT_RBUF, &n);
+  *rc = curl_easy_recv(d->conn, d->s->rbuf, DIRECT_RBUF, &n);
   if (*rc != CURLE_OK) return LC_H1_MORE;
-  r = n == 0 ? lc_h1_eof(&s->h1) : lc_h1_feed(&s->h1, s->rbuf, n, &used);
-  if (r == LC_H1_DONE && used < n) s->h1.keep = 0; /* bytes past the answer: the connection is not reused */
+  r = n == 0 ? lc_h1_eof(&d->h1) : lc_h1_feed(&d->h1, d->s->rbuf, n, &used);
+  if (r == LC_H1_DONE && used < n) d->h1.keep = 0; /* bytes past the answer: the connection is not reused */
   return r;
 }
 
@@ -1161,201 +1265,595 @@ static void out_error(direct_out *o, const char *kind, CURLcode code, int sent, 
   va_end(ap);
 }
 
-/* One call's exchange, retried on a fresh connection when a kept-alive one turns out dead (see above). No Lua. */
-static void direct_exchange(lc_session *s, size_t reqlen, int once, int head_only, double tmo, direct_out *o) {
-  lc_xfer *x = &s->main;
-  double stop = lc_monotonic() + tmo;
-  int stale = 0;
-  o->ok = 0;
-  for (;;) {
-    curl_socket_t fd = direct_fd(s);
-    int reused = s->conn != NULL, r = LC_H1_FAILED, w, wrote = 0;
-    size_t off = 0;
-    CURLcode rc = CURLE_OK, wrc;
-    x->errbuf[0] = '\0';
-    if (reused && (fd == CURL_SOCKET_BAD || !direct_alive(s))) {
-      direct_drop(s);
-      reused = 0;
-    }
-    if (!reused) {
-      double left = stop - lc_monotonic();
-      if (left <= 0) {
-        out_error(o, "timeout", CURLE_OPERATION_TIMEDOUT, stale > 0, "timed out after %g s before connecting", tmo);
-        return;
+/* An exchange is a small state machine, so that a single call (which waits on its one socket) and a batch (which
+ * waits on all of its connections at once) run the same steps. dconn_step goes as far as it can without waiting:
+ * it returns 1 when the call ended (d->o says how), or 0 with d->wait set to what it waits for on the socket (or
+ * d->connecting, for a batch slot whose connection its multi is making). It is called again with what came:
+ * poll's revents, DEV_TIMEOUT when d->stop passed first, DEV_FAIL when the wait itself failed. No Lua. */
+enum { D_IDLE, D_START, D_CONNECTING, D_CONNECTED, D_WRITE_BEGIN, D_WRITE, D_READ, D_DONE };
+#define DEV_TIMEOUT 0x10000
+#define DEV_FAIL 0x20000
+
+static void dconn_begin(lc_dconn *d, int once, int head_only, double tmo) {
+  d->once = once;
+  d->head_only = head_only;
+  d->tmo = tmo;
+  d->stop = lc_monotonic() + tmo;
+  d->stale = 0;
+  d->o.ok = 0;
+  d->state = D_START;
+}
+
+static int dconn_end(lc_dconn *d) {
+  d->state = D_DONE;
+  return 1;
+}
+
+/* The request, in one piece, reading as it goes: a server may answer before it has read all of a large body (a
+ * 413, say) and stop reading; that answer is the call's. 1 when the writing ended (d->wrc, d->r, d->off say how),
+ * 0 waiting. */
+static int dconn_write(lc_dconn *d, int ev) {
+  if (ev & DEV_TIMEOUT) {
+    d->wrc = CURLE_OPERATION_TIMEDOUT;
+    return 1;
+  }
+  if (ev & DEV_FAIL) {
+    d->wrc = CURLE_SEND_ERROR;
+    return 1;
+  }
+  if (ev) {
+    d->wrc = CURLE_OK;
+    if (ev & (POLLIN | POLLHUP | POLLERR)) {
+      d->r = direct_read(d, &d->rc);
+      if (d->r != LC_H1_MORE) return 1; /* an answer already (or the connection's end): no more of the request */
+      if (d->rc != CURLE_OK && d->rc != CURLE_AGAIN) { /* the connection failed */
+        d->wrc = d->rc;
+        return 1;
       }
-      rc = direct_connect(s, left);
-      fd = direct_fd(s);
-      if (rc == CURLE_OK && fd == CURL_SOCKET_BAD) rc = CURLE_COULDNT_CONNECT;
-      if (rc != CURLE_OK) {
-        direct_drop(s);
-        /* after a dead kept-alive connection took the request (stale > 0), it may have arrived */
-        out_error(o, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", rc, stale > 0, "%s",
-                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
-        return;
-      }
-    }
-    /* The request, in one piece, reading as it goes: a server may answer before it has read all of a large body
-     * (a 413, say) and stop reading; that answer is the call's. */
-    lc_h1_start(&s->h1, head_only, s->max_size);
-    r = LC_H1_MORE;
-    wrc = CURLE_OK;
-    while (off < reqlen) {
-      size_t n = 0;
-      short ready = 0;
-      /* At most one TLS record's worth (16 KiB) a write. Over TLS one write of more is many records, and it can
-       * fail after the first of them went out (found by a hostile review: a server that read the head of an 8 MB
-       * send and reset the connection; the failed write said nothing of what had left, and the send went twice).
-       * A write of one record that fails has sent at most a part of it, which no server can read: so "nothing
-       * left" holds exactly when the first write failed outright. From any write that did not (one that "would
-       * block" may have sent part of its record), bytes may have left. */
-      wrc = curl_easy_send(s->conn, s->req + off, reqlen - off > 16384 ? 16384 : reqlen - off, &n);
-      if (wrc == CURLE_OK || wrc == CURLE_AGAIN) wrote = 1;
-      if (wrc == CURLE_OK) {
-        off += n;
-        continue;
-      }
-      if (wrc != CURLE_AGAIN) break;
-      w = direct_wait(fd, POLLOUT | POLLIN, stop, &ready);
-      if (w <= 0) {
-        wrc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_SEND_ERROR;
-        break;
-      }
-      wrc = CURLE_OK;
-      if (ready & (POLLIN | POLLHUP | POLLERR)) {
-        r = direct_read(s, &rc);
-        if (r != LC_H1_MORE) break; /* an answer already (or the connection's end): no more of the request */
-        if (rc != CURLE_OK && rc != CURLE_AGAIN) { /* the connection failed */
-          wrc = rc;
-          break;
-        }
-      }
-    }
-    if (off < reqlen && r == LC_H1_MORE) {
-      if (!wrote && reused && !s->h1.got_any && stale < DIRECT_MAX_STALE) {
-        direct_drop(s);
-        stale++; /* a dead connection that took nothing: a fresh one */
-        continue;
-      }
-      if (wrc == CURLE_OPERATION_TIMEDOUT || !wrote) {
-        direct_drop(s);
-        if (wrc == CURLE_OPERATION_TIMEDOUT)
-          out_error(o, "timeout", wrc, wrote || stale > 0, "timed out after %g s writing the request", tmo);
-        else
-          out_error(o, "network", wrc, stale > 0, "could not write the request: %s",
-                    x->errbuf[0] ? x->errbuf : curl_easy_strerror(wrc));
-        return;
-      }
-      /* the connection failed part way through the request: an answer the server sent first may be there */
-    }
-    /* The answer. Nothing was there before the request (direct_alive), so unless some of it came while the
-     * request was written, a first read before any wait would only say "not yet": the socket is waited for first.
-     * (Once a read has taken bytes, the next read comes before any wait: the TLS library may hold more.) */
-    rc = r == LC_H1_MORE && !s->h1.got_any ? CURLE_AGAIN : CURLE_OK;
-    while (r == LC_H1_MORE) {
-      if (rc == CURLE_AGAIN) {
-        w = direct_wait(fd, POLLIN, stop, NULL);
-        if (w <= 0) {
-          rc = w == 0 ? CURLE_OPERATION_TIMEDOUT : CURLE_RECV_ERROR;
-          break;
-        }
-      }
-      r = direct_read(s, &rc);
-      if (rc != CURLE_OK && rc != CURLE_AGAIN) break;
-    }
-    if (off < reqlen) s->h1.keep = 0; /* the server would read the rest of the request as the next one */
-    if (r != LC_H1_DONE && off < reqlen && wrc != CURLE_OK) {
-      /* no answer, and the request was cut: say what cut it */
-      direct_drop(s);
-      out_error(o, "network", wrc, 1, "could not write the whole request: %s",
-                x->errbuf[0] ? x->errbuf : curl_easy_strerror(wrc));
-      return;
-    }
-    if (r == LC_H1_DONE) {
-      if (!s->h1.keep) direct_drop(s);
-      o->ok = 1;
-      return;
-    }
-    direct_drop(s);
-    if (!s->h1.got_any && rc != CURLE_OPERATION_TIMEDOUT) { /* closed or reset with not one byte of an answer */
-      if (reused && !once && stale < DIRECT_MAX_STALE) {
-        stale++;
-        continue;
-      }
-      if (once)
-        out_error(o, "network", CURLE_GOT_NOTHING, 1,
-                  "the connection closed before any answer came; the request was sent and may have been processed, "
-                  "so it was not sent again%s%s",
-                  rc != CURLE_OK ? ": " : "", rc != CURLE_OK ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc)) : "");
-      else
-        out_error(o, "network", CURLE_GOT_NOTHING, 1, "the connection closed before any answer came%s%s",
-                  rc != CURLE_OK ? ": " : "", rc != CURLE_OK ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc)) : "");
-      return;
-    }
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-      out_error(o, "timeout", rc, 1, "timed out after %g s waiting for the answer (%lu bytes received)", tmo,
-                (unsigned long)(s->h1.head_bytes + s->h1.body_bytes));
-      return;
-    }
-    if (rc != CURLE_OK) {
-      out_error(o, "network", rc, 1, "the connection failed while the answer was read: %s",
-                x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
-      return;
-    }
-    switch (s->h1.error) { /* the reader refused the answer */
-    case LC_H1_MALFORMED: out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "%s", s->h1.why); return;
-    case LC_H1_TOO_LONG:
-      out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "answer has more than %d bytes of headers", LC_MAX_HEADER_BYTES);
-      return;
-    case LC_H1_CUT:
-      out_error(o, "network", CURLE_PARTIAL_FILE, 1, "answer cut short in its %s: the connection closed",
-                s->h1.head_done ? "body" : "headers");
-      return;
-    default: /* LC_H1_REFUSED: a header the library refuses; or no memory for the body */
-      if (s->h1.error == LC_H1_REFUSED && x->bad_head)
-        out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "%s", x->bad_head);
-      else
-        out_error(o, "network", CURLE_OUT_OF_MEMORY, 1, "out of memory");
-      return;
     }
   }
+  while (d->off < d->reqlen) {
+    size_t n = 0, left = d->reqlen - d->off;
+    /* At most one TLS record's worth (16 KiB) a write. Over TLS one write of more is many records, and it can
+     * fail after the first of them went out (found by a hostile review: a server that read the head of an 8 MB
+     * send and reset the connection; the failed write said nothing of what had left, and the send went twice).
+     * A write of one record that fails has sent at most a part of it, which no server can read: so "nothing
+     * left" holds exactly when the first write failed outright. From any write that did not (one that "would
+     * block" may have sent part of its record), bytes may have left. */
+    d->wrc = curl_easy_send(d->conn, d->req + d->off, left > 16384 ? 16384 : left, &n);
+    if (d->wrc == CURLE_OK || d->wrc == CURLE_AGAIN) d->wrote = 1;
+    if (d->wrc == CURLE_OK) {
+      d->off += n;
+      continue;
+    }
+    if (d->wrc != CURLE_AGAIN) return 1;
+    d->wait = POLLOUT | POLLIN;
+    return 0;
+  }
+  return 1;
+}
+
+/* The answer: 1 when the reading ended (d->r, d->rc say how), 0 waiting. Nothing was there before the request
+ * (direct_alive), so unless some of it came while the request was written, a first read before any wait would only
+ * say "not yet": the socket is waited for first. (Once a read has taken bytes, the next read comes before any wait:
+ * the TLS library may hold more.) */
+static int dconn_read(lc_dconn *d, int ev) {
+  int may = ev != 0;
+  if (ev & DEV_TIMEOUT) {
+    d->rc = CURLE_OPERATION_TIMEDOUT;
+    return 1;
+  }
+  if (ev & DEV_FAIL) {
+    d->rc = CURLE_RECV_ERROR;
+    return 1;
+  }
+  while (d->r == LC_H1_MORE) {
+    if (d->rc == CURLE_AGAIN) {
+      if (!may) {
+        d->wait = POLLIN;
+        return 0;
+      }
+      may = 0;
+    }
+    d->r = direct_read(d, &d->rc);
+    if (d->rc != CURLE_OK && d->rc != CURLE_AGAIN) break;
+  }
+  return 1;
+}
+
+static int dconn_step(lc_dconn *d, int ev) {
+  lc_session *s = d->s;
+  lc_xfer *x = d->x;
+  direct_out *o = &d->o;
+  for (;;) {
+    switch (d->state) {
+    case D_START: {
+      double left;
+      x->errbuf[0] = '\0';
+      d->reused = d->conn != NULL;
+      if (d->reused && (d->fd == CURL_SOCKET_BAD || !direct_alive(d))) {
+        direct_drop(d);
+        d->reused = 0;
+      }
+      if (d->reused) {
+        d->state = D_WRITE_BEGIN;
+        break;
+      }
+      left = d->stop - lc_monotonic();
+      if (left <= 0) {
+        out_error(o, "timeout", CURLE_OPERATION_TIMEDOUT, d->stale > 0, "timed out after %g s before connecting", d->tmo);
+        return dconn_end(d);
+      }
+      d->rc = direct_connect(s, d, left);
+      d->state = d->rc == CURLE_OK && d->connecting ? D_CONNECTING : D_CONNECTED;
+      break;
+    }
+    case D_CONNECTING: /* a batch slot's: its multi makes the connection, and the batch says when (d->rc) */
+      if (d->connecting) return 0;
+      if (d->rc == CURLE_OK) s->connects++;
+      d->state = D_CONNECTED;
+      break;
+    case D_CONNECTED:
+      if (d->rc == CURLE_OK && (d->fd = direct_fd(d)) == CURL_SOCKET_BAD) d->rc = CURLE_COULDNT_CONNECT;
+      if (d->rc != CURLE_OK) {
+        CURLcode rc = d->rc;
+        direct_drop(d);
+        /* after a dead kept-alive connection took the request (stale > 0), it may have arrived */
+        out_error(o, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network", rc, d->stale > 0, "%s",
+                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+        return dconn_end(d);
+      }
+      d->state = D_WRITE_BEGIN;
+      break;
+    case D_WRITE_BEGIN:
+      lc_h1_start(&d->h1, d->head_only, s->max_size);
+      d->r = LC_H1_MORE;
+      d->rc = d->wrc = CURLE_OK;
+      d->off = 0;
+      d->wrote = 0;
+      d->state = D_WRITE;
+      ev = 0;
+      /* fall through */
+    case D_WRITE:
+      if (!dconn_write(d, ev)) return 0;
+      ev = 0;
+      if (d->off < d->reqlen && d->r == LC_H1_MORE) {
+        if (!d->wrote && d->reused && !d->h1.got_any && d->stale < DIRECT_MAX_STALE) {
+          direct_drop(d);
+          d->stale++; /* a dead connection that took nothing: a fresh one */
+          d->state = D_START;
+          break;
+        }
+        if (d->wrc == CURLE_OPERATION_TIMEDOUT || !d->wrote) {
+          CURLcode wrc = d->wrc;
+          direct_drop(d);
+          if (wrc == CURLE_OPERATION_TIMEDOUT)
+            out_error(o, "timeout", wrc, d->wrote || d->stale > 0, "timed out after %g s writing the request", d->tmo);
+          else
+            out_error(o, "network", wrc, d->stale > 0, "could not write the request: %s",
+                      x->errbuf[0] ? x->errbuf : curl_easy_strerror(wrc));
+          return dconn_end(d);
+        }
+        /* the connection failed part way through the request: an answer the server sent first may be there */
+      }
+      d->rc = d->r == LC_H1_MORE && !d->h1.got_any ? CURLE_AGAIN : CURLE_OK;
+      d->state = D_READ;
+      /* fall through */
+    case D_READ: {
+      CURLcode rc;
+      if (!dconn_read(d, ev)) return 0;
+      ev = 0;
+      rc = d->rc;
+      if (d->off < d->reqlen) d->h1.keep = 0; /* the server would read the rest of the request as the next one */
+      if (d->r != LC_H1_DONE && d->off < d->reqlen && d->wrc != CURLE_OK) {
+        /* no answer, and the request was cut: say what cut it */
+        direct_drop(d);
+        out_error(o, "network", d->wrc, 1, "could not write the whole request: %s",
+                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(d->wrc));
+        return dconn_end(d);
+      }
+      if (d->r == LC_H1_DONE) {
+        if (!d->h1.keep) direct_drop(d);
+        o->ok = 1;
+        return dconn_end(d);
+      }
+      direct_drop(d);
+      if (!d->h1.got_any && rc != CURLE_OPERATION_TIMEDOUT) { /* closed or reset with not one byte of an answer */
+        if (d->reused && !d->once && d->stale < DIRECT_MAX_STALE) {
+          d->stale++;
+          d->state = D_START;
+          break;
+        }
+        if (d->once)
+          out_error(o, "network", CURLE_GOT_NOTHING, 1,
+                    "the connection closed before any answer came; the request was sent and may have been processed, "
+                    "so it was not sent again%s%s",
+                    rc != CURLE_OK ? ": " : "", rc != CURLE_OK ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc)) : "");
+        else
+          out_error(o, "network", CURLE_GOT_NOTHING, 1, "the connection closed before any answer came%s%s",
+                    rc != CURLE_OK ? ": " : "", rc != CURLE_OK ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc)) : "");
+        return dconn_end(d);
+      }
+      if (rc == CURLE_OPERATION_TIMEDOUT) {
+        out_error(o, "timeout", rc, 1, "timed out after %g s waiting for the answer (%lu bytes received)", d->tmo,
+                  (unsigned long)(d->h1.head_bytes + d->h1.body_bytes));
+        return dconn_end(d);
+      }
+      if (rc != CURLE_OK) {
+        out_error(o, "network", rc, 1, "the connection failed while the answer was read: %s",
+                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+        return dconn_end(d);
+      }
+      switch (d->h1.error) { /* the reader refused the answer */
+      case LC_H1_MALFORMED: out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "%s", d->h1.why); break;
+      case LC_H1_TOO_LONG:
+        out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "answer has more than %d bytes of headers", LC_MAX_HEADER_BYTES);
+        break;
+      case LC_H1_CUT:
+        out_error(o, "network", CURLE_PARTIAL_FILE, 1, "answer cut short in its %s: the connection closed",
+                  d->h1.head_done ? "body" : "headers");
+        break;
+      default: /* LC_H1_REFUSED: a header the library refuses; or no memory for the body */
+        if (d->h1.error == LC_H1_REFUSED && x->bad_head)
+          out_error(o, "network", CURLE_WEIRD_SERVER_REPLY, 1, "%s", x->bad_head);
+        else
+          out_error(o, "network", CURLE_OUT_OF_MEMORY, 1, "out of memory");
+        break;
+      }
+      return dconn_end(d);
+    }
+    default: /* D_IDLE, D_DONE */
+      return 1;
+    }
+  }
+}
+
+/* How an exchange ended, pushed: value, or nil + error (returns 1 or 2). */
+static int direct_push(lua_State *L, lc_session *s, lc_dconn *d) {
+  lc_xfer *x = d->x;
+  merge_rl(s, x);
+  if (d->o.ok) {
+    x->head_done = 1;
+    if (d->h1.capped && d->h1.status < 300) {
+      lua_pushnil(L);
+      lc_push_error(L, "decode", "answer is larger than max_response_size (%lu bytes)", (unsigned long)s->max_size);
+      lc_seterrfield_num(L, "status", (double)d->h1.status);
+      lc_seterrfield_bool(L, "request_sent", 1);
+      return 2;
+    }
+    return answer_finish(L, s, x, d->h1.status);
+  }
+  lua_pushnil(L);
+  lc_push_error(L, d->o.kind, "%s", d->o.msg);
+  lc_seterrfield_num(L, "curl_code", (double)d->o.code);
+  lc_seterrfield_bool(L, "request_sent", d->o.sent);
+  return 2;
 }
 
 /* session:call on the direct engine: pushes value, or nil + error (returns 1 or 2); -1 (nothing pushed, nothing
  * sent) when the request is not one for it. */
 static int direct_call(lua_State *L, lc_session *s, enum lc_op op, const char *method, const char *path, size_t plen,
                        const char *body, size_t blen, const char *version, const char *ctype, double timeout_s) {
-  lc_xfer *x = &s->main;
-  direct_out o;
-  size_t reqlen = 0;
-  switch (direct_request(s, method, path, plen, body, blen, version ? version : s->version, ctype, &reqlen)) {
+  lc_dconn *d = &s->dmain;
+  int ev = 0;
+  switch (direct_request(s, d, method, path, plen, body, blen, version ? version : s->version, ctype)) {
   case 0: return luaL_error(L, "leadconnector: out of memory");
   case -1: return -1;
   default: break;
   }
   if (s->rbuf == NULL && (s->rbuf = (char *)malloc(DIRECT_RBUF)) == NULL)
     return luaL_error(L, "leadconnector: out of memory");
-  xfer_begin(x, op);
+  xfer_begin(d->x, op);
   s->busy = 1;
-  direct_exchange(s, reqlen, strcmp(method, "POST") == 0, strcmp(method, "HEAD") == 0,
-                  timeout_s > 0 ? timeout_s : (double)s->timeout_ms / 1000.0, &o);
-  s->busy = 0;
-  merge_rl(s, x);
-  if (o.ok) {
-    x->head_done = 1;
-    if (s->h1.capped && s->h1.status < 300) {
-      lua_pushnil(L);
-      lc_push_error(L, "decode", "answer is larger than max_response_size (%lu bytes)", (unsigned long)s->max_size);
-      lc_seterrfield_num(L, "status", (double)s->h1.status);
-      lc_seterrfield_bool(L, "request_sent", 1);
-      return 2;
-    }
-    return answer_finish(L, s, x, s->h1.status);
+  dconn_begin(d, strcmp(method, "POST") == 0, strcmp(method, "HEAD") == 0,
+              timeout_s > 0 ? timeout_s : (double)s->timeout_ms / 1000.0);
+  while (!dconn_step(d, ev)) {
+    short ready = 0;
+    int w = direct_wait(d->fd, d->wait, d->stop, &ready);
+    ev = w > 0 ? ready : w == 0 ? DEV_TIMEOUT : DEV_FAIL;
   }
-  lua_pushnil(L);
-  lc_push_error(L, o.kind, "%s", o.msg);
-  lc_seterrfield_num(L, "curl_code", (double)o.code);
-  lc_seterrfield_bool(L, "request_sent", o.sent);
-  return 2;
+  d->state = D_IDLE;
+  s->busy = 0;
+  return direct_push(L, s, d);
+}
+
+/* --- the direct engine's batches ---------------------------------------------------------------------------------
+ * Each slot is a connection of its own, made by a multi handle of its own (see lc_dconn) and kept between batches.
+ * One poll waits on them all: the sockets of connecting slots as their multi asks, the others' as their exchange
+ * asks; each slot goes on by dconn_step, as a single call does. */
+
+#define DSLOT_GRACE 1.0 /* seconds past a call's time limit a connecting slot is given before it is ended here */
+
+static int on_dsock(CURL *e, curl_socket_t fd, int what, void *ud, void *socketp) {
+  lc_dconn *d = (lc_dconn *)ud;
+  int i;
+  (void)e;
+  (void)socketp;
+  for (i = 0; i < d->cw_n && d->cw[i].fd != fd; i++) {
+  }
+  if (what == CURL_POLL_REMOVE) {
+    if (i < d->cw_n) d->cw[i] = d->cw[--d->cw_n];
+    return 0;
+  }
+  if (i == d->cw_n) {
+    if (d->cw_n == (int)(sizeof d->cw / sizeof d->cw[0])) { /* more than libcurl's eyeballs ever open: the connect fails */
+      d->cw_lost = 1;
+      return 0;
+    }
+    d->cw[d->cw_n++].fd = fd;
+  }
+  d->cw[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+  d->cw[i].revents = 0;
+  return 0;
+}
+
+static int on_dtimer(CURLM *m, long ms, void *ud) {
+  lc_dconn *d = (lc_dconn *)ud;
+  (void)m;
+  d->ctimer = ms < 0 ? -1 : lc_monotonic() + (double)ms / 1000.0;
+  return 0;
+}
+
+/* A new batch slot: 1, 0 out of memory. */
+static int dslot_add(lc_session *s) {
+  lc_dconn **p, *d;
+  if ((s->dslot_n & (s->dslot_n - 1)) == 0) { /* the list grows by doubling: 1, 2, 4, ... */
+    p = (lc_dconn **)realloc(s->dslots, sizeof *p * (size_t)(s->dslot_n ? 2 * s->dslot_n : 1));
+    if (p == NULL) return 0;
+    s->dslots = p;
+  }
+  d = (lc_dconn *)calloc(1, sizeof *d);
+  if (d == NULL) return 0;
+  d->xb.s = s;
+  d->xb.retry_after = -1;
+  dconn_init(s, d, &d->xb);
+  d->cm = curl_multi_init();
+  if (d->cm == NULL) {
+    free(d);
+    return 0;
+  }
+  curl_multi_setopt(d->cm, CURLMOPT_SOCKETFUNCTION, on_dsock);
+  curl_multi_setopt(d->cm, CURLMOPT_SOCKETDATA, d);
+  curl_multi_setopt(d->cm, CURLMOPT_TIMERFUNCTION, on_dtimer);
+  curl_multi_setopt(d->cm, CURLMOPT_TIMERDATA, d);
+  s->dslots[s->dslot_n++] = d;
+  return 1;
+}
+
+/* A connecting slot's multi acts on what came (its ready sockets, its timeout when due); d->connecting ends when
+ * the connection is made or failed (d->rc). */
+static void dslot_drive(lc_dconn *d, const struct pollfd *pf, int n, double now) {
+  int running = 0, left, i;
+  CURLMsg *m;
+  for (i = 0; i < n; i++) {
+    short r = pf[i].revents;
+    if (r)
+      curl_multi_socket_action(d->cm, pf[i].fd,
+                               ((r & (POLLIN | POLLHUP | POLLERR)) ? CURL_CSELECT_IN : 0) |
+                                   ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) | ((r & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0),
+                               &running);
+  }
+  if (d->ctimer >= 0 && d->ctimer <= now) {
+    d->ctimer = -1;
+    curl_multi_socket_action(d->cm, CURL_SOCKET_TIMEOUT, 0, &running);
+  }
+  while ((m = curl_multi_info_read(d->cm, &left)) != NULL)
+    if (m->msg == CURLMSG_DONE && m->easy_handle == d->conn) {
+      d->rc = m->data.result;
+      d->connecting = 0;
+    }
+  if (d->connecting && d->cw_lost) {
+    d->rc = CURLE_OUT_OF_MEMORY;
+    d->connecting = 0;
+  }
+  if (d->connecting && now > d->stop + DSLOT_GRACE) { /* a backstop: libcurl's own time limit ends it first */
+    d->rc = CURLE_OPERATION_TIMEDOUT;
+    d->connecting = 0;
+  }
+}
+
+typedef struct dbatch {
+  int values, errors, have_rem;
+  double rem_min, interval_ms;
+} dbatch;
+
+/* A slot's call ended: its result into values or errors, and the slot free for the next. */
+static void dslot_result(lua_State *L, lc_session *s, lc_dconn *d, dbatch *b) {
+  lc_xfer *x = d->x;
+  d->state = D_IDLE;
+  if ((x->rl_now.seen & 2u) && (!b->have_rem || x->rl_now.remaining < b->rem_min)) {
+    b->rem_min = x->rl_now.remaining;
+    b->have_rem = 1;
+  }
+  if (x->rl_now.seen & 4u) b->interval_ms = x->rl_now.interval_ms;
+  if (direct_push(L, s, d) == 1) {
+    lua_rawseti(L, b->values, x->index);
+  } else {
+    lua_rawseti(L, b->errors, x->index);
+    lua_pop(L, 1);
+  }
+}
+
+/* The entries of a batch, read: op, method, path, body, version, timeout of requests[k] pushed (6 values); raises
+ * on one that is malformed. */
+static void batch_entry(lua_State *L, int k, int *op, const char **method, const char **path, size_t *plen,
+                        const char **body, size_t *blen, const char **version, double *tmo) {
+  if (lua_type(L, -1) != LUA_TTABLE) luaL_error(L, "leadconnector: batch request %d is not a table", k);
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);
+  lua_rawgeti(L, -3, 3);
+  lua_rawgeti(L, -4, 4);
+  lua_rawgeti(L, -5, 5);
+  lua_rawgeti(L, -6, 6);
+  for (*op = 0; lc_op_names[*op] && !(lua_type(L, -6) == LUA_TSTRING && strcmp(lc_op_names[*op], lua_tostring(L, -6)) == 0); (*op)++) {
+  }
+  *method = lua_tostring(L, -5);
+  *path = lua_tolstring(L, -4, plen);
+  *blen = 0;
+  *body = lua_type(L, -3) == LUA_TSTRING ? lua_tolstring(L, -3, blen) : NULL;
+  *version = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+  *tmo = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : -1;
+  if (lc_op_names[*op] == NULL || *method == NULL || *path == NULL)
+    luaL_error(L, "leadconnector: batch request %d is malformed", k);
+}
+
+/* session:batch on the direct engine (values and errors are the tables at those stack indexes): returns what
+ * l_batch returns; -1 (nothing sent) when a request is not one for this engine. Every entry is read before any is
+ * sent: a malformed one raises with nothing on the wire. */
+static int direct_batch(lua_State *L, lc_session *s, int n, int conc, int values, int errors) {
+  int next = 1, active = 0, i, k, fits = 1;
+  dbatch b;
+  for (k = 1; k <= n && fits; k++) {
+    int op;
+    const char *method, *path, *body, *version;
+    size_t plen, blen;
+    double tmo;
+    lua_rawgeti(L, 2, k);
+    batch_entry(L, k, &op, &method, &path, &plen, &body, &blen, &version, &tmo);
+    if (!header_value_ok(version, 64))
+      luaL_error(L, "leadconnector: version must be a short header value without control characters");
+    fits = direct_fits(s, method, path, plen);
+    lua_pop(L, 7);
+  }
+  if (!fits) return -1;
+  if (s->rbuf == NULL && (s->rbuf = (char *)malloc(DIRECT_RBUF)) == NULL)
+    return luaL_error(L, "leadconnector: out of memory");
+  while (s->dslot_n < conc)
+    if (!dslot_add(s)) return luaL_error(L, "leadconnector: out of memory");
+  if (s->dpoll_cap < (size_t)conc * 4) {
+    size_t cap = (size_t)conc * 4;
+    struct pollfd *p = (struct pollfd *)realloc(s->dpoll, cap * sizeof *p);
+    int *o;
+    if (p == NULL) return luaL_error(L, "leadconnector: out of memory");
+    s->dpoll = p;
+    o = (int *)realloc(s->dpoll_of, cap * sizeof *o);
+    if (o == NULL) return luaL_error(L, "leadconnector: out of memory");
+    s->dpoll_of = o;
+    s->dpoll_cap = cap;
+  }
+  for (i = 0; i < s->dslot_n; i++) /* a batch cut short by an error left an exchange half done: not reusable */
+    if (s->dslots[i]->state != D_IDLE) {
+      direct_drop(s->dslots[i]);
+      s->dslots[i]->state = D_IDLE;
+    }
+  b.values = values;
+  b.errors = errors;
+  b.have_rem = 0;
+  b.rem_min = 0;
+  b.interval_ms = -1;
+  s->busy = 1;
+  while (next <= n || active > 0) {
+    struct pollfd *pf = s->dpoll;
+    int np = 0, r, j;
+    double now, soonest = -1;
+    /* Fill free slots; a call that ends before it waits (an error at once) frees its slot again. Every string a
+     * request uses is copied into its slot's buffer. */
+    for (i = 0; i < conc; i++) {
+      lc_dconn *d = s->dslots[i];
+      while (d->state == D_IDLE && next <= n) {
+        int op;
+        const char *method, *path, *body, *version;
+        size_t plen, blen;
+        double tmo;
+        lua_rawgeti(L, 2, next);
+        batch_entry(L, next, &op, &method, &path, &plen, &body, &blen, &version, &tmo);
+        if (direct_request(s, d, method, path, plen, body, blen, version ? version : s->version, NULL) != 1) {
+          s->busy = 0;
+          return luaL_error(L, "leadconnector: out of memory");
+        }
+        xfer_begin(d->x, (enum lc_op)op);
+        d->x->index = next++;
+        dconn_begin(d, strcmp(method, "POST") == 0, strcmp(method, "HEAD") == 0,
+                    tmo > 0 ? tmo : (double)s->timeout_ms / 1000.0);
+        lua_pop(L, 7);
+        active++;
+        if (dconn_step(d, 0)) {
+          active--;
+          dslot_result(L, s, d, &b);
+        }
+      }
+    }
+    if (active == 0) continue;
+    /* What each waits for, and until when. */
+    for (i = 0; i < conc; i++) {
+      lc_dconn *d = s->dslots[i];
+      double until;
+      if (d->state == D_IDLE) continue;
+      if (d->state == D_CONNECTING) {
+        for (k = 0; k < d->cw_n; k++) {
+          pf[np] = d->cw[k];
+          pf[np].revents = 0;
+          s->dpoll_of[np++] = i;
+        }
+        until = d->ctimer >= 0 && d->ctimer < d->stop + DSLOT_GRACE ? d->ctimer : d->stop + DSLOT_GRACE;
+      } else {
+        pf[np].fd = d->fd;
+        pf[np].events = d->wait;
+        pf[np].revents = 0;
+        s->dpoll_of[np++] = i;
+        until = d->stop;
+      }
+      if (soonest < 0 || until < soonest) soonest = until;
+    }
+    now = lc_monotonic();
+    {
+      double ms = (soonest - now) * 1000;
+      r = poll(pf, (nfds_t)np, ms <= 0 ? 0 : ms > 1000 ? 1000 : (int)ms + 1);
+    }
+    if (r < 0 && errno != EINTR) { /* the wait itself failed: every exchange ends as a failed one would */
+      for (i = 0; i < conc; i++) {
+        lc_dconn *d = s->dslots[i];
+        if (d->state == D_IDLE) continue;
+        if (d->state == D_CONNECTING) {
+          d->rc = CURLE_COULDNT_CONNECT;
+          d->connecting = 0;
+        }
+        if (dconn_step(d, DEV_FAIL)) {
+          active--;
+          dslot_result(L, s, d, &b);
+        }
+      }
+      continue;
+    }
+    now = lc_monotonic();
+    /* Each slot in turn, with what came for it (its entries are together in pf). */
+    j = 0;
+    while (j < np) {
+      int from = j, ev = 0;
+      lc_dconn *d;
+      i = s->dpoll_of[j];
+      while (j < np && s->dpoll_of[j] == i) ev |= pf[j++].revents;
+      d = s->dslots[i];
+      if (d->state == D_CONNECTING) {
+        dslot_drive(d, pf + from, j - from, now);
+        if (d->connecting) continue;
+        ev = 0;
+      } else if (ev == 0) {
+        if (now < d->stop) continue;
+        ev = DEV_TIMEOUT;
+      }
+      if (dconn_step(d, ev)) {
+        active--;
+        dslot_result(L, s, d, &b);
+      }
+    }
+    /* Connecting slots with no socket yet (libcurl resolving, or about to start) wait for their timer only. */
+    for (i = 0; i < conc; i++) {
+      lc_dconn *d = s->dslots[i];
+      if (d->state != D_CONNECTING || d->cw_n > 0) continue;
+      dslot_drive(d, NULL, 0, now);
+      if (!d->connecting && dconn_step(d, 0)) {
+        active--;
+        dslot_result(L, s, d, &b);
+      }
+    }
+  }
+  s->busy = 0;
+  if (b.have_rem) lua_pushnumber(L, b.rem_min);
+  else lua_pushnil(L);
+  if (b.interval_ms >= 0) lua_pushnumber(L, b.interval_ms);
+  else lua_pushnil(L);
+  return 4;
 }
 
 /* --- Lua side --------------------------------------------------------------------------------------------------- */
@@ -1380,15 +1878,23 @@ static int session_new_handles(lc_session *s) {
  * through a proxy or with engine = "libcurl"), the session looks at every idle socket it knows with one poll; if
  * any has something to read, all of libcurl's connections are dropped and made anew (the direct engine's own
  * connection is not libcurl's to reuse, and is checked on its own). 1, or what session_new_handles says. */
+/* Whether fd is a connection of the direct engine (which checks its own before each use). */
+static int direct_owns(const lc_session *s, curl_socket_t fd) {
+  int i;
+  if (fd == s->dmain.fd) return 1;
+  for (i = 0; i < s->dslot_n; i++)
+    if (fd == s->dslots[i]->fd) return 1;
+  return 0;
+}
+
 static int libcurl_fresh(lc_session *s) {
   struct pollfd p[32];
-  curl_socket_t mine = s->conn ? direct_fd(s) : CURL_SOCKET_BAD;
   size_t i = 0;
   int dirty = 0;
   while (i < s->fds_n && !dirty) {
     nfds_t n = 0;
     for (; i < s->fds_n && n < 32; i++)
-      if (s->fds[i] != mine) {
+      if (!direct_owns(s, s->fds[i])) {
         p[n].fd = s->fds[i];
         p[n].events = POLLIN;
         p[n].revents = 0;
@@ -1742,7 +2248,8 @@ static int l_call(lua_State *L) {
 
 /** session:batch(requests, concurrency) -> values, errors, remaining, interval_ms
  * requests[i] = { op, method, path, body|false, version|false, timeout|false }. Runs up to `concurrency` at once on
- * libcurl's multi interface, over the session's shared connection cache. values[i] or errors[i] is set for each i.
+ * the direct engine (direct_batch), or libcurl's multi interface over the session's shared connection cache (engine
+ * "libcurl", a proxy, a request the direct engine does not take). values[i] or errors[i] is set for each i.
  * remaining: the smallest X-RateLimit-Remaining of the answers; interval_ms: the window they gave (nil if none). */
 static int l_batch(lua_State *L) {
   lc_session *s = check_session(L);
@@ -1761,6 +2268,10 @@ static int l_batch(lua_State *L) {
   lua_createtable(L, n, 0);
   errors = lua_gettop(L);
   if (n == 0) return 2;
+  if (s->direct) {
+    int r = direct_batch(L, s, n, conc, values, errors);
+    if (r >= 0) return r;
+  }
   if (libcurl_fresh(s) != 1) return luaL_error(L, "leadconnector: could not make a new libcurl session");
   if (session_multi(s) == NULL) return luaL_error(L, "leadconnector: out of memory");
   if (s->pool_n < conc) {
@@ -1790,27 +2301,9 @@ static int l_batch(lua_State *L) {
       int op;
       if (x->added) continue;
       lua_rawgeti(L, 2, next);
-      if (lua_type(L, -1) != LUA_TTABLE) {
-        s->busy = 0;
-        return luaL_error(L, "leadconnector: batch request %d is not a table", next);
-      }
-      lua_rawgeti(L, -1, 1);
-      lua_rawgeti(L, -2, 2);
-      lua_rawgeti(L, -3, 3);
-      lua_rawgeti(L, -4, 4);
-      lua_rawgeti(L, -5, 5);
-      lua_rawgeti(L, -6, 6);
-      for (op = 0; OPS[op] && !(lua_type(L, -6) == LUA_TSTRING && strcmp(OPS[op], lua_tostring(L, -6)) == 0); op++) {
-      }
-      method = lua_tostring(L, -5);
-      path = lua_tolstring(L, -4, &plen);
-      body = lua_type(L, -3) == LUA_TSTRING ? lua_tolstring(L, -3, &blen) : NULL;
-      version = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-      tmo = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : -1;
-      if (OPS[op] == NULL || method == NULL || path == NULL) {
-        s->busy = 0;
-        return luaL_error(L, "leadconnector: batch request %d is malformed", next);
-      }
+      s->busy = 0; /* batch_entry raises on a malformed entry */
+      batch_entry(L, next, &op, &method, &path, &plen, &body, &blen, &version, &tmo);
+      s->busy = 1;
       switch (xfer_prepare(s, x, (enum lc_op)op, method, path, plen, body, blen, version, NULL, tmo)) {
       case 0: s->busy = 0; return luaL_error(L, "leadconnector: out of memory");
       case -1: s->busy = 0; return luaL_error(L, "leadconnector: version must be a short header value without control characters");

@@ -190,9 +190,9 @@ describe("client:batch #batch", function()
     assert.is_true(took >= 4 * delay * 0.9, ("took %.2f s for 4 answers of %.2f s each"):format(took, delay))
   end)
 
-  -- The batch's connections are libcurl's (one cache); single calls keep one of their own (the direct engine's,
-  -- which libcurl's transfers cannot reuse): at most `concurrency` + 1, and none new once they exist.
-  it("uses at most `concurrency` connections, from the client's one connection cache", function()
+  -- The batch's connections are kept between batches (the direct engine's slots, or libcurl's one cache); single
+  -- calls keep one of their own: at most `concurrency` + 1, and none new once they exist.
+  it("uses at most `concurrency` connections, kept between batches", function()
     local c = lch.client(sb)
     local before = lch.connections_to(sb.port)
     local function mine()

@@ -10,7 +10,8 @@
 --  * the direct engine writes a send's whole body before it reads anything: a 413 (or any answer) sent from the
 --    request's head, before the server stops reading, is lost -- a network error, or a timeout ("writing the
 --    request" tests); libcurl's engine returns the 413;
---  * libcurl's engine (engine = "libcurl", and every batch, even of a direct client) reuses a kept-alive connection
+--  * libcurl's engine (engine = "libcurl", and every batch, even of a direct client, until batches took the direct
+--    engine too) reuses a kept-alive connection
 --    that the server reset, or left a stray answer or a 408 on, while it was idle: the send is lost (request_sent =
 --    true although never received), or returns the stray answer or the 408 as its own (libcurl 8.14 passes these);
 --  * the engines read some answers differently: trailers (libcurl's engine takes X-Trace-Id, X-RateLimit-* and a bad
@@ -195,8 +196,9 @@ end]]):format(actions))
   end
 end)
 
--- Batches always take libcurl's engine, whatever the client's: the same promises hold there.
-describe("a batch (libcurl's engine, also for a direct client) after the server ended its kept-alive connection",
+-- A batch takes the client's engine (the direct engine's batch slots: one connection per concurrent call, each
+-- checked before it is reused; libcurl's multi interface for engine = "libcurl"): the same promises hold on both.
+describe("a batch after the server ended its kept-alive connection",
   function()
     local HOW = {
       close = [[{ ANSWER, "close" }]],
@@ -207,23 +209,25 @@ describe("a batch (libcurl's engine, also for a direct client) after the server 
         'HTTP/1.1 201 Created\r\nContent-Length: 42\r\n\r\n{"conversationId":"x","messageId":"STRAY"}',
         { mark = "ended" } }]],
     }
-    for how, actions in pairs(HOW) do
-      it(how .. ": the batch's send is received once and gets its own answer", function()
+    for how, actions in pairs(HOW) do for _, engine in ipairs(ENGINES) do
+      it(how .. ": the batch's send is received once and gets its own answer (engine " .. engine .. ")", function()
         local srv = server(([[
 return function(req, st)
   local ANSWER = default(req, st)
   if req.seq > 1 then return ANSWER end
   return %s
 end]]):format(actions))
-        local c = client(srv, { max_retries = 3 })
+        local c = client(srv, { max_retries = 3, engine = engine })
         assert.equals("warm", assert(c:batch { { "get_message", "warm" } })[1].value.id)
         srv:wait(function(l) return l.closed >= 1 or (l.marks.ended or 0) >= 1 end)
         local r = assert(c:batch { { "send_message", { type = "SMS", contactId = "c1", message = "hi" } } })[1]
         assert.is_nil(r.err and tostring(r.err))
         assert.equals("m1", r.value.messageId)
         assert.equals(1, srv:count("POST"))
+        -- the direct engine's batch made both connections itself (libcurl's engine counts none)
+        assert.equals(engine == "direct" and 2 or 0, stats(c).connects)
       end)
-    end
+    end end
   end)
 
 ---------------------------------------------------------------------------------------------------------------------
@@ -997,6 +1001,18 @@ local c = assert(leadconnector.new { token = "fork-token", base_url = url, timeo
 assert(c:get_message("parent-0").id == "parent-0")
 local function run(who, n)
   local ok, bad = 0, {}
+  if mode == "batch" then -- n calls in batches of 5, three at a time: the batch's own connections
+    for b = 0, n / 5 - 1 do
+      local calls = {}
+      for i = 1, 5 do calls[i] = { "get_message", who .. "-" .. (b * 5 + i) } end
+      local res = assert(c:batch(calls, { concurrency = 3 }))
+      for i = 1, 5 do
+        local r = res[i]
+        if r.value and r.value.id == calls[i][2] then ok = ok + 1 else bad[#bad + 1] = r.value and r.value.id or tostring(r.err) end
+      end
+    end
+    return ok, table.concat(bad, ",")
+  end
   for i = 1, n do
     local id = who .. "-" .. i
     local m, err = c:get_message(id)
@@ -1004,9 +1020,13 @@ local function run(who, n)
   end
   return ok, table.concat(bad, ",")
 end
+if mode == "batch" then -- the parent's batch connections exist before the fork
+  assert(#c:batch({ { "get_message", "parent-w1" }, { "get_message", "parent-w2" }, { "get_message", "parent-w3" } },
+    { concurrency = 3 }) == 3)
+end
 local pid = ffi.C.fork()
 if pid == 0 then
-  if mode == "calls" then
+  if mode == "calls" or mode == "batch" then
     local ok, bad = run("child", 30)
     io.stdout:write("child ", ok, " ", bad, "\n")
     io.stdout:flush()
@@ -1019,9 +1039,14 @@ local st = ffi.new("int[1]")
 ffi.C.waitpid(pid, st, 0)
 io.stdout:write("parent ", ok, " ", bad, " connects=", c._session:stats().connects, " child_status=", st[0], "\n")
 ]]
-  for _, mode in ipairs { "calls", "exit" } do
-    it(mode == "calls" and "parent and child call at once: each its own answers on its own connection" or
-      "a child that only exits (its __gc): the parent's kept-alive connection is untouched", function()
+  local TITLE = {
+    calls = "parent and child call at once: each its own answers on its own connection",
+    batch = "parent and child run batches at once (the parent's batch connections made before the fork): each its " ..
+      "own answers on its own connections",
+    exit = "a child that only exits (its __gc): the parent's kept-alive connection is untouched",
+  }
+  for _, mode in ipairs { "calls", "batch", "exit" } do
+    it(TITLE[mode], function()
       local so = "build/luajit/leadconnector/core.so"
       local found = os.execute("command -v luajit >/dev/null 2>&1") -- true (5.2+) or 0 (5.1) when found
       if found ~= true and found ~= 0 then return pending("no luajit") end
@@ -1043,10 +1068,13 @@ io.stdout:write("parent ", ok, " ", bad, " connects=", c._session:stats().connec
       if mode == "calls" then
         assert.truthy(out:find("child 30 \n", 1, true), out)
         assert.equals(2, log.accepts, out)
+      elseif mode == "batch" then -- the parent's single one and three for batches; the child's three
+        assert.truthy(out:find("child 30 \n", 1, true), out)
+        assert.equals(7, log.accepts, out)
       else
         assert.equals(1, log.accepts, out)
       end
-      assert.truthy(out:find("parent 30  connects=1 child_status=0", 1, true), out)
+      assert.truthy(out:find(("parent 30  connects=%d child_status=0"):format(mode == "batch" and 4 or 1), 1, true), out)
       -- no connection carried both a parent's and a child's request
       local who = {}
       for _, r in ipairs(log.requests) do

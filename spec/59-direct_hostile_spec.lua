@@ -445,9 +445,10 @@ function RServer:stop()
   end
 end
 
-describe("libcurl_fresh: libcurl's engine after idle connections were reset, stray-written or closed", function()
-  it("a direct call's connection reset while idle: the next batch still reuses libcurl's own idle connection " ..
-    "(the direct engine's socket is not libcurl's to count), and the next direct call makes a new one", function()
+describe("a batch's connections and a single call's, after idle connections were reset, stray-written or closed",
+  function()
+  it("a direct call's connection reset while idle: the next batch still reuses its own idle connection " ..
+    "(the single call's socket is not the batch's), and the next direct call makes a new one", function()
     for _, how in ipairs { [["rst"]], [["close"]], [["shutdown", { mark = "ended" }]],
       [['HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}', { mark = "ended" }]] } do
       local srv = server(([[
@@ -464,17 +465,17 @@ end]]):format(how))
         message = "m" } } }, { concurrency = 1 }))
       assert.equals("b2", r[1].value.id, how)
       assert.equals("m1", r[2].value.messageId, how)
-      assert.equals(2, srv:log().accepts, how) -- libcurl's connection kept: no new one for the batch
+      assert.equals(2, srv:log().accepts, how) -- the batch's connection kept: no new one for the batch
       assert.equals("direct2", assert(c:get_message("direct2")).id)
       assert.equals(3, srv:log().accepts, how)
-      assert.equals(2, stats(c).connects, how)
+      assert.equals(3, stats(c).connects, how) -- the batch's one, the single calls' two
       assert.equals(1, srv:count("POST"), how)
       srv:stop()
     end
   end)
 
-  it("libcurl's idle connection reset while the direct engine's is healthy: the batch takes a new one, and the " ..
-    "direct engine's connection is untouched (the next direct call reuses it)", function()
+  it("a batch's idle connection reset while the single calls' is healthy: the batch takes a new one, and the " ..
+    "single calls' connection is untouched (the next direct call reuses it)", function()
     local srv = server([[
 return function(req, st)
   local a = default(req, st)
@@ -490,8 +491,8 @@ end]])
     assert.equals("m1", r.value.messageId)
     assert.equals(3, srv:log().accepts)
     assert.equals("direct2", assert(c:get_message("direct2")).id)
-    assert.equals(3, srv:log().accepts) -- the direct connection lived through libcurl's drop
-    assert.equals(1, stats(c).connects)
+    assert.equals(3, srv:log().accepts) -- the single calls' connection lived through the batch's drop
+    assert.equals(3, stats(c).connects)
     assert.equals(1, srv:count("POST"))
   end)
 
@@ -512,7 +513,7 @@ end]])
       local d, derr = send(c, "direct-" .. round)
       assert.is_nil(derr and tostring(derr))
       assert.equals("direct-" .. round, d.messageId)
-      assert.is_true(srv:reset() >= 2) -- libcurl's and the direct engine's connections
+      assert.is_true(srv:reset() >= 2) -- the batch's and the single calls' connections
     end
     local log = srv:log()
     local n = 0

@@ -385,8 +385,8 @@ end
 --- Runs many calls at once: `calls[i] = { method_name, args... }` with the method's own arguments, e.g.
 -- `{ "get_message", id }`, `{ "send_message", fields [, opts] }`, `{ "get_messages", conversationId, query }`
 -- (every method of the catalogue but the upload; the iterators are not methods of a batch).
--- Up to `opts.concurrency` (default 8) are in flight together over the client's connections (libcurl's multi
--- interface; cosockets in nginx). Each call follows the same retry rules as on its own, and the rate limiter.
+-- Up to `opts.concurrency` (default 8) are in flight together, each on a connection of its own (the direct engine's;
+-- libcurl's multi interface with engine = "libcurl"; cosockets in nginx). Each call follows the same retry rules as on its own, and the rate limiter.
 -- @return a list in the order of `calls`: `results[i] = { value = ... }` or `{ err = ... }`
 function Client:batch(calls, opts)
   check_client(self, "batch")
