@@ -68,6 +68,13 @@ struct lc_xfer {
   char errbuf[CURL_ERROR_SIZE];
 };
 
+/* The sockets a multi handle waits on now, as its socket callback says (watch_set). */
+typedef struct lc_watch {
+  struct pollfd *p;
+  size_t n, cap;
+  int lost; /* the list could not grow: the multi no longer knows what to wait on */
+} lc_watch;
+
 /* How a direct exchange ended, for direct_push (the exchange itself touches no Lua). */
 typedef struct direct_out {
   int ok;           /* an answer to classify (the connection's h1 and x hold it) */
@@ -89,8 +96,7 @@ typedef struct lc_dconn {
   curl_socket_t fd; /* its socket, once connected */
   CURLM *cm;        /* a batch slot's multi (NULL for s->dmain) */
   int connecting;   /* conn is being connected on cm */
-  struct pollfd cw[4]; /* while connecting: the sockets cm watches, as its socket callback says */
-  int cw_n, cw_lost;
+  lc_watch cw;      /* while connecting: the sockets cm watches */
   double ctimer;    /* while connecting: when cm wants its timeout action (monotonic seconds; < 0 none) */
   lc_h1 h1;
   char *req;        /* the request being written (holds the token: wiped) */
@@ -120,9 +126,7 @@ struct lc_session {
   unsigned forks; /* fork_count when the handles were made (see forked()) */
   int *fds;    /* every socket libcurl opened for the session and has not closed yet */
   size_t fds_n, fds_cap;
-  struct pollfd *watch; /* the sockets the multi handle waits on now, as its socket callback says (see drive) */
-  size_t watch_n, watch_cap;
-  int watch_lost; /* the list could not grow: the multi no longer knows what to wait on (see multi_reset) */
+  lc_watch watch; /* the sockets the multi handle waits on now (see drive; on a lost list, multi_reset) */
   /* The direct engine (see direct_call): libcurl connects, the library speaks HTTP/1.1. */
   int direct;           /* calls and batches use it: no proxy, and the engine was not set to "libcurl" */
   lc_dconn dmain;       /* single calls' connection and exchange */
@@ -285,9 +289,8 @@ static void session_cleanup(lc_session *s) {
   free(s->fds);
   s->fds = NULL;
   s->fds_n = s->fds_cap = 0;
-  free(s->watch);
-  s->watch = NULL;
-  s->watch_n = s->watch_cap = 0;
+  free(s->watch.p);
+  memset(&s->watch, 0, sizeof s->watch);
   free_slist_wiped(s->hdr_get);
   free_slist_wiped(s->hdr_body);
   s->hdr_get = s->hdr_body = NULL;
@@ -949,6 +952,40 @@ static int xfer_result(lua_State *L, lc_session *s, lc_xfer *x, CURLcode rc) {
 #define DIRECT_MAX_STALE 4
 
 
+/* A socket callback's news for list w: what to wait for on fd (CURL_POLL_IN/OUT/INOUT), or REMOVE. Never fails
+ * libcurl (a -1 would kill the multi): a list that cannot grow is marked lost, and its user fails the step. */
+static void watch_set(lc_watch *w, curl_socket_t fd, int what) {
+  size_t i;
+  for (i = 0; i < w->n && w->p[i].fd != fd; i++) {
+  }
+  if (what == CURL_POLL_REMOVE) {
+    if (i < w->n) w->p[i] = w->p[--w->n];
+    return;
+  }
+  if (i == w->n) {
+    if (w->n == w->cap) {
+      size_t cap = w->cap ? w->cap * 2 : 4;
+      struct pollfd *p = (struct pollfd *)realloc(w->p, cap * sizeof *p);
+      if (p == NULL) {
+        w->lost = 1;
+        return;
+      }
+      w->p = p;
+      w->cap = cap;
+    }
+    w->n++;
+    w->p[i].fd = fd;
+  }
+  w->p[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
+  w->p[i].revents = 0;
+}
+
+/* What poll said of a socket, as curl_multi_socket_action takes it. */
+static int cselect_of(short r) {
+  return ((r & (POLLIN | POLLHUP | POLLERR)) ? CURL_CSELECT_IN : 0) | ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) |
+         ((r & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
+}
+
 static int h1_status(void *ud, int status) {
   (void)status;
   answer_reset((lc_xfer *)ud);
@@ -978,8 +1015,8 @@ static void direct_drop(lc_dconn *d) {
   d->conn = NULL;
   d->fd = CURL_SOCKET_BAD;
   d->connecting = 0;
-  d->cw_n = 0;
-  d->cw_lost = 0;
+  d->cw.n = 0;
+  d->cw.lost = 0;
   d->ctimer = -1;
 }
 
@@ -995,6 +1032,8 @@ static void dconn_free(lc_dconn *d) {
   d->req = NULL;
   d->req_cap = 0;
   lc_h1_free(&d->h1);
+  free(d->cw.p);
+  memset(&d->cw, 0, sizeof d->cw);
   free(d->xb.body);
   d->xb.body = NULL;
   d->xb.body_len = d->xb.body_cap = 0;
@@ -1565,25 +1604,9 @@ static int direct_call(lua_State *L, lc_session *s, enum lc_op op, const char *m
 #define DSLOT_GRACE 1.0 /* seconds past a call's time limit a connecting slot is given before it is ended here */
 
 static int on_dsock(CURL *e, curl_socket_t fd, int what, void *ud, void *socketp) {
-  lc_dconn *d = (lc_dconn *)ud;
-  int i;
   (void)e;
   (void)socketp;
-  for (i = 0; i < d->cw_n && d->cw[i].fd != fd; i++) {
-  }
-  if (what == CURL_POLL_REMOVE) {
-    if (i < d->cw_n) d->cw[i] = d->cw[--d->cw_n];
-    return 0;
-  }
-  if (i == d->cw_n) {
-    if (d->cw_n == (int)(sizeof d->cw / sizeof d->cw[0])) { /* more than libcurl's eyeballs ever open: the connect fails */
-      d->cw_lost = 1;
-      return 0;
-    }
-    d->cw[d->cw_n++].fd = fd;
-  }
-  d->cw[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
-  d->cw[i].revents = 0;
+  watch_set(&((lc_dconn *)ud)->cw, fd, what);
   return 0;
 }
 
@@ -1627,11 +1650,7 @@ static void dslot_drive(lc_dconn *d, const struct pollfd *pf, int n, double now)
   CURLMsg *m;
   for (i = 0; i < n; i++) {
     short r = pf[i].revents;
-    if (r)
-      curl_multi_socket_action(d->cm, pf[i].fd,
-                               ((r & (POLLIN | POLLHUP | POLLERR)) ? CURL_CSELECT_IN : 0) |
-                                   ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) | ((r & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0),
-                               &running);
+    if (r) curl_multi_socket_action(d->cm, pf[i].fd, cselect_of(r), &running);
   }
   if (d->ctimer >= 0 && d->ctimer <= now) {
     d->ctimer = -1;
@@ -1642,7 +1661,7 @@ static void dslot_drive(lc_dconn *d, const struct pollfd *pf, int n, double now)
       d->rc = m->data.result;
       d->connecting = 0;
     }
-  if (d->connecting && d->cw_lost) {
+  if (d->connecting && d->cw.lost) {
     d->rc = CURLE_OUT_OF_MEMORY;
     d->connecting = 0;
   }
@@ -1780,8 +1799,8 @@ static int direct_batch(lua_State *L, lc_session *s, int n, int conc, int values
       double until;
       if (d->state == D_IDLE) continue;
       if (d->state == D_CONNECTING) {
-        for (k = 0; k < d->cw_n; k++) {
-          pf[np] = d->cw[k];
+        for (k = 0; k < (int)d->cw.n; k++) {
+          pf[np] = d->cw.p[k];
           pf[np].revents = 0;
           s->dpoll_of[np++] = i;
         }
@@ -1840,7 +1859,7 @@ static int direct_batch(lua_State *L, lc_session *s, int n, int conc, int values
     /* Connecting slots with no socket yet (libcurl resolving, or about to start) wait for their timer only. */
     for (i = 0; i < conc; i++) {
       lc_dconn *d = s->dslots[i];
-      if (d->state != D_CONNECTING || d->cw_n > 0) continue;
+      if (d->state != D_CONNECTING || d->cw.n > 0) continue;
       dslot_drive(d, NULL, 0, now);
       if (!d->connecting && dconn_step(d, 0)) {
         active--;
@@ -2075,32 +2094,9 @@ static int xfer_mime(lua_State *L, lc_session *s, lc_xfer *x, int idx, const cha
 
 /* libcurl's socket callback: what to wait for on fd (CURL_POLL_IN/OUT/INOUT), or REMOVE. No Lua here. */
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *socketp) {
-  lc_session *s = (lc_session *)ud;
-  size_t i;
   (void)e;
   (void)socketp;
-  for (i = 0; i < s->watch_n && s->watch[i].fd != fd; i++) {
-  }
-  if (what == CURL_POLL_REMOVE) {
-    if (i < s->watch_n) s->watch[i] = s->watch[--s->watch_n];
-    return 0;
-  }
-  if (i == s->watch_n) {
-    if (s->watch_n == s->watch_cap) {
-      size_t cap = s->watch_cap ? s->watch_cap * 2 : 8;
-      struct pollfd *p = (struct pollfd *)realloc(s->watch, cap * sizeof *p);
-      if (p == NULL) { /* drive fails the step; libcurl itself is left working (a -1 would kill the multi) */
-        s->watch_lost = 1;
-        return 0;
-      }
-      s->watch = p;
-      s->watch_cap = cap;
-    }
-    s->watch_n++;
-    s->watch[i].fd = fd;
-  }
-  s->watch[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) | ((what & CURL_POLL_OUT) ? POLLOUT : 0));
-  s->watch[i].revents = 0;
+  watch_set(&((lc_session *)ud)->watch, fd, what);
   return 0;
 }
 
@@ -2114,8 +2110,8 @@ static CURLM *session_multi(lc_session *s) {
     /* Keep every connection a batch made (concurrency is 256 at most): by default libcurl keeps 4 per transfer
      * still attached, so the last answer of a batch, alone, had all but 4 closed (found by spec 59). */
     curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, 256L);
-    s->watch_n = 0;
-    s->watch_lost = 0;
+    s->watch.n = 0;
+    s->watch.lost = 0;
   }
   return s->multi;
 }
@@ -2147,25 +2143,22 @@ static CURLMcode drive(lc_session *s, int *running) {
   long tmo = -1;
   CURLMcode mc;
   int ready;
-  if (s->watch_lost) return CURLM_OUT_OF_MEMORY;
+  if (s->watch.lost) return CURLM_OUT_OF_MEMORY;
   mc = curl_multi_timeout(s->multi, &tmo);
   if (mc != CURLM_OK) return mc;
   if (tmo < 0 || tmo > 1000) tmo = 1000;
   if (tmo > 0) {
     /* poll on the list itself: the callback changes it only inside libcurl, never while it is polled */
-    size_t i, n = s->watch_n;
-    ready = poll(s->watch, (nfds_t)n, (int)tmo);
+    size_t i, n = s->watch.n;
+    ready = poll(s->watch.p, (nfds_t)n, (int)tmo);
     if (ready > 0) {
       /* act on a copy of each ready entry: libcurl may change the list (and close sockets) while it acts */
       struct pollfd got[16];
       size_t k = 0;
       for (i = 0; i < n && k < 16; i++)
-        if (s->watch[i].revents) got[k++] = s->watch[i];
+        if (s->watch.p[i].revents) got[k++] = s->watch.p[i];
       for (i = 0; i < k; i++) {
-        short r = got[i].revents;
-        int ev = ((r & (POLLIN | POLLHUP | POLLERR)) ? CURL_CSELECT_IN : 0) | ((r & POLLOUT) ? CURL_CSELECT_OUT : 0) |
-                 ((r & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
-        mc = curl_multi_socket_action(s->multi, got[i].fd, ev, running);
+        mc = curl_multi_socket_action(s->multi, got[i].fd, cselect_of(got[i].revents), running);
         if (mc != CURLM_OK) return mc;
       }
       return CURLM_OK;

@@ -28,12 +28,7 @@ local S = lch.scale
 local TOKEN = "tok-Direct-0123456789abcdefXYZ"
 local ENGINES = { "direct", "libcurl" }
 
-local function client(srv, opts)
-  local o = { token = TOKEN, base_url = srv.url, rate_limit = false, max_retries = 0, retry_base = 0.001,
-    retry_cap = 0.005, timeout = 3 * S, connect_timeout = 2 * S, deadline = 10 * S }
-  for k, v in pairs(opts or {}) do o[k] = v end
-  return assert(leadconnector.new(o))
-end
+local function client(srv, opts) return ds.client(srv.url, TOKEN, opts) end
 
 local function stats(c) return c._session:stats() end
 
@@ -41,18 +36,7 @@ local function send(c, copts)
   return c:send_message({ type = "SMS", contactId = "c1", message = "hello" }, copts)
 end
 
--- A server for this test only, stopped when the test ends whatever happens.
--- (busted keeps one `finally` per test: the one registered last stops every server of the test)
-local live = {}
-local function server(script)
-  local srv = ds.start(script)
-  live[#live + 1] = srv
-  finally(function()
-    for _, s in ipairs(live) do s:stop() end
-    live = {}
-  end)
-  return srv
-end
+local function server(script) return ds.for_test(script, finally) end
 
 -- The source of a script: the raw `first` answer (then `after`: "close", "rst", ... or nothing) to request number
 -- `which` (default 1) of the whole server, the usual answers to every other.

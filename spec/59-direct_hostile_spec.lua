@@ -45,12 +45,7 @@ local HUGE = ("x"):rep(8 * 1024 * 1024)
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function client(url, opts)
-  local o = { token = TOKEN, base_url = url, rate_limit = false, max_retries = 0, retry_base = 0.001,
-    retry_cap = 0.005, timeout = 3 * S, connect_timeout = 2 * S, deadline = 10 * S }
-  for k, v in pairs(opts or {}) do o[k] = v end
-  return assert(leadconnector.new(o))
-end
+local function client(url, opts) return ds.client(url, TOKEN, opts) end
 
 local function stats(c) return c._session:stats() end
 
@@ -72,17 +67,9 @@ local function timed(f)
   return socket.gettime() - t0, os.clock() - c0, v, err
 end
 
--- Servers of one test, stopped when it ends (busted keeps one `finally` per test: the last one stops them all).
-local live = {}
-local function track(srv)
-  live[#live + 1] = srv
-  finally(function()
-    for _, s in ipairs(live) do s:stop() end
-    live = {}
-  end)
-  return srv
-end
-local function server(script) return track(ds.start(script)) end
+-- Servers of one test, stopped when it ends.
+local function track(srv) return ds.track(srv, finally) end
+local function server(script) return ds.for_test(script, finally) end
 
 -- The number of times the server's script saw a request head of `method` (on_head marks "head_<METHOD>"), read
 -- whole or not.

@@ -6,7 +6,6 @@
 -- slow call times out alone, a connection that cannot be made fails its calls as unsent, and a malformed request
 -- list raises before anything is written. Every server is a raw one in another process on 127.0.0.1
 -- (spec/directserver.lua).
-local leadconnector = require "leadconnector"
 local ds = require "directserver"
 local lch = require "lchelpers"
 local socket = require "socket"
@@ -14,23 +13,8 @@ local socket = require "socket"
 local S = lch.scale
 local TOKEN = "tok-Batch-0123456789abcdefXYZ"
 
-local function client(url, opts)
-  local o = { token = TOKEN, base_url = url, rate_limit = false, max_retries = 0, retry_base = 0.001,
-    retry_cap = 0.005, timeout = 3 * S, connect_timeout = 2 * S, deadline = 10 * S }
-  for k, v in pairs(opts or {}) do o[k] = v end
-  return assert(leadconnector.new(o))
-end
-
-local live = {}
-local function server(script)
-  local srv = ds.start(script)
-  live[#live + 1] = srv
-  finally(function()
-    for _, s in ipairs(live) do s:stop() end
-    live = {}
-  end)
-  return srv
-end
+local function client(url, opts) return ds.client(url, TOKEN, opts) end
+local function server(script) return ds.for_test(script, finally) end
 
 local function reads(prefix, n)
   local calls = {}

@@ -26,6 +26,8 @@ byte what each one gets back, and what then happens to its connection.
   srv:count(method)  -> requests of that method the server read (all if nil)
   srv:wait(pred [, secs])   polls srv:log() until pred(log) is true (raises after secs, default 5)
   srv:stop()
+  ds.for_test(script, finally)  in a busted test: started, and stopped when the test ends (ds.track(srv, finally))
+  ds.client(url, token [, opts])  a leadconnector client with quick test settings
 The log goes over a second, control port: the listening port only ever sees the client under test, so
 log().accepts is the number of connections the client made. The server exits by itself after 60 s without a
 request or a control call.
@@ -315,6 +317,30 @@ function Server:stop()
     self._p = nil
     os.remove(self._hfile)
   end
+end
+
+-- For busted tests, handed the test file's `finally` (busted's, which is not a global of modules): a server stopped
+-- when the test ends, whatever happens (busted keeps one `finally` per test: the one registered last stops every
+-- server of the test). track(srv, finally) does the same for any object with :stop().
+local live = {}
+function M.track(srv, fin)
+  live[#live + 1] = srv
+  fin(function()
+    for _, s in ipairs(live) do s:stop() end
+    live = {}
+  end)
+  return srv
+end
+function M.for_test(script, fin) return M.track(M.start(script), fin) end
+
+-- A client for these servers with quick test settings (no rate limit, no retries, a tiny backoff, time limits
+-- scaled by lchelpers.scale); opts override any of them.
+function M.client(url, token, opts)
+  local S = require("lchelpers").scale
+  local o = { token = token, base_url = url, rate_limit = false, max_retries = 0, retry_base = 0.001,
+    retry_cap = 0.005, timeout = 3 * S, connect_timeout = 2 * S, deadline = 10 * S }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return assert(require("leadconnector").new(o))
 end
 
 return M
