@@ -215,7 +215,7 @@ local function need_tls() return ctx.tls, ctx.tls_reason end
 local function with_ca(argv) return { "env", "BENCH_CAINFO=" .. ctx.tls_ca, table.unpack(argv) } end
 row {
   id = "tls_raw", label = "TLS raw libcurl easy: get_message", base = "tls_raw", tls = true, needs = need_tls,
-  argv = function(c, n) return with_ca { OUT .. "/raw_easy", c.tls_url, c.token, "get_message", c.msg, n } end,
+  argv = function(c, n) return with_ca { OUT .. "/raw_easy", c.tls_url, c.token, "get_message", c.tls_msg, n } end,
 }
 row {
   id = "tls_lc", label = "TLS leadconnector (Lua 5.4): get_message", base = "tls_raw", tls = true,
@@ -223,11 +223,11 @@ row {
     if not need_library() then return need_library() end
     return need_tls()
   end,
-  argv = function(c, n) return with_ca { LUA, "bench/lc_seq.lua", c.tls_url, c.token, "get_message", c.msg, n } end,
+  argv = function(c, n) return with_ca { LUA, "bench/lc_seq.lua", c.tls_url, c.token, "get_message", c.tls_msg, n } end,
 }
 row {
   id = "tls_naive", label = "TLS naive luasocket+luasec: get_message", base = "tls_raw", tls = true, needs = need_tls,
-  argv = function(c, n) return with_ca { LUA, "bench/naive.lua", c.tls_url, c.token, "get_message", c.msg, n } end,
+  argv = function(c, n) return with_ca { LUA, "bench/naive.lua", c.tls_url, c.token, "get_message", c.tls_msg, n } end,
 }
 -- Not a client (bench/raw_connect_only.c): libcurl connects (TLS verified, sessions cached) and nothing more; each
 -- request is written and its answer read by hand over curl_easy_send/curl_easy_recv. The floor of the library's
@@ -235,7 +235,7 @@ row {
 row {
   id = "tls_co", label = "TLS libcurl connect-only + HTTP by hand: get_message", base = "tls_raw", tls = true,
   needs = need_tls, note = "not a client: libcurl connects, the HTTP/1.1 is by hand (no checks, caps or limits)",
-  argv = function(c, n) return with_ca { OUT .. "/raw_connect_only", c.tls_url, c.token, "get_message", c.msg, n } end,
+  argv = function(c, n) return with_ca { OUT .. "/raw_connect_only", c.tls_url, c.token, "get_message", c.tls_msg, n } end,
 }
 row {
   id = "tls_node", label = "TLS node SDK: get_message", base = "tls_raw", tls = true, n = NODE_N,
@@ -244,7 +244,7 @@ row {
     return need_tls()
   end,
   argv = function(c, n)
-    local argv = { "env", "NODE_EXTRA_CA_CERTS=" .. c.tls_ca, "node", "bench/node/sdk.js", c.tls_url, c.token, c.msg, n }
+    local argv = { "env", "NODE_EXTRA_CA_CERTS=" .. c.tls_ca, "node", "bench/node/sdk.js", c.tls_url, c.token, c.tls_msg, n }
     if c.node_version then argv[#argv + 1] = c.node_version end
     return argv
   end,
@@ -641,7 +641,10 @@ local function main()
   local want_tls = ONLY == ""
   for _, id in ipairs { "tls_raw", "tls_lc", "tls_naive", "tls_co", "tls_node" } do want_tls = want_tls or id:find(ONLY) ~= nil end
   if want_tls then
-    ctx.tls, ctx.tls_reason = tls.start(ctx.url, pin_server)
+    -- the front answers this message itself, whatever the sandbox holds after each row's reset (bench/tls.lua)
+    ctx.tls_msg = ctx.msg
+    ctx.tls, ctx.tls_reason = tls.start(ctx.url, pin_server,
+      { path = "/conversations/messages/" .. ctx.tls_msg, token = ctx.token })
     if ctx.tls then
       ctx.tls_url, ctx.tls_ca = tls.state.url, tls.state.ca
       log("bench: TLS front %s (certificate %s)", ctx.tls_url, ctx.tls_ca)
